@@ -1,0 +1,102 @@
+// config.h: the trainer's configuration as typed structs, parsed once from
+// YAML (plus `--set section.key=value` overrides) and validated in one place.
+//
+// Every default lives here, in the struct; configs/default.yaml writes them
+// all out. Unknown keys and wrong types are errors naming the full key path
+// (with a did-you-mean); cross-field rules are checked by validate(). This
+// file does not touch data, devices or MPI.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sasrec {
+
+enum class Norm { Pre, Post, Paper };
+enum class LossKind { Bce, Ce, SampledSoftmax };
+
+struct DataConfig {
+  std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
+  int sampler_threads = 1;   // threads building batches ahead of the model
+  int prefetch = 8;          // batches queued ahead per sampler thread
+};
+
+struct ModelConfig {
+  int hidden = 50;           // d
+  int blocks = 2;            // b
+  int heads = 1;
+  int maxlen = 50;           // n
+  double dropout = 0.5;
+  Norm norm = Norm::Pre;
+  bool user_embedding = false;  // explicit user vector added to every position
+};
+
+struct TrainConfig {
+  int epochs = 200;
+  int batch_size = 128;      // sequences per rank per step
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.98;
+  double l2_emb = 0.0;       // L2 penalty on the item embedding table
+  LossKind loss = LossKind::Bce;
+  int negatives = 256;       // shared negatives for sampled_softmax
+  uint64_t seed = 42;
+  int64_t max_steps = 0;     // 0: no limit (stop after this many steps in total)
+  int threads = 0;           // intra-op threads for the model; 0: all cores
+};
+
+struct EvalConfig {
+  int every = 20;            // epochs between evaluations; 0: only after the last
+  std::vector<std::string> protocols{"full", "sampled"};
+  std::vector<int> ks{1, 5, 10, 20};
+  int64_t max_users = 0;     // 0: every eligible user
+  int sampled_negatives = 100;
+  int batch_users = 512;     // users scored together
+  int64_t memory_mb = 256;   // bound on one score block (users x items x 4 bytes)
+};
+
+struct CheckpointConfig {
+  std::string dir;           // empty: no checkpoints
+  int every = 1;             // epochs between checkpoints
+  int keep = 3;              // newest checkpoints kept
+  std::string resume = "none";  // none | auto | PATH
+};
+
+struct RuntimeConfig {
+  std::string device = "auto";  // auto | cpu | cuda
+  std::string comm = "auto";    // auto | mpi | nccl | none
+  int check_replicas = 0;       // compare a parameter checksum every N steps; 0: off
+};
+
+struct OutputConfig {
+  std::string metrics = "metrics.jsonl";
+  int log_every = 0;  // steps between progress lines; 0: one line per epoch
+};
+
+struct Config {
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig train;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+  RuntimeConfig runtime;
+  OutputConfig output;
+
+  // Cross-field and range checks; throws sasrec::Error(Config) naming the key.
+  void validate() const;
+};
+
+// Parses YAML text; `source` names it in messages (a path or "<string>").
+// `overrides` are "section.key=value" strings applied on top.
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The fully resolved config as YAML (every key), for run folders and checkpoints.
+std::string to_yaml(const Config& config);
+
+const char* norm_name(Norm n);
+const char* loss_name(LossKind l);
+
+}  // namespace sasrec

@@ -1,0 +1,69 @@
+// error.h: the one exception type of sasrec-ddp and the checking macros.
+//
+// Every failure the user can cause or the system can report becomes a
+// sasrec::Error carrying a domain (our own checks, I/O, config, HDF5, MPI,
+// CUDA, NCCL), the failing expression and file:line. Library code throws;
+// only main() catches, prints "[rank r] message" and ends the job.
+// Messages a user sees end with what to do.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace sasrec {
+
+enum class ErrorDomain { Check, Input, Config, Hdf5, Mpi, Cuda, Nccl, Io };
+
+const char* domain_name(ErrorDomain d);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorDomain domain, const std::string& message, const char* file = nullptr, int line = 0);
+  ErrorDomain domain() const { return domain_; }
+  // Where it was raised ("src/store.cpp:120"), empty for user-input errors.
+  const std::string& where() const { return where_; }
+
+ private:
+  ErrorDomain domain_;
+  std::string where_;
+};
+
+// Exit codes of every binary: 0 ok, 1 runtime failure, 2 bad input/usage,
+// 3 interrupted by a signal (a checkpoint was written).
+enum ExitCode { kExitOk = 0, kExitFailure = 1, kExitBadInput = 2, kExitInterrupted = 3 };
+
+namespace detail {
+// Builds a message from stream-able parts: detail::cat("x=", 3, " y").
+template <typename... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+}  // namespace detail
+
+}  // namespace sasrec
+
+// Internal invariant or argument contract: throws sasrec::Error(Check) with
+// the expression, file:line and the streamed message.
+#define SASREC_CHECK(cond, ...)                                                          \
+  do {                                                                                   \
+    if (!(cond))                                                                         \
+      throw ::sasrec::Error(::sasrec::ErrorDomain::Check,                                \
+                            ::sasrec::detail::cat("check failed: " #cond ": ", ##__VA_ARGS__), \
+                            __FILE__, __LINE__);                                         \
+  } while (0)
+
+// A user-facing error (bad file, bad value): no expression, just the message.
+#define SASREC_FAIL(domain, ...) \
+  throw ::sasrec::Error(::sasrec::ErrorDomain::domain, ::sasrec::detail::cat(__VA_ARGS__))
+
+// HDF5 C API calls return a negative value on failure.
+#define SASREC_H5_CHECK(expr, ...)                                                      \
+  do {                                                                                  \
+    if ((expr) < 0)                                                                     \
+      throw ::sasrec::Error(::sasrec::ErrorDomain::Hdf5,                                \
+                            ::sasrec::detail::cat("HDF5 call failed: " #expr ": ", ##__VA_ARGS__), \
+                            __FILE__, __LINE__);                                        \
+  } while (0)

@@ -1,0 +1,60 @@
+// evaluator.h: leave-one-out evaluation, full-catalog and sampled.
+//
+//   split valid: input = train part, target = valid item
+//   split test:  input = train part + valid item, target = test item
+//   protocol full:    rank the target against every item 1..I, the items of
+//                     the input history excluded (the target's own score is
+//                     compared, never counted against itself)
+//   protocol sampled: against `sampled_negatives` items drawn uniformly from
+//                     those the user never interacted with (the paper's 100)
+// Full scoring is chunked over users (eval.batch_users) and items (so one
+// score block stays under eval.memory_mb); the rank is a count of higher
+// scores, never a sort. Each rank evaluates its own users; sums are reduced
+// over ranks, so every rank returns the same global figures. The users
+// (eval.max_users) and sampled negatives are chosen by hashes of the global
+// user index: the figures do not depend on the rank count.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "sasrec/comm.h"
+#include "sasrec/config.h"
+#include "sasrec/dataset.h"
+#include "sasrec/metrics.h"
+#include "sasrec/model.h"
+
+namespace sasrec {
+
+struct EvalResult {
+  std::string split;     // valid | test
+  std::string protocol;  // full | sampled
+  RankMetrics metrics;
+  double seconds = 0;
+};
+
+class Evaluator {
+ public:
+  Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm);
+
+  // One result per protocol of the config, reduced over ranks.
+  std::vector<EvalResult> evaluate(SASRec& model, const std::string& split);
+
+  // The 0-based ranks of this rank's evaluated users for one protocol (tests).
+  std::vector<int64_t> ranks(SASRec& model, const std::string& split, const std::string& protocol);
+
+ private:
+  // Ranks of `users` (local indices) under each protocol of the config: [protocol][user].
+  std::vector<std::vector<int64_t>> chunk_ranks(SASRec& model, const std::string& split,
+                                                const std::vector<int64_t>& users);
+  // Ranks of every evaluated user: [protocol][user].
+  std::vector<std::vector<int64_t>> all_ranks(SASRec& model, const std::string& split);
+
+  const SplitData& data_;
+  EvalConfig config_;
+  uint64_t seed_;
+  Communicator& comm_;
+  std::vector<int64_t> users_;  // local indices of the users evaluated
+};
+
+}  // namespace sasrec

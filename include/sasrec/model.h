@@ -1,0 +1,108 @@
+// model.h: SASRec (Kang & McAuley, ICDM 2018, section III) as a libtorch module.
+//
+//   E = M[s] * sqrt(d) + P[t]          item embedding M (row 0 = padding, kept 0),
+//                                      learnable positions P, dropout
+//   b blocks of  causal self-attention + point-wise FFN (ReLU), residuals,
+//                LayerNorm placed by `norm` (pre | post | paper), dropout
+//   F = LayerNorm(last block)          final LayerNorm
+//   r(i, t) = F(t) . M(i)              prediction with the shared item embedding
+//                                      (+ U(u) with the explicit user embedding)
+//
+// Positions count from the right end of the window: the newest item sits at
+// P[maxlen-1] however long the batch is, so trimming a batch to its longest
+// sequence changes nothing (padding keys are masked in attention; a padding
+// query attends to itself only, so no row is all-masked and nothing is NaN).
+// This file owns the network; losses, sampling and scoring live elsewhere.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "sasrec/config.h"
+
+namespace sasrec {
+
+struct SASRecOptions {
+  int64_t num_items = 0;  // I; the table has I+1 rows
+  int64_t num_users = 0;  // U; used with user_embedding
+  int64_t hidden = 50;
+  int64_t blocks = 2;
+  int64_t heads = 1;
+  int64_t maxlen = 50;
+  double dropout = 0.5;
+  Norm norm = Norm::Pre;
+  bool user_embedding = false;
+
+  static SASRecOptions from(const ModelConfig& m, int64_t num_items, int64_t num_users);
+};
+
+// Causal multi-head self-attention: queries from `q_in`, keys/values from `kv_in`.
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(int64_t hidden, int64_t heads, double dropout);
+  // q_in, kv_in [B,T,D], mask [B,1,T,T] additive (0 or -inf) -> [B,T,D]
+  torch::Tensor forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const torch::Tensor& mask);
+
+ private:
+  int64_t heads_;
+  double dropout_;
+  torch::nn::Linear q_{nullptr}, k_{nullptr}, v_{nullptr};
+};
+TORCH_MODULE(Attention);
+
+// Point-wise feed-forward: Dropout(W2 Dropout(ReLU(W1 x + b1)) + b2).
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  FeedForwardImpl(int64_t hidden, double dropout);
+  torch::Tensor forward(const torch::Tensor& x);  // [B,T,D] -> [B,T,D]
+
+ private:
+  double dropout_;
+  torch::nn::Linear w1_{nullptr}, w2_{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm);
+  // x [B,T,D], mask [B,1,T,T] -> [B,T,D]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
+
+ private:
+  Norm norm_;
+  torch::nn::LayerNorm ln_attn_{nullptr}, ln_ffn_{nullptr};
+  Attention attn_{nullptr};
+  FeedForward ffn_{nullptr};
+};
+TORCH_MODULE(Block);
+
+class SASRecImpl : public torch::nn::Module {
+ public:
+  explicit SASRecImpl(const SASRecOptions& options);
+
+  // seq [B,T] int64, left-padded with 0, T <= maxlen; users [B] (only with
+  // user_embedding) -> F [B,T,D], the vectors scored against M.
+  torch::Tensor forward(const torch::Tensor& seq, const torch::Tensor& users = {});
+
+  // M, [I+1, D]; row 0 is the padding item.
+  const torch::Tensor& item_weight() const { return item_->weight; }
+  const SASRecOptions& options() const { return options_; }
+
+  // Xavier-normal for every parameter of rank >= 2, defaults elsewhere,
+  // padding row of M zeroed.
+  void reset_parameters();
+  // Re-zeroes M[0] (after an optimizer step).
+  void zero_padding();
+
+ private:
+  SASRecOptions options_;
+  torch::nn::Embedding item_{nullptr}, position_{nullptr}, user_{nullptr};
+  torch::nn::ModuleList blocks_;
+  torch::nn::LayerNorm final_ln_{nullptr};
+};
+TORCH_MODULE(SASRec);
+
+// Additive attention mask for a left-padded batch: seq [B,T] -> [B,1,T,T],
+// 0 where query i may see key j (j <= i and j is an item, or j == i), -inf elsewhere.
+torch::Tensor attention_mask(const torch::Tensor& seq);
+
+}  // namespace sasrec

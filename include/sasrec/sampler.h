@@ -1,0 +1,96 @@
+// sampler.h: training batches built on their own threads, ahead of the model.
+//
+// An epoch is a seeded shuffle of this rank's trainable users cut into
+// steps_per_epoch nearly equal batches (at most batch_size each), so each
+// user comes once an epoch. Batch b of epoch e is a pure function of (seed, rank, e, b) and
+// the data: its negatives come from an RNG seeded with that tuple, so the
+// same seed gives the same batches whatever the thread count. Worker w
+// builds batches w, w+W, w+2W, ... into its own bounded queue; next() takes
+// them back in order. Batches are trimmed to their longest input (never
+// wider than maxlen) and left-padded with item 0.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "sasrec/dataset.h"
+
+namespace sasrec {
+
+struct Batch {
+  int64_t epoch = 0;
+  int64_t index = 0;     // batch within the epoch
+  torch::Tensor seq;     // [B,T] int64: inputs, left-padded with 0
+  torch::Tensor pos;     // [B,T] int64: next-item targets, 0 where ignored
+  torch::Tensor neg;     // [B,T] int64: one negative per target (bce), 0 where ignored; undefined otherwise
+  torch::Tensor shared;  // [K]  int64: negatives shared by the batch (sampled_softmax); undefined otherwise
+  torch::Tensor users;   // [B]  int64: global user indices
+  int64_t targets = 0;   // number of non-ignored targets
+};
+
+struct SamplerOptions {
+  int64_t batch_size = 128;
+  int64_t maxlen = 50;
+  bool per_position_negatives = true;  // bce
+  int64_t shared_negatives = 0;        // sampled_softmax: K, 0 for none
+  uint64_t seed = 42;
+  int rank = 0;
+  int threads = 1;
+  int prefetch = 8;
+  // Batches per epoch; 0: ceil(trainable users / batch_size). Data-parallel
+  // runs pass the global figure, ceil(all ranks' users / (batch_size * world)),
+  // so every rank takes the same number of steps.
+  int64_t steps_per_epoch = 0;
+};
+
+// Fills `out` with up to `n` items drawn uniformly from 1..num_items, none in
+// `history_sorted` (sorted ascending). Falls back to any item when the history
+// covers nearly the whole catalog. Exposed for tests.
+void sample_negatives(class Rng& rng, int64_t num_items, const std::vector<int32_t>& history_sorted, int64_t n,
+                      int64_t* out);
+
+class Sampler {
+ public:
+  Sampler(const SplitData& data, SamplerOptions options);
+  ~Sampler();
+  Sampler(const Sampler&) = delete;
+  Sampler& operator=(const Sampler&) = delete;
+
+  int64_t steps_per_epoch() const { return steps_; }
+  // Starts building epoch `epoch` (stopping any epoch in flight).
+  void start_epoch(int64_t epoch);
+  // The next batch of the current epoch; blocks until it is built.
+  Batch next();
+
+  // Builds batch `index` of `epoch` on the calling thread (what the workers run).
+  Batch build(int64_t epoch, int64_t index) const;
+
+ private:
+  struct Queue {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<Batch> items;
+  };
+  void stop();
+  void work(int worker);
+
+  const SplitData& data_;
+  SamplerOptions opt_;
+  int64_t steps_ = 0;
+  int64_t epoch_ = -1;
+  int64_t next_index_ = 0;
+  std::vector<int64_t> order_;  // this epoch's user order (local indices)
+  std::vector<std::unique_ptr<Queue>> queues_;
+  std::vector<std::thread> workers_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace sasrec

@@ -1,0 +1,82 @@
+// trainer.h: one rank's training loop, data-parallel over a Communicator.
+//
+// A step reads as its phases: (1) sample: the next batch from the sampler
+// threads; (2) forward: features and the loss sum; (3) backward, scaled by
+// the GLOBAL target count; (4) reduce: every gradient in one flat bucket,
+// summed over ranks; (5) step: Adam, then M[0] re-zeroed. Phase times are
+// kept and written with each epoch. Rank 0's initial parameters are
+// broadcast, so every replica starts identical. Evaluation, checkpoints and
+// the metrics file follow the config; only rank 0 writes files.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sasrec/checkpoint.h"
+#include "sasrec/comm.h"
+#include "sasrec/config.h"
+#include "sasrec/dataset.h"
+#include "sasrec/evaluator.h"
+#include "sasrec/metrics.h"
+#include "sasrec/model.h"
+#include "sasrec/sampler.h"
+
+namespace sasrec {
+
+struct TrainSummary {
+  int64_t epochs = 0;  // epochs finished (including those of a resumed run)
+  int64_t steps = 0;
+  double seconds = 0;
+  int64_t best_epoch = 0;               // by valid NDCG@10 (first protocol), 0 if never evaluated
+  std::vector<EvalResult> best_valid;   // at best_epoch
+  std::vector<EvalResult> best_test;    // at best_epoch
+  std::vector<EvalResult> last;         // the last evaluation (valid then test)
+};
+
+class Trainer {
+ public:
+  Trainer(Config config, Communicator& comm);
+
+  // Trains for train.epochs (or until train.max_steps), resuming when the
+  // config says so; evaluates and checkpoints as configured.
+  TrainSummary fit();
+  // Loads a checkpoint's parameters (no optimizer state) for evaluation.
+  void load_model(const std::string& checkpoint);
+  std::vector<EvalResult> evaluate(const std::string& split);
+
+  SASRec& model() { return model_; }
+  const SplitData& data() const { return *data_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  // One optimizer step on `batch`; returns the batch's loss SUM (not mean).
+  double train_step(const Batch& batch);
+  void reduce_gradients();
+  void broadcast_parameters();
+  void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
+  std::string resume_path() const;
+
+  Config config_;
+  Communicator& comm_;
+  torch::Device device_;
+  std::unique_ptr<SplitData> data_;
+  SASRec model_{nullptr};
+  std::unique_ptr<torch::optim::Adam> optimizer_;
+  std::unique_ptr<Evaluator> evaluator_;
+  MetricsWriter metrics_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t global_trainable_ = 0;
+  // Phase timers of the current epoch, seconds.
+  double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
+  int64_t bytes_reduced_ = 0;  // per step
+};
+
+// The device a config asks for ("auto": CUDA when Torch sees one).
+torch::Device resolve_device(const std::string& setting, int local_rank);
+
+}  // namespace sasrec

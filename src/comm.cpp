@@ -1,0 +1,52 @@
+// comm.cpp: the single-process communicator and the conveniences shared by all.
+#include "sasrec/comm.h"
+
+#include <cstdlib>
+
+namespace sasrec {
+namespace {
+
+class SingleCommunicator final : public Communicator {
+ public:
+  std::string name() const override { return "single"; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  int local_rank() const override { return 0; }
+  void allreduce_sum(torch::Tensor&) override {}
+  void broadcast(torch::Tensor&, int) override {}
+  torch::Tensor allgather(const torch::Tensor& t) override { return t.clone(); }
+  void barrier() override {}
+  [[noreturn]] void abort(int exit_code) override { std::_Exit(exit_code); }
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_single_communicator() { return std::make_unique<SingleCommunicator>(); }
+
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
+void Communicator::allreduce_sum(std::vector<double>& values) {
+  if (world_size() == 1 || values.empty()) return;
+  auto t = torch::from_blob(values.data(), {static_cast<int64_t>(values.size())}, torch::kFloat64).clone();
+  allreduce_sum(t);
+  std::copy(t.data_ptr<double>(), t.data_ptr<double>() + values.size(), values.begin());
+}
+
+double Communicator::allreduce_sum(double value) {
+  std::vector<double> v{value};
+  allreduce_sum(v);
+  return v[0];
+}
+
+int64_t Communicator::allreduce_sum(int64_t value) {
+  if (world_size() == 1) return value;
+  auto t = torch::full({1}, value, torch::kInt64);
+  allreduce_sum(t);
+  return t.item<int64_t>();
+}
+
+}  // namespace sasrec

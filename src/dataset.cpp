@@ -1,0 +1,19 @@
+// dataset.cpp: leave-one-out split views over a shard.
+#include "sasrec/dataset.h"
+
+namespace sasrec {
+
+SplitData::SplitData(Shard shard) : shard_(std::move(shard)) {
+  for (int64_t u = 0; u < shard_.size(); ++u) {
+    if (train(u).size >= 2) trainable_.push_back(u);
+    if (has_holdout(u)) holdout_.push_back(u);
+  }
+}
+
+ItemSpan SplitData::train(int64_t u) const {
+  ItemSpan s = full(u);
+  if (has_holdout(u)) s.size -= 2;
+  return s;
+}
+
+}  // namespace sasrec

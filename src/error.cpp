@@ -1,0 +1,25 @@
+// error.cpp: sasrec::Error construction and domain names.
+#include "sasrec/error.h"
+
+namespace sasrec {
+
+const char* domain_name(ErrorDomain d) {
+  switch (d) {
+    case ErrorDomain::Check: return "internal";
+    case ErrorDomain::Input: return "input";
+    case ErrorDomain::Config: return "config";
+    case ErrorDomain::Hdf5: return "hdf5";
+    case ErrorDomain::Mpi: return "mpi";
+    case ErrorDomain::Cuda: return "cuda";
+    case ErrorDomain::Nccl: return "nccl";
+    case ErrorDomain::Io: return "io";
+  }
+  return "unknown";
+}
+
+Error::Error(ErrorDomain domain, const std::string& message, const char* file, int line)
+    : std::runtime_error(message), domain_(domain) {
+  if (file) where_ = std::string(file) + ":" + std::to_string(line);
+}
+
+}  // namespace sasrec

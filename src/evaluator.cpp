@@ -1,0 +1,149 @@
+// evaluator.cpp: full-catalog and sampled ranking (see evaluator.h).
+#include "sasrec/evaluator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+
+#include "sasrec/error.h"
+#include "sasrec/rng.h"
+#include "sasrec/sampler.h"
+
+namespace sasrec {
+namespace {
+constexpr uint64_t kEvalStream = 0xe7a1ull;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+}  // namespace
+
+Evaluator::Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm)
+    : data_(data), config_(config), seed_(seed), comm_(comm) {
+  // eval.max_users: keep each user with probability max_users / (all holdout
+  // users), decided by a hash of its global index, so every rank count
+  // evaluates the same users.
+  const int64_t total = comm_.allreduce_sum(static_cast<int64_t>(data_.holdout_users().size()));
+  const double keep = config_.max_users > 0 && total > config_.max_users
+                          ? static_cast<double>(config_.max_users) / static_cast<double>(total)
+                          : 1.0;
+  for (int64_t u : data_.holdout_users()) {
+    if (keep < 1.0) {
+      Rng rng(mix_seed({seed_, static_cast<uint64_t>(data_.global_user(u)), kEvalStream, 1}));
+      if (rng.uniform() >= keep) continue;
+    }
+    users_.push_back(u);
+  }
+}
+
+std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const std::string& split,
+                                                         const std::vector<int64_t>& users) {
+  SASREC_CHECK(split == "valid" || split == "test", "split must be valid or test, got ", split);
+  const bool test = split == "test";
+  const int64_t n = static_cast<int64_t>(users.size());
+  const int64_t maxlen = model->options().maxlen;
+  const int64_t num_items = data_.num_items();
+  const auto device = model->item_weight().device();
+
+  // Inputs: the history before the target, the last maxlen of it, left-padded.
+  int64_t width = 1;
+  for (int64_t u : users) width = std::max(width, std::min(maxlen, data_.full(u).size - (test ? 1 : 2)));
+  auto seq = torch::zeros({n, width}, torch::kInt64);
+  auto target = torch::empty({n}, torch::kInt64);
+  std::vector<int64_t> global_ids(n);
+  std::vector<int64_t> mask_rows, mask_cols;  // (row, item) pairs scored as -inf in the full protocol
+  int64_t* s = seq.data_ptr<int64_t>();
+  for (int64_t r = 0; r < n; ++r) {
+    const ItemSpan full = data_.full(users[r]);
+    const int64_t hist = full.size - (test ? 1 : 2);
+    const int64_t len = std::min(width, hist);
+    for (int64_t t = 0; t < len; ++t) s[r * width + width - len + t] = full.data[hist - len + t];
+    target[r] = full.data[hist];
+    global_ids[r] = data_.global_user(users[r]);
+    for (int64_t t = 0; t < hist; ++t) mask_rows.push_back(r), mask_cols.push_back(full.data[t]);
+    mask_rows.push_back(r), mask_cols.push_back(full.data[hist]);  // the target: compared, not counted
+  }
+
+  torch::NoGradGuard no_grad;
+  auto h = model->forward(seq.to(device), torch::tensor(global_ids, torch::kInt64).to(device)).select(1, width - 1);  // [n,D]
+  const auto& w = model->item_weight();                                            // [I+1,D]
+  auto target_d = target.to(device);
+  auto target_score = (h * w.index_select(0, target_d)).sum(-1);                   // [n]
+
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& protocol : config_.protocols) {
+    std::vector<int64_t> ranks(n, 0);
+    if (protocol == "full") {
+      auto rows = torch::tensor(mask_rows, torch::kInt64);
+      auto cols = torch::tensor(mask_cols, torch::kInt64);
+      const int64_t budget = config_.memory_mb * (1 << 20) / (4 * std::max<int64_t>(1, n));
+      const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(num_items + 1, budget));
+      auto higher = torch::zeros({n}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+      for (int64_t c0 = 0; c0 <= num_items; c0 += chunk) {
+        const int64_t c1 = std::min(num_items + 1, c0 + chunk);
+        auto scores = torch::matmul(h, w.slice(0, c0, c1).t());  // [n, c1-c0]
+        if (c0 == 0) scores.select(1, 0).fill_(kNegInf);         // the padding item
+        auto in = (cols >= c0) & (cols < c1);
+        if (in.any().item<bool>()) {
+          auto r = rows.masked_select(in).to(device);
+          auto c = (cols.masked_select(in) - c0).to(device);
+          scores.index_put_({r, c}, torch::full({}, kNegInf, scores.options()));
+        }
+        higher += (scores > target_score.unsqueeze(1)).sum(1);
+      }
+      auto hc = higher.cpu();
+      std::copy(hc.data_ptr<int64_t>(), hc.data_ptr<int64_t>() + n, ranks.begin());
+    } else {  // sampled
+      const int64_t k = config_.sampled_negatives;
+      auto negs = torch::empty({n, k}, torch::kInt64);
+      std::vector<int32_t> seen;
+      for (int64_t r = 0; r < n; ++r) {
+        const ItemSpan full = data_.full(users[r]);
+        seen.assign(full.begin(), full.end());
+        std::sort(seen.begin(), seen.end());
+        Rng rng(mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, test ? 3u : 2u}));
+        sample_negatives(rng, num_items, seen, k, negs.data_ptr<int64_t>() + r * k);
+      }
+      auto neg_d = negs.to(device);
+      auto neg_score = (h.unsqueeze(1) * w.index_select(0, neg_d.view(-1)).view({n, k, -1})).sum(-1);  // [n,k]
+      auto higher = (neg_score > target_score.unsqueeze(1)).sum(1).cpu();
+      std::copy(higher.data_ptr<int64_t>(), higher.data_ptr<int64_t>() + n, ranks.begin());
+    }
+    out.push_back(std::move(ranks));
+  }
+  return out;
+}
+
+std::vector<std::vector<int64_t>> Evaluator::all_ranks(SASRec& model, const std::string& split) {
+  const bool was_training = model->is_training();
+  model->eval();
+  std::vector<std::vector<int64_t>> out(config_.protocols.size());
+  for (size_t i = 0; i < users_.size(); i += config_.batch_users) {
+    std::vector<int64_t> chunk(users_.begin() + i,
+                               users_.begin() + std::min(users_.size(), i + config_.batch_users));
+    auto r = chunk_ranks(model, split, chunk);
+    for (size_t p = 0; p < out.size(); ++p) out[p].insert(out[p].end(), r[p].begin(), r[p].end());
+  }
+  model->train(was_training);
+  return out;
+}
+
+std::vector<int64_t> Evaluator::ranks(SASRec& model, const std::string& split, const std::string& protocol) {
+  auto it = std::find(config_.protocols.begin(), config_.protocols.end(), protocol);
+  SASREC_CHECK(it != config_.protocols.end(), "protocol ", protocol, " is not configured");
+  return all_ranks(model, split)[it - config_.protocols.begin()];
+}
+
+std::vector<EvalResult> Evaluator::evaluate(SASRec& model, const std::string& split) {
+  const auto start = std::chrono::steady_clock::now();
+  auto ranks = all_ranks(model, split);
+  std::vector<EvalResult> results;
+  for (size_t p = 0; p < config_.protocols.size(); ++p) {
+    EvalResult r{split, config_.protocols[p], RankMetrics(config_.ks), 0};
+    for (int64_t rank : ranks[p]) r.metrics.add(rank);
+    comm_.allreduce_sum(r.metrics.sums());
+    results.push_back(std::move(r));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (auto& r : results) r.seconds = seconds;
+  return results;
+}
+
+}  // namespace sasrec

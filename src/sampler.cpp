@@ -1,0 +1,139 @@
+// sampler.cpp: batch construction and the worker threads behind it.
+#include "sasrec/sampler.h"
+
+#include <algorithm>
+
+#include "sasrec/error.h"
+#include "sasrec/rng.h"
+
+namespace sasrec {
+
+void sample_negatives(Rng& rng, int64_t num_items, const std::vector<int32_t>& history_sorted, int64_t n,
+                      int64_t* out) {
+  // Rejection sampling; when the history covers nearly everything it would
+  // spin, so a bounded number of tries then accept whatever comes.
+  const bool dense = static_cast<int64_t>(history_sorted.size()) * 10 >= num_items * 9;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t item = rng.between(1, num_items);
+    for (int tries = 0; !dense && tries < 1000 &&
+                        std::binary_search(history_sorted.begin(), history_sorted.end(), static_cast<int32_t>(item));
+         ++tries)
+      item = rng.between(1, num_items);
+    out[i] = item;
+  }
+}
+
+Sampler::Sampler(const SplitData& data, SamplerOptions options) : data_(data), opt_(options) {
+  SASREC_CHECK(opt_.batch_size >= 1 && opt_.maxlen >= 1 && opt_.threads >= 1 && opt_.prefetch >= 1);
+  const int64_t users = static_cast<int64_t>(data_.trainable_users().size());
+  steps_ = opt_.steps_per_epoch > 0 ? opt_.steps_per_epoch : (users + opt_.batch_size - 1) / opt_.batch_size;
+  steps_ = std::max<int64_t>(steps_, 1);
+}
+
+Sampler::~Sampler() { stop(); }
+
+void Sampler::stop() {
+  stopping_ = true;
+  for (auto& q : queues_) {
+    std::lock_guard<std::mutex> lock(q->mu);
+    q->cv.notify_all();
+  }
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  queues_.clear();
+  stopping_ = false;
+}
+
+void Sampler::start_epoch(int64_t epoch) {
+  stop();
+  epoch_ = epoch;
+  next_index_ = 0;
+  order_ = data_.trainable_users();
+  Rng rng(mix_seed({opt_.seed, static_cast<uint64_t>(opt_.rank), static_cast<uint64_t>(epoch), 0x0eull}));
+  for (int64_t i = static_cast<int64_t>(order_.size()) - 1; i > 0; --i)  // Fisher-Yates
+    std::swap(order_[i], order_[rng.below(i + 1)]);
+  for (int w = 0; w < opt_.threads; ++w) queues_.push_back(std::make_unique<Queue>());
+  for (int w = 0; w < opt_.threads; ++w) workers_.emplace_back([this, w] { work(w); });
+}
+
+void Sampler::work(int worker) {
+  Queue& q = *queues_[worker];
+  for (int64_t b = worker; b < steps_; b += opt_.threads) {
+    Batch batch = build(epoch_, b);
+    std::unique_lock<std::mutex> lock(q.mu);
+    q.cv.wait(lock, [&] { return stopping_ || static_cast<int>(q.items.size()) < opt_.prefetch; });
+    if (stopping_) return;
+    q.items.push_back(std::move(batch));
+    q.cv.notify_all();
+  }
+}
+
+Batch Sampler::next() {
+  SASREC_CHECK(epoch_ >= 0 && next_index_ < steps_, "next() past the end of epoch ", epoch_);
+  Queue& q = *queues_[next_index_ % opt_.threads];
+  std::unique_lock<std::mutex> lock(q.mu);
+  q.cv.wait(lock, [&] { return !q.items.empty(); });
+  Batch b = std::move(q.items.front());
+  q.items.pop_front();
+  q.cv.notify_all();
+  ++next_index_;
+  return b;
+}
+
+Batch Sampler::build(int64_t epoch, int64_t index) const {
+  // The epoch order is cut into steps_ nearly equal runs: batch b takes
+  // positions [b*n/S, (b+1)*n/S), so every user comes once per epoch. In a
+  // data-parallel run S comes from the global user count and a rank with
+  // few users may get an empty batch (it still joins the step's collectives).
+  const int64_t n_users = static_cast<int64_t>(order_.size());
+  const int64_t first = index * n_users / steps_;
+  const int64_t rows = (index + 1) * n_users / steps_ - first;
+
+  int64_t width = 1;
+  std::vector<int64_t> users(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    users[r] = order_[first + r];
+    width = std::max(width, std::min<int64_t>(opt_.maxlen, data_.train(users[r]).size - 1));
+  }
+
+  Batch b;
+  b.epoch = epoch;
+  b.index = index;
+  b.seq = torch::zeros({rows, width}, torch::kInt64);
+  b.pos = torch::zeros({rows, width}, torch::kInt64);
+  if (opt_.per_position_negatives) b.neg = torch::zeros({rows, width}, torch::kInt64);
+  b.users = torch::empty({rows}, torch::kInt64);
+  int64_t* seq = b.seq.data_ptr<int64_t>();
+  int64_t* pos = b.pos.data_ptr<int64_t>();
+  int64_t* neg = opt_.per_position_negatives ? b.neg.data_ptr<int64_t>() : nullptr;
+  int64_t* user_out = b.users.data_ptr<int64_t>();
+
+  Rng rng(mix_seed({opt_.seed, static_cast<uint64_t>(opt_.rank), static_cast<uint64_t>(epoch),
+                    static_cast<uint64_t>(index), 0xbaull}));
+  std::vector<int32_t> history;
+  for (int64_t r = 0; r < rows; ++r) {
+    const ItemSpan s = data_.train(users[r]);
+    user_out[r] = data_.global_user(users[r]);
+    // Inputs s[0..L-2] -> targets s[1..L-1]; keep the last `len` pairs.
+    const int64_t len = std::min<int64_t>(width, s.size - 1);
+    const int64_t off = width - len;
+    for (int64_t t = 0; t < len; ++t) {
+      seq[r * width + off + t] = s.data[s.size - 1 - len + t];
+      pos[r * width + off + t] = s.data[s.size - len + t];
+    }
+    b.targets += len;
+    if (neg) {
+      history.assign(s.begin(), s.end());
+      std::sort(history.begin(), history.end());
+      sample_negatives(rng, data_.num_items(), history, len, neg + r * width + off);
+    }
+  }
+  if (opt_.shared_negatives > 0) {
+    b.shared = torch::empty({opt_.shared_negatives}, torch::kInt64);
+    int64_t* out = b.shared.data_ptr<int64_t>();
+    for (int64_t k = 0; k < opt_.shared_negatives; ++k) out[k] = rng.between(1, data_.num_items());
+  }
+  return b;
+}
+
+}  // namespace sasrec

@@ -1,0 +1,291 @@
+// trainer.cpp: the training loop (see trainer.h for the phases).
+#include "sasrec/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "sasrec/error.h"
+#include "sasrec/log.h"
+#include "sasrec/loss.h"
+#include "sasrec/rng.h"
+
+namespace sasrec {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+nlohmann::json eval_event(int64_t epoch, const EvalResult& r) {
+  nlohmann::json j{{"event", "eval"}, {"epoch", epoch}, {"split", r.split}, {"protocol", r.protocol},
+                   {"users", r.metrics.count()}, {"seconds", r.seconds}};
+  for (const auto& [k, v] : r.metrics.means()) j[k] = v;
+  return j;
+}
+
+// NDCG@10 of the first protocol, the model-selection figure (or the largest k's).
+double selection_score(const std::vector<EvalResult>& valid) {
+  if (valid.empty()) return -1;
+  auto m = valid.front().metrics.means();
+  auto it = m.find("ndcg@10");
+  return it != m.end() ? it->second : m.rbegin()->second;
+}
+
+}  // namespace
+
+torch::Device resolve_device(const std::string& setting, int local_rank) {
+  const bool cuda = torch::cuda::is_available();
+  if (setting == "cuda" && !cuda)
+    SASREC_FAIL(Config, "runtime.device is cuda but this build or machine has no CUDA device; use auto or cpu");
+  if (setting == "cpu" || !cuda) return torch::Device(torch::kCPU);
+  const int n = static_cast<int>(torch::cuda::device_count());
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % n));
+}
+
+Trainer::Trainer(Config config, Communicator& comm)
+    : config_(std::move(config)), comm_(comm), device_(resolve_device(config_.runtime.device, comm.local_rank())) {
+  const int threads = config_.train.threads > 0 ? config_.train.threads
+                                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
+  torch::manual_seed(config_.train.seed);  // initial parameters: rank 0's are broadcast below
+
+  data_ = std::make_unique<SplitData>(load_shard(config_.data.path, comm_.rank(), comm_.world_size()));
+  global_trainable_ = comm_.allreduce_sum(static_cast<int64_t>(data_->trainable_users().size()));
+  if (global_trainable_ == 0)
+    SASREC_FAIL(Input, config_.data.path, ": no user has 2 or more training interactions; nothing to train on");
+  const int64_t per_step = static_cast<int64_t>(config_.train.batch_size) * comm_.world_size();
+  steps_per_epoch_ = (global_trainable_ + per_step - 1) / per_step;
+
+  model_ = SASRec(SASRecOptions::from(config_.model, data_->num_items(), data_->num_users_total()));
+  model_->to(device_);
+  broadcast_parameters();
+
+  // Adam; the item table carries the L2 penalty l2_emb * ||M||^2 as weight decay 2 * l2_emb.
+  std::vector<torch::Tensor> table{model_->item_weight()}, rest;
+  for (auto& p : model_->parameters())
+    if (!p.is_same(model_->item_weight())) rest.push_back(p);
+  auto options = [&](double decay) {
+    return std::make_unique<torch::optim::AdamOptions>(
+        torch::optim::AdamOptions(config_.train.lr).betas({config_.train.beta1, config_.train.beta2}).weight_decay(decay));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(table, options(2 * config_.train.l2_emb));
+  groups.emplace_back(rest, options(0));
+  optimizer_ = std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(config_.train.lr));
+
+  evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
+  for (const auto& p : model_->parameters()) bytes_reduced_ += p.numel() * p.element_size();
+  if (comm_.world_size() == 1) bytes_reduced_ = 0;
+}
+
+void Trainer::broadcast_parameters() {
+  if (comm_.world_size() == 1) return;
+  torch::NoGradGuard no_grad;
+  for (auto& p : model_->parameters()) {
+    auto t = p.detach().contiguous();
+    comm_.broadcast(t, 0);
+    p.copy_(t);
+  }
+}
+
+void Trainer::reduce_gradients() {
+  if (comm_.world_size() == 1) return;
+  // One flat bucket: a single all-reduce per step, not one per tensor.
+  std::vector<torch::Tensor> grads;
+  for (auto& p : model_->parameters()) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad().view(-1));
+  }
+  auto flat = torch::cat(grads);
+  comm_.allreduce_sum(flat);
+  int64_t offset = 0;
+  for (auto& p : model_->parameters()) {
+    const int64_t n = p.numel();
+    p.mutable_grad().view(-1).copy_(flat.slice(0, offset, offset + n));
+    offset += n;
+  }
+}
+
+double Trainer::train_step(const Batch& batch) {
+  auto t = Clock::now();
+  const int64_t global_targets = comm_.allreduce_sum(batch.targets);
+  optimizer_->zero_grad();
+  double loss_sum_value = 0;
+  if (batch.targets > 0) {
+    auto seq = batch.seq.to(device_, /*non_blocking=*/true);
+    Batch on_device = batch;
+    on_device.seq = seq;
+    on_device.pos = batch.pos.to(device_, true);
+    if (batch.neg.defined()) on_device.neg = batch.neg.to(device_, true);
+    if (batch.shared.defined()) on_device.shared = batch.shared.to(device_, true);
+    auto features = model_->forward(seq, batch.users.to(device_, true));
+    auto sum = loss_sum(config_.train.loss, features, model_->item_weight(), on_device);
+    t_forward_ += since(t);
+    t = Clock::now();
+    (sum / static_cast<double>(std::max<int64_t>(1, global_targets))).backward();
+    loss_sum_value = sum.item<double>();
+    t_backward_ += since(t);
+  }
+  t = Clock::now();
+  reduce_gradients();
+  t_reduce_ += since(t);
+  t = Clock::now();
+  if (global_targets > 0) {
+    optimizer_->step();
+    model_->zero_padding();
+  }
+  t_step_ += since(t);
+  return loss_sum_value;
+}
+
+std::string Trainer::resume_path() const {
+  const auto& resume = config_.checkpoint.resume;
+  if (resume == "none") return "";
+  if (resume != "auto") return resume;
+  if (!std::filesystem::exists(config_.checkpoint.dir)) return "";
+  return CheckpointDir(config_.checkpoint.dir, config_.checkpoint.keep).latest();
+}
+
+void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
+  for (const auto& r : results) {
+    metrics_.write(eval_event(epoch, r));
+    auto m = r.metrics.means();
+    log_line(comm_.is_root(), detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": HR@10 ",
+                                          m["hr@10"], "  NDCG@10 ", m["ndcg@10"], "  MRR ", m["mrr"], "  (",
+                                          r.metrics.count(), " users, ", format_duration(r.seconds), ")"));
+  }
+}
+
+std::vector<EvalResult> Trainer::evaluate(const std::string& split) { return evaluator_->evaluate(model_, split); }
+
+void Trainer::load_model(const std::string& checkpoint) { load_checkpoint(checkpoint, model_, nullptr); }
+
+TrainSummary Trainer::fit() {
+  const bool root = comm_.is_root();
+  TrainSummary summary;
+  TrainState state;
+  state.config_yaml = to_yaml(config_);
+
+  const std::string resume = resume_path();
+  if (!resume.empty()) {
+    TrainState loaded = load_checkpoint(resume, model_, optimizer_.get());
+    state.epoch = loaded.epoch;
+    state.step = loaded.step;
+    log_line(root, detail::cat("resumed from ", resume, " after epoch ", state.epoch, ", step ", state.step));
+  }
+  if (root) metrics_ = MetricsWriter(config_.output.metrics, /*append=*/!resume.empty());
+  std::unique_ptr<CheckpointDir> checkpoints;
+  if (!config_.checkpoint.dir.empty() && root)
+    checkpoints = std::make_unique<CheckpointDir>(config_.checkpoint.dir, config_.checkpoint.keep);
+
+  int64_t params = 0;
+  for (const auto& p : model_->parameters()) params += p.numel();
+  metrics_.write({{"event", "start"}, {"world_size", comm_.world_size()}, {"comm", comm_.name()},
+                  {"device", device_.str()}, {"threads", torch::get_num_threads()}, {"parameters", params},
+                  {"users", data_->num_users_total()}, {"items", data_->num_items()},
+                  {"trainable_users", global_trainable_}, {"steps_per_epoch", steps_per_epoch_},
+                  {"resumed_from", resume}, {"config", state.config_yaml}});
+  log_line(root, detail::cat("sasrec_ddp: ", data_->num_users_total(), " users, ", data_->num_items(), " items, ",
+                             params, " parameters, ", comm_.world_size(), " rank(s) on ", device_.str(), ", ",
+                             torch::get_num_threads(), " thread(s) each, ", steps_per_epoch_, " steps/epoch, loss ",
+                             loss_name(config_.train.loss)));
+
+  SamplerOptions so;
+  so.batch_size = config_.train.batch_size;
+  so.maxlen = config_.model.maxlen;
+  so.per_position_negatives = config_.train.loss == LossKind::Bce;
+  so.shared_negatives = config_.train.loss == LossKind::SampledSoftmax ? config_.train.negatives : 0;
+  so.seed = config_.train.seed;
+  so.rank = comm_.rank();
+  so.threads = config_.data.sampler_threads;
+  so.prefetch = config_.data.prefetch;
+  so.steps_per_epoch = steps_per_epoch_;
+  Sampler sampler(*data_, so);
+
+  const auto start = Clock::now();
+  double best_score = -1;
+  const int64_t max_steps = config_.train.max_steps;
+  bool stop = max_steps > 0 && state.step >= max_steps;
+  for (int64_t epoch = state.epoch + 1; epoch <= config_.train.epochs && !stop; ++epoch) {
+    // Dropout's stream is a function of (seed, rank, epoch): a resumed run draws the same masks.
+    torch::manual_seed(mix_seed({config_.train.seed, static_cast<uint64_t>(comm_.rank()),
+                                 static_cast<uint64_t>(epoch), 0xd0ull}));
+    model_->train();
+    sampler.start_epoch(epoch);
+    t_sample_ = t_forward_ = t_backward_ = t_reduce_ = t_step_ = 0;
+    const auto epoch_start = Clock::now();
+    double loss_sum_total = 0;
+    int64_t targets = 0, sequences = 0, steps = 0;
+    for (int64_t s = 0; s < steps_per_epoch_; ++s) {
+      auto t = Clock::now();
+      Batch batch = sampler.next();
+      t_sample_ += since(t);
+      loss_sum_total += train_step(batch);
+      targets += batch.targets;
+      sequences += batch.seq.size(0);
+      ++steps;
+      ++state.step;
+      if (config_.output.log_every > 0 && state.step % config_.output.log_every == 0)
+        log_line(root, detail::cat("epoch ", epoch, " step ", s + 1, "/", steps_per_epoch_, " loss ",
+                                   loss_sum_total / std::max<int64_t>(1, targets)));
+      if (max_steps > 0 && state.step >= max_steps) {
+        stop = true;
+        break;
+      }
+    }
+    const double seconds = since(epoch_start);
+    std::vector<double> sums{loss_sum_total, static_cast<double>(targets), static_cast<double>(sequences)};
+    comm_.allreduce_sum(sums);
+    if (!std::isfinite(sums[0]))
+      SASREC_FAIL(Check, "epoch ", epoch, ": the loss is not finite (", sums[0],
+                  "); lower train.lr or check the data");
+    const double loss = sums[0] / std::max(1.0, sums[1]);
+    const double seq_per_s = sums[2] / std::max(1e-9, seconds);
+    state.epoch = epoch;
+    summary.epochs = epoch;
+    metrics_.write({{"event", "train_epoch"}, {"epoch", epoch}, {"steps", steps}, {"step", state.step},
+                    {"loss", loss}, {"seqs_per_s", seq_per_s}, {"seconds", seconds},
+                    {"phase_seconds", {{"sample", t_sample_}, {"forward", t_forward_}, {"backward", t_backward_},
+                                       {"reduce", t_reduce_}, {"step", t_step_}}},
+                    {"bytes_reduced_per_step", bytes_reduced_}});
+    log_line(root, detail::cat("epoch ", epoch, "/", config_.train.epochs, "  loss ", loss, "  ",
+                               static_cast<int64_t>(seq_per_s), " seq/s  ", format_duration(seconds)));
+
+    const bool last = epoch == config_.train.epochs || stop;
+    const int every = config_.eval.every;
+    if (last || (every > 0 && epoch % every == 0)) {
+      auto valid = evaluate("valid");
+      auto test = evaluate("test");
+      log_eval(epoch, valid);
+      log_eval(epoch, test);
+      const double score = selection_score(valid);
+      if (score > best_score) {
+        best_score = score;
+        summary.best_epoch = epoch;
+        summary.best_valid = valid;
+        summary.best_test = test;
+      }
+      summary.last = valid;
+      summary.last.insert(summary.last.end(), test.begin(), test.end());
+    }
+    if (checkpoints && (last || epoch % config_.checkpoint.every == 0)) {
+      const std::string path = checkpoints->save(model_, optimizer_.get(), state);
+      metrics_.write({{"event", "checkpoint"}, {"epoch", epoch}, {"path", path}});
+    }
+  }
+  summary.steps = state.step;
+  summary.seconds = since(start);
+  nlohmann::json done{{"event", "summary"}, {"epochs", summary.epochs}, {"steps", summary.steps},
+                      {"seconds", summary.seconds}, {"best_epoch", summary.best_epoch}};
+  for (const auto& r : summary.best_test) {
+    auto m = r.metrics.means();
+    done["best_test_" + r.protocol] = {{"hr@10", m["hr@10"]}, {"ndcg@10", m["ndcg@10"]}};
+  }
+  metrics_.write(done);
+  log_line(root, detail::cat("done: ", summary.epochs, " epochs, ", summary.steps, " steps in ",
+                             format_duration(summary.seconds), "; best valid at epoch ", summary.best_epoch));
+  return summary;
+}
+
+}  // namespace sasrec

@@ -1,0 +1,149 @@
+// test_model.cpp: SASRec's structural guarantees and the losses, against
+// hand-computed expectations.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "sasrec/loss.h"
+#include "sasrec/model.h"
+
+using namespace sasrec;
+
+namespace {
+
+SASRecOptions small_options(Norm norm) {
+  SASRecOptions o;
+  o.num_items = 30;
+  o.num_users = 4;
+  o.hidden = 8;
+  o.blocks = 2;
+  o.heads = 2;
+  o.maxlen = 6;
+  o.dropout = 0.3;
+  o.norm = norm;
+  return o;
+}
+
+class ModelTest : public ::testing::TestWithParam<Norm> {};
+
+}  // namespace
+
+TEST_P(ModelTest, Causality) {
+  // Changing the item at position t+1 changes no output at positions <= t.
+  torch::manual_seed(1);
+  SASRec model(small_options(GetParam()));
+  model->eval();
+  auto a = torch::tensor({{0, 3, 7, 9, 12, 4}}, torch::kInt64);
+  auto b = a.clone();
+  b[0][4] = 25;
+  auto fa = model->forward(a), fb = model->forward(b);
+  EXPECT_TRUE(torch::allclose(fa.slice(1, 0, 4), fb.slice(1, 0, 4), 0, 0)) << "positions before 4 changed";
+  EXPECT_FALSE(torch::allclose(fa.select(1, 4), fb.select(1, 4)));
+}
+
+TEST_P(ModelTest, PaddingInvariance) {
+  // More left padding (a wider batch) gives the same outputs at the items.
+  torch::manual_seed(2);
+  SASRec model(small_options(GetParam()));
+  model->eval();
+  auto narrow = torch::tensor({{5, 6, 7}, {0, 2, 9}}, torch::kInt64);
+  auto wide = torch::tensor({{0, 0, 0, 5, 6, 7}, {0, 0, 0, 0, 2, 9}}, torch::kInt64);
+  auto fn = model->forward(narrow), fw = model->forward(wide);
+  EXPECT_TRUE(torch::allclose(fn, fw.slice(1, 3, 6), 1e-5, 1e-6)) << (fn - fw.slice(1, 3, 6)).abs().max();
+  EXPECT_FALSE(torch::isnan(fw).any().item<bool>());
+}
+
+TEST_P(ModelTest, PaddingRowStaysZeroAndGetsNoGradient) {
+  torch::manual_seed(3);
+  SASRec model(small_options(GetParam()));
+  EXPECT_EQ(model->item_weight()[0].abs().sum().item<float>(), 0.0f);
+  model->train();
+  auto seq = torch::tensor({{0, 0, 4, 5}, {1, 2, 3, 4}}, torch::kInt64);
+  auto out = model->forward(seq);
+  EXPECT_FALSE(torch::isnan(out).any().item<bool>());
+  out.sum().backward();
+  EXPECT_EQ(model->item_weight().grad()[0].abs().sum().item<float>(), 0.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Norms, ModelTest, ::testing::Values(Norm::Pre, Norm::Post, Norm::Paper));
+
+TEST(Model, XavierNormalInit) {
+  // Xavier-normal std for a [fan_out, fan_in] matrix is sqrt(2 / (fan_in + fan_out)).
+  torch::manual_seed(4);
+  SASRecOptions o = small_options(Norm::Pre);
+  o.num_items = 5000;
+  o.hidden = 64;
+  SASRec model(o);
+  const double expected = std::sqrt(2.0 / (5001 + 64));
+  EXPECT_NEAR(model->item_weight().slice(0, 1).std().item<double>(), expected, expected * 0.05);
+  for (auto& p : model->named_parameters()) {
+    if (p.key().find("bias") != std::string::npos) {
+      // Linear biases keep libtorch's default uniform init; LayerNorm bias is 0.
+      EXPECT_EQ(p.value().dim(), 1);
+    }
+    if (p.key().find("ln") != std::string::npos && p.key().find("weight") != std::string::npos)
+      EXPECT_TRUE(torch::equal(p.value(), torch::ones_like(p.value()))) << p.key();
+  }
+}
+
+TEST(Model, AttentionMaskHandWorked) {
+  auto mask = attention_mask(torch::tensor({{0, 4, 5}}, torch::kInt64)).squeeze();
+  const float inf = std::numeric_limits<float>::infinity();
+  auto expected = torch::tensor({{0.f, -inf, -inf}, {-inf, 0.f, -inf}, {-inf, 0.f, 0.f}});
+  EXPECT_TRUE(torch::equal(mask, expected)) << mask;
+}
+
+TEST(Model, UserEmbeddingAddsAUserVector) {
+  torch::manual_seed(5);
+  SASRecOptions o = small_options(Norm::Pre);
+  o.user_embedding = true;
+  SASRec model(o);
+  model->eval();
+  auto seq = torch::tensor({{1, 2, 3}, {1, 2, 3}}, torch::kInt64);
+  auto out = model->forward(seq, torch::tensor({0, 3}, torch::kInt64));
+  EXPECT_FALSE(torch::allclose(out[0], out[1]));
+}
+
+TEST(Model, WiderThanMaxlenIsRefused) {
+  SASRec model(small_options(Norm::Pre));
+  EXPECT_THROW(model->forward(torch::ones({1, 7}, torch::kInt64)), c10::Error);
+}
+
+// ---- losses, against sums worked in double here -----------------------------------
+
+namespace {
+struct LossFixture {
+  torch::Tensor features = torch::tensor({{{1.0, 0.0}, {0.5, -1.0}}}, torch::kFloat32);  // [1,2,2]
+  torch::Tensor weight = torch::tensor({{0.0, 0.0}, {1.0, 2.0}, {-1.0, 0.5}, {0.25, 0.25}}, torch::kFloat32);
+  Batch batch;
+  LossFixture() {
+    batch.seq = torch::tensor({{0, 1}}, torch::kInt64);
+    batch.pos = torch::tensor({{0, 2}}, torch::kInt64);  // position 0 ignored
+    batch.neg = torch::tensor({{0, 3}}, torch::kInt64);
+    batch.targets = 1;
+  }
+};
+double softplus(double x) { return std::log1p(std::exp(x)); }
+}  // namespace
+
+TEST(Loss, BceHandWorked) {
+  LossFixture f;
+  // h = (0.5, -1); pos item 2 = (-1, 0.5): logit -1.0; neg item 3 = (.25,.25): logit -0.125
+  const double expected = softplus(1.0) + softplus(-0.125);
+  EXPECT_NEAR(loss_sum(LossKind::Bce, f.features, f.weight, f.batch).item<double>(), expected, 1e-6);
+}
+
+TEST(Loss, CeHandWorked) {
+  LossFixture f;
+  // logits over items 1..3: (0.5-2, -0.5-0.5, 0.125-0.25) = (-1.5, -1.0, -0.125), target item 2
+  const double lse = std::log(std::exp(-1.5) + std::exp(-1.0) + std::exp(-0.125));
+  EXPECT_NEAR(loss_sum(LossKind::Ce, f.features, f.weight, f.batch).item<double>(), lse + 1.0, 1e-6);
+}
+
+TEST(Loss, SampledSoftmaxRemovesAccidentalHits) {
+  LossFixture f;
+  f.batch.shared = torch::tensor({1, 2, 3}, torch::kInt64);  // 2 is the target: removed
+  const double lse = std::log(std::exp(-1.0) + std::exp(-1.5) + std::exp(-0.125));
+  EXPECT_NEAR(loss_sum(LossKind::SampledSoftmax, f.features, f.weight, f.batch).item<double>(), lse + 1.0, 1e-6);
+}

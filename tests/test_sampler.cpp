@@ -1,0 +1,179 @@
+// test_sampler.cpp: the leave-one-out split and the batch sampler.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "sasrec/rng.h"
+#include "sasrec/sampler.h"
+
+using namespace sasrec;
+
+namespace {
+
+Shard shard_of(const std::vector<std::vector<int32_t>>& seqs, int64_t num_items) {
+  Shard s;
+  s.num_items = num_items;
+  for (auto& q : seqs) {
+    s.items.insert(s.items.end(), q.begin(), q.end());
+    s.offsets.push_back(static_cast<int64_t>(s.items.size()));
+  }
+  s.users = {100, 100 + static_cast<int64_t>(seqs.size())};  // a shard that starts at global user 100
+  s.num_users_total = 1000;
+  return s;
+}
+
+Shard random_shard(int users, int num_items, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<std::vector<int32_t>> seqs(users);
+  for (auto& q : seqs) {
+    const int len = 1 + static_cast<int>(rng.below(70));
+    for (int t = 0; t < len; ++t) q.push_back(static_cast<int32_t>(rng.between(1, num_items)));
+  }
+  return shard_of(seqs, num_items);
+}
+
+}  // namespace
+
+TEST(Split, LeaveOneOutRules) {
+  SplitData d(shard_of({{5}, {5, 6}, {5, 6, 7}, {1, 2, 3, 4, 8}}, 10));
+  EXPECT_EQ(d.train(0).size, 1);  // train-only
+  EXPECT_EQ(d.train(1).size, 2);
+  EXPECT_FALSE(d.has_holdout(1));
+  EXPECT_EQ(d.valid_item(1), 0);
+  EXPECT_EQ(d.train(2).size, 1);
+  EXPECT_EQ(d.valid_item(2), 6);
+  EXPECT_EQ(d.test_item(2), 7);
+  EXPECT_EQ(d.train(3).size, 3);
+  EXPECT_EQ(d.valid_item(3), 4);
+  EXPECT_EQ(d.test_item(3), 8);
+  EXPECT_EQ(d.trainable_users(), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(d.holdout_users(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(d.global_user(3), 103);
+}
+
+TEST(Sampler, NegativesNeverInHistory) {
+  Rng rng(1);
+  std::vector<int32_t> hist{2, 3, 5, 7, 11, 13};
+  std::vector<int64_t> out(20000);
+  sample_negatives(rng, 15, hist, static_cast<int64_t>(out.size()), out.data());
+  std::set<int64_t> seen(out.begin(), out.end());
+  EXPECT_EQ(seen, (std::set<int64_t>{1, 4, 6, 8, 9, 10, 12, 14, 15}));
+}
+
+TEST(Sampler, BatchLayoutShiftedTargetsTrimmedWidth) {
+  SplitData d(shard_of({{1, 2, 3, 4, 5, 6, 7}, {8, 9, 10, 11}}, 20));
+  SamplerOptions o;
+  o.batch_size = 2;
+  o.maxlen = 10;
+  Sampler s(d, o);
+  s.start_epoch(1);
+  Batch b = s.next();
+  ASSERT_EQ(b.seq.size(0), 2);
+  // user 0: train 1..5 -> inputs 1..4, targets 2..5; user 1: train 8,9 -> input 8, target 9. Width 4.
+  ASSERT_EQ(b.seq.size(1), 4);
+  for (int r = 0; r < 2; ++r) {
+    const bool first = b.users[r].item<int64_t>() == 100;
+    auto seq = b.seq[r], pos = b.pos[r], neg = b.neg[r];
+    auto want_seq = first ? torch::tensor({1, 2, 3, 4}) : torch::tensor({0, 0, 0, 8});
+    auto want_pos = first ? torch::tensor({2, 3, 4, 5}) : torch::tensor({0, 0, 0, 9});
+    EXPECT_TRUE(torch::equal(seq, want_seq.to(torch::kInt64))) << seq;
+    EXPECT_TRUE(torch::equal(pos, want_pos.to(torch::kInt64))) << pos;
+    EXPECT_TRUE(torch::equal(neg == 0, pos == 0)) << neg;
+  }
+  EXPECT_EQ(b.targets, 5);
+}
+
+TEST(Sampler, TruncatesToMaxlen) {
+  SplitData d(shard_of({{1, 2, 3, 4, 5, 6, 7, 8, 9}}, 20));
+  SamplerOptions o;
+  o.maxlen = 3;
+  Sampler s(d, o);
+  s.start_epoch(1);
+  Batch b = s.next();
+  // train part 1..7: the last 3 pairs are 4->5, 5->6, 6->7
+  EXPECT_TRUE(torch::equal(b.seq[0], torch::tensor({4, 5, 6}).to(torch::kInt64)));
+  EXPECT_TRUE(torch::equal(b.pos[0], torch::tensor({5, 6, 7}).to(torch::kInt64)));
+}
+
+TEST(Sampler, EveryTrainableUserOncePerEpoch) {
+  SplitData d(random_shard(1000, 300, 5));
+  SamplerOptions o;
+  o.batch_size = 64;
+  o.threads = 3;
+  Sampler s(d, o);
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    s.start_epoch(epoch);
+    std::multiset<int64_t> users;
+    for (int64_t i = 0; i < s.steps_per_epoch(); ++i) {
+      Batch b = s.next();
+      EXPECT_LE(b.seq.size(0), 64);
+      for (int64_t r = 0; r < b.users.size(0); ++r) users.insert(b.users[r].item<int64_t>());
+    }
+    std::multiset<int64_t> want;
+    for (int64_t u : d.trainable_users()) want.insert(d.global_user(u));
+    EXPECT_EQ(users, want) << "epoch " << epoch;
+  }
+}
+
+TEST(Sampler, DeterministicWhateverTheThreadCount) {
+  SplitData d(random_shard(500, 200, 6));
+  auto run = [&](int threads) {
+    SamplerOptions o;
+    o.batch_size = 32;
+    o.threads = threads;
+    o.seed = 11;
+    o.prefetch = 2;
+    Sampler s(d, o);
+    std::vector<Batch> out;
+    for (int epoch = 1; epoch <= 2; ++epoch) {
+      s.start_epoch(epoch);
+      for (int64_t i = 0; i < s.steps_per_epoch(); ++i) out.push_back(s.next());
+    }
+    return out;
+  };
+  auto a = run(1), b = run(4);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i].seq, b[i].seq));
+    EXPECT_TRUE(torch::equal(a[i].neg, b[i].neg));
+    EXPECT_TRUE(torch::equal(a[i].users, b[i].users));
+  }
+  // Epochs differ in order.
+  EXPECT_FALSE(torch::equal(a[0].users, a[a.size() / 2].users));
+}
+
+TEST(Sampler, NegativesAvoidEachUsersHistory) {
+  SplitData d(random_shard(300, 80, 7));
+  SamplerOptions o;
+  o.batch_size = 50;
+  Sampler s(d, o);
+  s.start_epoch(1);
+  for (int64_t i = 0; i < s.steps_per_epoch(); ++i) {
+    Batch b = s.next();
+    for (int64_t r = 0; r < b.seq.size(0); ++r) {
+      const int64_t local = b.users[r].item<int64_t>() - 100;
+      ItemSpan train = d.train(local);
+      std::set<int64_t> hist(train.begin(), train.end());
+      for (int64_t t = 0; t < b.neg.size(1); ++t) {
+        const int64_t n = b.neg[r][t].item<int64_t>();
+        if (b.pos[r][t].item<int64_t>() == 0) continue;
+        EXPECT_EQ(hist.count(n), 0u) << "negative " << n << " is in user " << local << "'s history";
+      }
+    }
+  }
+}
+
+TEST(Sampler, SharedNegativesForSampledSoftmax) {
+  SplitData d(random_shard(100, 50, 8));
+  SamplerOptions o;
+  o.per_position_negatives = false;
+  o.shared_negatives = 16;
+  Sampler s(d, o);
+  s.start_epoch(1);
+  Batch b = s.next();
+  EXPECT_FALSE(b.neg.defined());
+  ASSERT_EQ(b.shared.size(0), 16);
+  EXPECT_GE(b.shared.min().item<int64_t>(), 1);
+  EXPECT_LE(b.shared.max().item<int64_t>(), 50);
+}
