@@ -1,0 +1,67 @@
+// csv_import.h: reading interaction logs from text (csv with a header,
+// whitespace `user item` pairs, `user item item ...` sequences) into the
+// in-memory store, with k-core filtering; the library half of csv2h5.
+//
+// Reading streams through a fixed buffer; rows are kept as compact integers
+// (user index, item index, optional time), ids interned once each. Users get
+// indices 0..U-1 and items 1..I in order of first appearance in the file
+// among the rows kept by the filters; each user's interactions are sorted by
+// time, stably (ties keep file order; without a time column, file order is
+// time order). Bad input throws sasrec::Error(Input) "FILE:LINE: problem;
+// what to do". It does not own the HDF5 layout (store.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "sasrec/store.h"
+
+namespace sasrec {
+
+enum class InputFormat { Auto, Csv, Pairs, Seq };
+
+const char* format_name(InputFormat f);
+// "auto" | "csv" | "pairs" | "seq"; throws Error(Input) otherwise.
+InputFormat parse_input_format(const std::string& name);
+
+struct ImportOptions {
+  InputFormat format = InputFormat::Auto;
+  std::string user_col;   // csv: column names; "" = detect (user_id, user, userId, reviewerID, ...)
+  std::string item_col;   // "" = detect (item_id, item, itemId, movieId, asin, ...)
+  std::string time_col;   // "" = detect (timestamp, time, unixReviewTime, ...); none found = file order
+  char delimiter = 0;     // csv: 0 = detect from the header (',' then tab then ';')
+  int64_t min_user_interactions = 0;  // k-core filters, applied together until stable
+  int64_t min_item_interactions = 0;
+  size_t buffer_bytes = 16u << 20;    // read buffer (grows for longer lines)
+};
+
+struct ImportStats {
+  InputFormat format = InputFormat::Auto;  // the format actually used
+  char delimiter = 0;                      // csv only
+  std::string user_col, item_col, time_col;  // csv: the columns used ("" = no time column)
+  int64_t bytes = 0;          // input size
+  int64_t rows = 0;           // interactions read (before filters)
+  int64_t dropped_rows = 0;   // removed by the filters
+  int64_t users = 0, items = 0, interactions = 0;
+  double read_seconds = 0;    // parsing only
+  double seconds = 0;         // everything (set by convert_to_store)
+};
+
+// The format `path` would be read as under --format auto (rule: docs/data.md).
+// `delimiter` as in ImportOptions.
+InputFormat detect_format(const std::string& path, char delimiter = 0);
+
+// Reads, filters, maps and sorts `path` into a store in memory.
+Interactions import_interactions(const std::string& path, const ImportOptions& options,
+                                 ImportStats* stats = nullptr);
+
+// import_interactions + write_store(output): checks the output directory
+// first; `output` is replaced only on success and no partial file is left.
+ImportStats convert_to_store(const std::string& input, const std::string& output, const ImportOptions& options);
+
+// Parses a time field: integer (unix seconds, any int64), float (rounded to
+// the nearest integer), "YYYY-MM-DD", "YYYY-MM-DD HH:MM[:SS[.fff]]" or with
+// 'T', optional trailing 'Z' (all UTC). Returns false when unparsable.
+bool parse_time(const char* begin, const char* end, int64_t* out);
+
+}  // namespace sasrec

@@ -1,0 +1,625 @@
+// store.cpp: the HDF5 interaction store (layout in store.h): the streaming
+// StoreWriter and write_store on top of it, the schema-validating readers
+// (read_store_info, read_store, load_shard, id maps) and shard_range.
+//
+// Uses the HDF5 C API through small RAII handles. HDF5's own error printing
+// is switched off while we run (ErrorPrintGuard); every failure becomes a
+// sasrec::Error naming the file, the dataset and what to do. It owns no
+// parsing of text formats (csv_import.cpp) and no MPI.
+#include "sasrec/store.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "sasrec/error.h"
+
+namespace sasrec {
+namespace {
+
+using detail::cat;
+
+// ---- RAII ------------------------------------------------------------------------
+
+// Owns one hid_t and closes it with the matching H5?close.
+class Handle {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  Handle() = default;
+  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), closer_(o.closer_) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+      closer_ = o.closer_;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  hid_t release() { return std::exchange(id_, H5I_INVALID_HID); }
+  void reset() {
+    if (id_ >= 0 && closer_) closer_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+  Closer closer_ = nullptr;
+};
+
+// Silences HDF5's automatic error-stack printing for its lifetime.
+class ErrorPrintGuard {
+ public:
+  ErrorPrintGuard() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~ErrorPrintGuard() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  ErrorPrintGuard(const ErrorPrintGuard&) = delete;
+  ErrorPrintGuard& operator=(const ErrorPrintGuard&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// The innermost message of HDF5's current error stack ("" if none).
+std::string h5_last_error() {
+  std::string out;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
+        if (n == 0 && e->desc) *static_cast<std::string*>(data) = e->desc;
+        return 0;
+      },
+      &out);
+  return out;
+}
+
+[[noreturn]] void fail_h5(const std::string& path, const std::string& what, const char* file, int line) {
+  std::string detail = h5_last_error();
+  throw Error(ErrorDomain::Hdf5,
+              cat(path, ": HDF5 failed to ", what, detail.empty() ? "" : " (", detail, detail.empty() ? "" : ")",
+                  "; check free disk space and permissions"),
+              file, line);
+}
+
+#define STORE_H5(expr, path, what)                                   \
+  do {                                                               \
+    if ((expr) < 0) fail_h5((path), (what), __FILE__, __LINE__);     \
+  } while (0)
+
+// Corrupt or foreign file: a user-facing input error that names the file.
+[[noreturn]] void fail_corrupt(const std::string& path, const std::string& problem) {
+  SASREC_FAIL(Input, path, ": ", problem, "; the file is not a valid sasrec-interactions store: regenerate it with csv2h5 or sasrec_synth");
+}
+
+Handle vlen_string_type() {
+  Handle t(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(t.get(), H5T_VARIABLE);
+  H5Tset_cset(t.get(), H5T_CSET_UTF8);
+  return t;
+}
+
+constexpr hsize_t kChunkElems = 64 * 1024;      // numeric datasets
+constexpr hsize_t kStringChunkElems = 16 * 1024;  // /maps
+
+// An extendable 1-D chunked dataset, appended to in order.
+class Appender {
+ public:
+  Appender() = default;
+  Appender(hid_t file, const std::string& path, const char* name, hid_t file_type, hid_t mem_type, hsize_t chunk)
+      : path_(path), name_(name), mem_type_(mem_type) {
+    hsize_t dims[1] = {0};
+    hsize_t maxdims[1] = {H5S_UNLIMITED};
+    Handle space(H5Screate_simple(1, dims, maxdims), H5Sclose);
+    Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    hsize_t chunk_dims[1] = {chunk};
+    STORE_H5(H5Pset_chunk(dcpl.get(), 1, chunk_dims), path_, cat("set the chunking of ", name_));
+    ds_ = Handle(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
+    if (!ds_.valid()) fail_h5(path_, cat("create dataset ", name_), __FILE__, __LINE__);
+  }
+
+  void append(const void* data, hsize_t n) {
+    if (n == 0) return;
+    hsize_t new_size[1] = {size_ + n};
+    STORE_H5(H5Dset_extent(ds_.get(), new_size), path_, cat("extend ", name_));
+    Handle fspace(H5Dget_space(ds_.get()), H5Sclose);
+    hsize_t start[1] = {size_};
+    hsize_t count[1] = {n};
+    STORE_H5(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), path_,
+             cat("select rows of ", name_));
+    Handle mspace(H5Screate_simple(1, count, nullptr), H5Sclose);
+    STORE_H5(H5Dwrite(ds_.get(), mem_type_, mspace.get(), fspace.get(), H5P_DEFAULT, data), path_,
+             cat("write ", name_));
+    size_ += n;
+  }
+
+  void append_strings(const std::vector<std::string>& strings) {
+    std::vector<const char*> ptrs(strings.size());
+    for (size_t i = 0; i < strings.size(); ++i) ptrs[i] = strings[i].c_str();
+    append(ptrs.data(), ptrs.size());
+  }
+
+  void close() { ds_.reset(); }
+  hsize_t size() const { return size_; }
+
+ private:
+  Handle ds_;
+  std::string path_;
+  std::string name_;
+  hid_t mem_type_ = H5I_INVALID_HID;
+  hsize_t size_ = 0;
+};
+
+void write_scalar_attr(hid_t loc, const std::string& path, const char* name, hid_t file_type, hid_t mem_type,
+                       const void* value) {
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
+  Handle attr(H5Acreate2(loc, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!attr.valid()) fail_h5(path, cat("create attribute ", name), __FILE__, __LINE__);
+  STORE_H5(H5Awrite(attr.get(), mem_type, value), path, cat("write attribute ", name));
+}
+
+void write_string_attr(hid_t loc, const std::string& path, const char* name, const std::string& value) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), value.size() + 1);
+  H5Tset_strpad(type.get(), H5T_STR_NULLTERM);
+  write_scalar_attr(loc, path, name, type.get(), type.get(), value.c_str());
+}
+
+}  // namespace
+
+// ---- StoreWriter ---------------------------------------------------------------------
+
+struct StoreWriter::Impl {
+  std::string path;
+  std::string tmp_path;
+  bool with_timestamps = false;
+  bool finished = false;
+  ErrorPrintGuard quiet;
+  Handle file;
+  Handle str_type;
+  Appender offsets, items, timestamps, user_ids;
+  int64_t num_users = 0;
+  int64_t num_interactions = 0;
+  int32_t max_item = 0;
+  std::vector<std::pair<std::string, double>> extra_attrs;
+  // Buffers flushed in large appends.
+  std::vector<int64_t> buf_offsets;
+  std::vector<int32_t> buf_items;
+  std::vector<int64_t> buf_times;
+  std::vector<std::string> buf_ids;
+
+  void flush() {
+    offsets.append(buf_offsets.data(), buf_offsets.size());
+    items.append(buf_items.data(), buf_items.size());
+    if (with_timestamps) timestamps.append(buf_times.data(), buf_times.size());
+    user_ids.append_strings(buf_ids);
+    buf_offsets.clear();
+    buf_items.clear();
+    buf_times.clear();
+    buf_ids.clear();
+  }
+
+  void discard() {
+    offsets.close();
+    items.close();
+    timestamps.close();
+    user_ids.close();
+    file.reset();
+    std::remove(tmp_path.c_str());
+  }
+};
+
+StoreWriter::StoreWriter(const std::string& path, bool with_timestamps) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.path = path;
+  m.tmp_path = cat(path, ".tmp-", static_cast<long>(getpid()));
+  m.with_timestamps = with_timestamps;
+  m.file = Handle(H5Fcreate(m.tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  if (!m.file.valid()) {
+    SASREC_FAIL(Io, path, ": cannot create ", m.tmp_path,
+                "; check that the output directory exists and is writable");
+  }
+  try {
+    hid_t f = m.file.get();
+    for (const char* g : {"users", "interactions", "maps"}) {
+      Handle grp(H5Gcreate2(f, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+      if (!grp.valid()) fail_h5(m.tmp_path, cat("create group /", g), __FILE__, __LINE__);
+    }
+    m.str_type = vlen_string_type();
+    m.offsets = Appender(f, m.tmp_path, "/users/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems);
+    m.items = Appender(f, m.tmp_path, "/interactions/item", H5T_STD_I32LE, H5T_NATIVE_INT32, kChunkElems);
+    if (with_timestamps)
+      m.timestamps =
+          Appender(f, m.tmp_path, "/interactions/timestamp", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems);
+    m.user_ids = Appender(f, m.tmp_path, "/maps/user_id", m.str_type.get(), m.str_type.get(), kStringChunkElems);
+    int64_t zero = 0;
+    m.offsets.append(&zero, 1);
+  } catch (...) {
+    m.discard();
+    throw;
+  }
+}
+
+StoreWriter::~StoreWriter() {
+  if (impl_ && !impl_->finished) impl_->discard();
+}
+
+int64_t StoreWriter::num_users() const { return impl_->num_users; }
+int64_t StoreWriter::num_interactions() const { return impl_->num_interactions; }
+
+void StoreWriter::add_user(std::string_view id, const int32_t* items, const int64_t* timestamps, int64_t n) {
+  Impl& m = *impl_;
+  SASREC_CHECK(!m.finished, "add_user after finish");
+  SASREC_CHECK(n >= 0);
+  if (id.empty()) SASREC_FAIL(Input, m.path, ": user ", m.num_users, " has an empty id; every user needs a non-empty id");
+  if (m.with_timestamps && n > 0) SASREC_CHECK(timestamps != nullptr, "the writer was opened with timestamps");
+  for (int64_t k = 0; k < n; ++k) {
+    if (items[k] < 1)
+      SASREC_FAIL(Input, m.path, ": user ", m.num_users, " (", id, ") has item ", items[k],
+                  " at position ", k, "; items are numbered from 1 (0 is padding)");
+    m.max_item = std::max(m.max_item, items[k]);
+  }
+  m.buf_items.insert(m.buf_items.end(), items, items + n);
+  if (m.with_timestamps) m.buf_times.insert(m.buf_times.end(), timestamps, timestamps + n);
+  m.num_interactions += n;
+  m.num_users += 1;
+  m.buf_offsets.push_back(m.num_interactions);
+  m.buf_ids.emplace_back(id);
+  if (m.buf_items.size() >= (1u << 20) || m.buf_ids.size() >= (1u << 16)) m.flush();
+}
+
+void StoreWriter::set_attribute(const std::string& name, double value) {
+  impl_->extra_attrs.emplace_back(name, value);
+}
+
+void StoreWriter::finish(const std::vector<std::string>& item_ids) {
+  if (item_ids.empty() || !item_ids[0].empty())
+    SASREC_FAIL(Input, impl_->path, ": item_ids must start with the padding item \"\" at row 0");
+  finish(static_cast<int64_t>(item_ids.size()) - 1, [&](int64_t i) { return item_ids[i]; });
+}
+
+void StoreWriter::finish(int64_t num_items, const std::function<std::string(int64_t)>& item_id) {
+  Impl& m = *impl_;
+  SASREC_CHECK(!m.finished, "finish called twice");
+  try {
+    if (m.max_item > num_items)
+      SASREC_FAIL(Input, m.path, ": an interaction has item ", m.max_item, " but the catalog has only ",
+                  num_items, " items; every item must be in 1..I");
+    m.flush();
+    hid_t f = m.file.get();
+    {
+      Appender map(f, m.tmp_path, "/maps/item_id", m.str_type.get(), m.str_type.get(), kStringChunkElems);
+      std::vector<std::string> batch{""};
+      for (int64_t i = 1; i <= num_items; ++i) {
+        batch.push_back(item_id(i));
+        if (batch.back().empty())
+          SASREC_FAIL(Input, m.path, ": item ", i, " has an empty id; every item needs a non-empty id");
+        if (batch.size() >= kStringChunkElems * 4) {
+          map.append_strings(batch);
+          batch.clear();
+        }
+      }
+      map.append_strings(batch);
+    }
+    write_string_attr(f, m.tmp_path, "format", kStoreFormat);
+    int32_t version = kStoreVersion;
+    write_scalar_attr(f, m.tmp_path, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, &version);
+    const std::pair<const char*, int64_t> counts[] = {
+        {"num_users", m.num_users}, {"num_items", num_items}, {"num_interactions", m.num_interactions}};
+    for (const auto& [name, value] : counts)
+      write_scalar_attr(f, m.tmp_path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+    for (const auto& [name, value] : m.extra_attrs)
+      write_scalar_attr(f, m.tmp_path, name.c_str(), H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+    m.offsets.close();
+    m.items.close();
+    m.timestamps.close();
+    m.user_ids.close();
+    m.str_type.reset();
+    STORE_H5(H5Fflush(f, H5F_SCOPE_GLOBAL), m.tmp_path, "flush the file");
+    if (H5Fclose(m.file.release()) < 0) fail_h5(m.tmp_path, "close the file", __FILE__, __LINE__);
+  } catch (...) {
+    m.discard();
+    throw;
+  }
+  if (std::rename(m.tmp_path.c_str(), m.path.c_str()) != 0) {
+    int err = errno;
+    std::remove(m.tmp_path.c_str());
+    SASREC_FAIL(Io, m.path, ": cannot rename ", m.tmp_path, " into place (", std::strerror(err),
+                "); check the output directory's permissions");
+  }
+  m.finished = true;
+}
+
+// ---- write_store ----------------------------------------------------------------------
+
+void write_store(const std::string& path, const Interactions& d) {
+  auto bad = [&](const std::string& problem) {
+    SASREC_FAIL(Input, "write_store(", path, "): ", problem, "; fix the data before writing");
+  };
+  if (d.offsets.empty() || d.offsets[0] != 0) bad("offsets must start with 0");
+  const int64_t U = d.num_users();
+  const int64_t N = d.num_interactions();
+  for (int64_t u = 0; u < U; ++u)
+    if (d.offsets[u + 1] < d.offsets[u]) bad(cat("offsets[", u + 1, "] < offsets[", u, "] (not monotone)"));
+  if (d.offsets.back() != N) bad(cat("offsets end at ", d.offsets.back(), " but there are ", N, " items"));
+  if (!d.timestamps.empty() && static_cast<int64_t>(d.timestamps.size()) != N)
+    bad(cat(d.timestamps.size(), " timestamps for ", N, " interactions"));
+  if (static_cast<int64_t>(d.user_ids.size()) != U) bad(cat(d.user_ids.size(), " user ids for ", U, " users"));
+  if (d.item_ids.empty() || !d.item_ids[0].empty()) bad("item_ids[0] must be the padding item \"\"");
+  const int64_t I = d.num_items();
+  for (int64_t j = 0; j < N; ++j)
+    if (d.items[j] < 1 || d.items[j] > I) bad(cat("items[", j, "] = ", d.items[j], " is outside 1..", I));
+  for (int64_t u = 0; u < U; ++u)
+    if (d.user_ids[u].empty()) bad(cat("user ", u, " has an empty id"));
+  for (int64_t i = 1; i <= I; ++i)
+    if (d.item_ids[i].empty()) bad(cat("item ", i, " has an empty id"));
+
+  StoreWriter w(path, !d.timestamps.empty());
+  for (int64_t u = 0; u < U; ++u) {
+    int64_t b = d.offsets[u];
+    w.add_user(d.user_ids[u], d.items.data() + b, d.timestamps.empty() ? nullptr : d.timestamps.data() + b,
+               d.offsets[u + 1] - b);
+  }
+  w.finish(d.item_ids);
+}
+
+// ---- reading -------------------------------------------------------------------------------
+
+namespace {
+
+struct Reader {
+  std::string path;
+  ErrorPrintGuard quiet;
+  Handle file;
+
+  explicit Reader(const std::string& p) : path(p) {
+    if (access(p.c_str(), F_OK) != 0)
+      SASREC_FAIL(Input, p, ": no such file; check the path (convert your data with csv2h5 first)");
+    if (access(p.c_str(), R_OK) != 0) SASREC_FAIL(Input, p, ": not readable; check its permissions");
+    htri_t is = H5Fis_hdf5(p.c_str());
+    if (is > 0) file = Handle(H5Fopen(p.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+    if (is <= 0 || !file.valid())
+      SASREC_FAIL(Input, p,
+                  ": not an HDF5 file (or truncated); convert the data with csv2h5, or regenerate the file if a "
+                  "copy was cut short");
+  }
+
+  bool exists(const std::string& name) const {
+    // Check each component: H5Lexists fails on a missing intermediate group.
+    size_t pos = 0;
+    while (true) {
+      pos = name.find('/', pos + 1);
+      std::string prefix = name.substr(0, pos);
+      if (H5Lexists(file.get(), prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+      if (pos == std::string::npos) return true;
+    }
+  }
+
+  int64_t int_attr(const char* name) const {
+    if (H5Aexists(file.get(), name) <= 0) fail_corrupt(path, cat("missing attribute '", name, "'"));
+    Handle a(H5Aopen(file.get(), name, H5P_DEFAULT), H5Aclose);
+    Handle t(H5Aget_type(a.get()), H5Tclose);
+    Handle s(H5Aget_space(a.get()), H5Sclose);
+    if (H5Tget_class(t.get()) != H5T_INTEGER || H5Sget_simple_extent_npoints(s.get()) != 1)
+      fail_corrupt(path, cat("attribute '", name, "' is not a scalar integer"));
+    int64_t v = 0;
+    STORE_H5(H5Aread(a.get(), H5T_NATIVE_INT64, &v), path, cat("read attribute ", name));
+    return v;
+  }
+
+  std::string string_attr(const char* name) const {
+    if (H5Aexists(file.get(), name) <= 0) fail_corrupt(path, cat("missing attribute '", name, "'"));
+    Handle a(H5Aopen(file.get(), name, H5P_DEFAULT), H5Aclose);
+    Handle t(H5Aget_type(a.get()), H5Tclose);
+    if (H5Tget_class(t.get()) != H5T_STRING) fail_corrupt(path, cat("attribute '", name, "' is not a string"));
+    if (H5Tis_variable_str(t.get()) > 0) {
+      Handle mt = vlen_string_type();
+      char* s = nullptr;
+      STORE_H5(H5Aread(a.get(), mt.get(), &s), path, cat("read attribute ", name));
+      std::string out = s ? s : "";
+      H5free_memory(s);
+      return out;
+    }
+    size_t n = H5Tget_size(t.get());
+    std::string buf(n, '\0');
+    STORE_H5(H5Aread(a.get(), t.get(), buf.data()), path, cat("read attribute ", name));
+    buf.resize(std::strlen(buf.c_str()));
+    return buf;
+  }
+
+  enum class Kind { Int32, Int64, VlenString };
+
+  // Opens dataset `name`, checks dtype and shape [expected_rows].
+  Handle dataset(const std::string& name, Kind kind, int64_t expected_rows, const char* rows_from) const {
+    if (!exists(name)) fail_corrupt(path, cat("missing dataset ", name));
+    Handle ds(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!ds.valid()) fail_corrupt(path, cat(name, " is not a dataset"));
+    Handle t(H5Dget_type(ds.get()), H5Tclose);
+    H5T_class_t cls = H5Tget_class(t.get());
+    size_t size = H5Tget_size(t.get());
+    bool ok = false;
+    const char* want = "";
+    switch (kind) {
+      case Kind::Int32: ok = cls == H5T_INTEGER && size == 4; want = "32-bit integer"; break;
+      case Kind::Int64: ok = cls == H5T_INTEGER && size == 8; want = "64-bit integer"; break;
+      case Kind::VlenString: ok = cls == H5T_STRING && H5Tis_variable_str(t.get()) > 0; want = "variable-length string"; break;
+    }
+    if (!ok) {
+      const char* got = cls == H5T_INTEGER ? "integer" : cls == H5T_FLOAT ? "float" : cls == H5T_STRING ? "string" : "other";
+      fail_corrupt(path, cat("dataset ", name, " has dtype ", got, " of ", size, " bytes, expected ", want));
+    }
+    Handle s(H5Dget_space(ds.get()), H5Sclose);
+    int rank = H5Sget_simple_extent_ndims(s.get());
+    hsize_t dims[1] = {0};
+    if (rank != 1) fail_corrupt(path, cat("dataset ", name, " has ", rank, " dimensions, expected 1"));
+    H5Sget_simple_extent_dims(s.get(), dims, nullptr);
+    if (static_cast<int64_t>(dims[0]) != expected_rows)
+      fail_corrupt(path, cat("dataset ", name, " has ", dims[0], " rows, expected ", expected_rows, " (", rows_from, ")"));
+    return ds;
+  }
+
+  template <typename T>
+  void read_rows(hid_t ds, const char* name, hid_t mem_type, int64_t begin, int64_t count, T* out) const {
+    if (count <= 0) return;
+    Handle fspace(H5Dget_space(ds), H5Sclose);
+    hsize_t start[1] = {static_cast<hsize_t>(begin)};
+    hsize_t n[1] = {static_cast<hsize_t>(count)};
+    STORE_H5(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, n, nullptr), path,
+             cat("select rows of ", name));
+    Handle mspace(H5Screate_simple(1, n, nullptr), H5Sclose);
+    STORE_H5(H5Dread(ds, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out), path, cat("read ", name));
+  }
+
+  std::vector<std::string> read_strings(hid_t ds, const char* name, int64_t begin, int64_t count) const {
+    std::vector<std::string> out;
+    out.reserve(count);
+    Handle mt = vlen_string_type();
+    const int64_t batch = 1 << 18;
+    std::vector<char*> ptrs;
+    for (int64_t b = begin; b < begin + count; b += batch) {
+      int64_t n = std::min(batch, begin + count - b);
+      ptrs.assign(n, nullptr);
+      read_rows(ds, name, mt.get(), b, n, ptrs.data());
+      for (char* p : ptrs) out.emplace_back(p ? p : "");
+      hsize_t dims[1] = {static_cast<hsize_t>(n)};
+      Handle mspace(H5Screate_simple(1, dims, nullptr), H5Sclose);
+      H5Dvlen_reclaim(mt.get(), mspace.get(), H5P_DEFAULT, ptrs.data());
+    }
+    return out;
+  }
+
+  StoreInfo info() const {
+    std::string format = string_attr("format");
+    if (format != kStoreFormat)
+      fail_corrupt(path, cat("attribute 'format' is '", format, "', expected '", kStoreFormat, "'"));
+    StoreInfo s;
+    int64_t version = int_attr("version");
+    if (version != kStoreVersion)
+      SASREC_FAIL(Input, path, ": store version ", version, ", but this build reads version ", kStoreVersion,
+                  "; regenerate the file with this build's csv2h5 or use the sasrec_ddp that wrote it");
+    s.version = static_cast<int>(version);
+    s.num_users = int_attr("num_users");
+    s.num_items = int_attr("num_items");
+    s.num_interactions = int_attr("num_interactions");
+    if (s.num_users < 0 || s.num_items < 0 || s.num_interactions < 0)
+      fail_corrupt(path, "a negative count in num_users/num_items/num_interactions");
+    dataset("/users/offsets", Kind::Int64, s.num_users + 1, "num_users + 1");
+    dataset("/interactions/item", Kind::Int32, s.num_interactions, "num_interactions");
+    s.has_timestamps = exists("/interactions/timestamp");
+    if (s.has_timestamps) dataset("/interactions/timestamp", Kind::Int64, s.num_interactions, "num_interactions");
+    dataset("/maps/user_id", Kind::VlenString, s.num_users, "num_users");
+    dataset("/maps/item_id", Kind::VlenString, s.num_items + 1, "num_items + 1");
+    return s;
+  }
+
+  std::vector<int64_t> offsets(const StoreInfo& s) const {
+    Handle ds = dataset("/users/offsets", Kind::Int64, s.num_users + 1, "num_users + 1");
+    std::vector<int64_t> off(s.num_users + 1);
+    read_rows(ds.get(), "/users/offsets", H5T_NATIVE_INT64, 0, s.num_users + 1, off.data());
+    if (off[0] != 0) fail_corrupt(path, cat("/users/offsets[0] = ", off[0], ", expected 0"));
+    for (size_t u = 1; u < off.size(); ++u)
+      if (off[u] < off[u - 1])
+        fail_corrupt(path, cat("/users/offsets[", u, "] = ", off[u], " is less than /users/offsets[", u - 1,
+                               "] = ", off[u - 1], " (offsets must be non-decreasing)"));
+    if (off.back() != s.num_interactions)
+      fail_corrupt(path, cat("/users/offsets[", s.num_users, "] = ", off.back(), ", expected num_interactions = ",
+                             s.num_interactions));
+    return off;
+  }
+
+  // Reads /interactions/item rows [begin, end) and checks each is in 1..I.
+  std::vector<int32_t> items(const StoreInfo& s, int64_t begin, int64_t end) const {
+    Handle ds = dataset("/interactions/item", Kind::Int32, s.num_interactions, "num_interactions");
+    std::vector<int32_t> it(end - begin);
+    read_rows(ds.get(), "/interactions/item", H5T_NATIVE_INT32, begin, end - begin, it.data());
+    for (size_t j = 0; j < it.size(); ++j)
+      if (it[j] < 1 || it[j] > s.num_items)
+        fail_corrupt(path, cat("/interactions/item[", begin + static_cast<int64_t>(j), "] = ", it[j],
+                               " is outside 1..", s.num_items));
+    return it;
+  }
+};
+
+}  // namespace
+
+StoreInfo read_store_info(const std::string& path) { return Reader(path).info(); }
+
+Interactions read_store(const std::string& path) {
+  Reader r(path);
+  StoreInfo s = r.info();
+  Interactions d;
+  d.offsets = r.offsets(s);
+  d.items = r.items(s, 0, s.num_interactions);
+  if (s.has_timestamps) {
+    Handle ds = r.dataset("/interactions/timestamp", Reader::Kind::Int64, s.num_interactions, "num_interactions");
+    d.timestamps.resize(s.num_interactions);
+    r.read_rows(ds.get(), "/interactions/timestamp", H5T_NATIVE_INT64, 0, s.num_interactions, d.timestamps.data());
+  }
+  Handle users = r.dataset("/maps/user_id", Reader::Kind::VlenString, s.num_users, "num_users");
+  d.user_ids = r.read_strings(users.get(), "/maps/user_id", 0, s.num_users);
+  Handle items = r.dataset("/maps/item_id", Reader::Kind::VlenString, s.num_items + 1, "num_items + 1");
+  d.item_ids = r.read_strings(items.get(), "/maps/item_id", 0, s.num_items + 1);
+  return d;
+}
+
+UserRange shard_range(const std::vector<int64_t>& offsets, int rank, int world_size) {
+  SASREC_CHECK(world_size >= 1, "world_size = ", world_size);
+  SASREC_CHECK(rank >= 0 && rank < world_size, "rank = ", rank, ", world_size = ", world_size);
+  SASREC_CHECK(!offsets.empty(), "offsets must hold U+1 values");
+  const int64_t U = static_cast<int64_t>(offsets.size()) - 1;
+  const int64_t N = offsets.back();
+  // First user whose start offset >= r*N/world; rank 0 starts at 0, rank world ends at U.
+  auto begin_of = [&](int r) -> int64_t {
+    if (r == 0) return 0;
+    if (r == world_size) return U;
+    int64_t target = static_cast<int64_t>((static_cast<__int128>(r) * N) / world_size);
+    return std::lower_bound(offsets.begin(), offsets.begin() + U, target) - offsets.begin();
+  };
+  return UserRange{begin_of(rank), begin_of(rank + 1)};
+}
+
+Shard load_shard(const std::string& path, int rank, int world_size) {
+  Reader r(path);
+  StoreInfo s = r.info();
+  std::vector<int64_t> off = r.offsets(s);
+  Shard shard;
+  shard.users = shard_range(off, rank, world_size);
+  shard.num_items = s.num_items;
+  shard.num_users_total = s.num_users;
+  const int64_t b = off[shard.users.begin], e = off[shard.users.end];
+  shard.items = r.items(s, b, e);
+  shard.offsets.resize(shard.users.size() + 1);
+  for (int64_t u = 0; u <= shard.users.size(); ++u) shard.offsets[u] = off[shard.users.begin + u] - b;
+  return shard;
+}
+
+std::vector<std::string> read_item_ids(const std::string& path) {
+  Reader r(path);
+  StoreInfo s = r.info();
+  Handle ds = r.dataset("/maps/item_id", Reader::Kind::VlenString, s.num_items + 1, "num_items + 1");
+  return r.read_strings(ds.get(), "/maps/item_id", 0, s.num_items + 1);
+}
+
+std::vector<std::string> read_user_ids(const std::string& path, UserRange users) {
+  Reader r(path);
+  StoreInfo s = r.info();
+  SASREC_CHECK(users.begin >= 0 && users.begin <= users.end && users.end <= s.num_users, "users [", users.begin,
+               ", ", users.end, ") outside [0, ", s.num_users, ")");
+  Handle ds = r.dataset("/maps/user_id", Reader::Kind::VlenString, s.num_users, "num_users");
+  return r.read_strings(ds.get(), "/maps/user_id", users.begin, users.size());
+}
+
+}  // namespace sasrec
