@@ -41,7 +41,8 @@ torch::Tensor attention_mask(const torch::Tensor& seq) {
   return mask.unsqueeze(1);                               // [B,1,T,T]
 }
 
-AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout) : heads_(heads), dropout_(dropout) {
+AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout, std::shared_ptr<DropoutStream> stream)
+    : heads_(heads), dropout_(dropout), stream_(std::move(stream)) {
   SASREC_CHECK(hidden % heads == 0, "heads must divide hidden");
   q_ = register_module("q", torch::nn::Linear(hidden, hidden));
   k_ = register_module("k", torch::nn::Linear(hidden, hidden));
@@ -55,25 +56,27 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in, const torch::Ten
   auto k = split(k_->forward(kv_in));
   auto v = split(v_->forward(kv_in));
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh)) + mask;  // [B,H,T,T]
-  auto weights = torch::dropout(torch::softmax(scores, -1), dropout_, is_training());
+  auto weights = dropout(torch::softmax(scores, -1), dropout_, is_training(), *stream_);
   return torch::matmul(weights, v).transpose(1, 2).reshape({B, T, D});  // [B,T,D]
 }
 
-FeedForwardImpl::FeedForwardImpl(int64_t hidden, double dropout) : dropout_(dropout) {
+FeedForwardImpl::FeedForwardImpl(int64_t hidden, double dropout, std::shared_ptr<DropoutStream> stream)
+    : dropout_(dropout), stream_(std::move(stream)) {
   w1_ = register_module("w1", torch::nn::Linear(hidden, hidden));
   w2_ = register_module("w2", torch::nn::Linear(hidden, hidden));
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  auto h = torch::dropout(torch::relu(w1_->forward(x)), dropout_, is_training());
-  return torch::dropout(w2_->forward(h), dropout_, is_training());
+  auto h = dropout(torch::relu(w1_->forward(x)), dropout_, is_training(), *stream_);
+  return dropout(w2_->forward(h), dropout_, is_training(), *stream_);
 }
 
-BlockImpl::BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm) : norm_(norm) {
+BlockImpl::BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm, std::shared_ptr<DropoutStream> stream)
+    : norm_(norm) {
   ln_attn_ = register_module("ln_attn", layer_norm(hidden));
-  attn_ = register_module("attn", Attention(hidden, heads, dropout));
+  attn_ = register_module("attn", Attention(hidden, heads, dropout, stream));
   ln_ffn_ = register_module("ln_ffn", layer_norm(hidden));
-  ffn_ = register_module("ffn", FeedForward(hidden, dropout));
+  ffn_ = register_module("ffn", FeedForward(hidden, dropout, stream));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
@@ -108,7 +111,7 @@ SASRecImpl::SASRecImpl(const SASRecOptions& options) : options_(options) {
   }
   blocks_ = register_module("blocks", torch::nn::ModuleList());
   for (int64_t b = 0; b < options.blocks; ++b)
-    blocks_->push_back(Block(options.hidden, options.heads, options.dropout, options.norm));
+    blocks_->push_back(Block(options.hidden, options.heads, options.dropout, options.norm, dropout_stream_));
   final_ln_ = register_module("final_ln", layer_norm(options.hidden));
   reset_parameters();
 }
@@ -134,7 +137,7 @@ torch::Tensor SASRecImpl::forward(const torch::Tensor& seq, const torch::Tensor&
   auto positions = torch::arange(options_.maxlen - T, options_.maxlen, seq.options());  // [T]
   auto x = item_->forward(seq) * std::sqrt(static_cast<double>(options_.hidden)) +
            position_->forward(positions).unsqueeze(0);  // [B,T,D]
-  x = torch::dropout(x, options_.dropout, is_training()) * keep;
+  x = dropout(x, options_.dropout, is_training(), *dropout_stream_) * keep;
   auto mask = attention_mask(seq);  // [B,1,T,T]
   for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, mask) * keep;
   x = final_ln_->forward(x);  // [B,T,D]

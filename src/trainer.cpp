@@ -209,8 +209,10 @@ TrainSummary Trainer::fit() {
   bool stop = max_steps > 0 && state.step >= max_steps;
   for (int64_t epoch = state.epoch + 1; epoch <= config_.train.epochs && !stop; ++epoch) {
     // Dropout's stream is a function of (seed, rank, epoch): a resumed run draws the same masks.
-    torch::manual_seed(mix_seed({config_.train.seed, static_cast<uint64_t>(comm_.rank()),
-                                 static_cast<uint64_t>(epoch), 0xd0ull}));
+    const uint64_t dropout_key =
+        mix_seed({config_.train.seed, static_cast<uint64_t>(comm_.rank()), static_cast<uint64_t>(epoch), 0xd0ull});
+    model_->reseed_dropout(dropout_key);
+    torch::manual_seed(dropout_key);  // libtorch's own dropout on CUDA
     model_->train();
     sampler.start_epoch(epoch);
     t_sample_ = t_forward_ = t_backward_ = t_reduce_ = t_step_ = 0;

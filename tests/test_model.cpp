@@ -147,3 +147,28 @@ TEST(Loss, SampledSoftmaxRemovesAccidentalHits) {
   const double lse = std::log(std::exp(-1.0) + std::exp(-1.5) + std::exp(-0.125));
   EXPECT_NEAR(loss_sum(LossKind::SampledSoftmax, f.features, f.weight, f.batch).item<double>(), lse + 1.0, 1e-6);
 }
+
+// ---- dropout ------------------------------------------------------------------------
+
+TEST(Dropout, MaskKeepsTheRightShareScaledAndIsReproducible) {
+  auto m = dropout_mask({1000, 1000}, 0.3, 42, torch::kFloat32);
+  const float scale = 1.0f / 0.7f;
+  auto kept = (m != 0);
+  EXPECT_NEAR(kept.to(torch::kFloat64).mean().item<double>(), 0.7, 0.002);
+  EXPECT_TRUE(torch::allclose(m.masked_select(kept), torch::full({kept.sum().item<int64_t>()}, scale)));
+  EXPECT_TRUE(torch::equal(m, dropout_mask({1000, 1000}, 0.3, 42, torch::kFloat32)));
+  EXPECT_FALSE(torch::equal(m, dropout_mask({1000, 1000}, 0.3, 43, torch::kFloat32)));
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(1);
+  EXPECT_TRUE(torch::equal(m, dropout_mask({1000, 1000}, 0.3, 42, torch::kFloat32)));
+  torch::set_num_threads(threads);
+}
+
+TEST(Dropout, OffInEvalAndAtZero) {
+  DropoutStream s;
+  auto x = torch::randn({4, 5});
+  EXPECT_TRUE(torch::equal(dropout(x, 0.5, false, s), x));
+  EXPECT_TRUE(torch::equal(dropout(x, 0.0, true, s), x));
+  auto y = dropout(x, 0.5, true, s), z = dropout(x, 0.5, true, s);
+  EXPECT_FALSE(torch::equal(y, z)) << "successive calls draw new masks";
+}

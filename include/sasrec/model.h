@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include "sasrec/config.h"
+#include "sasrec/dropout.h"
 
 namespace sasrec {
 
@@ -38,13 +39,14 @@ struct SASRecOptions {
 // Causal multi-head self-attention: queries from `q_in`, keys/values from `kv_in`.
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(int64_t hidden, int64_t heads, double dropout);
+  AttentionImpl(int64_t hidden, int64_t heads, double dropout, std::shared_ptr<DropoutStream> stream);
   // q_in, kv_in [B,T,D], mask [B,1,T,T] additive (0 or -inf) -> [B,T,D]
   torch::Tensor forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const torch::Tensor& mask);
 
  private:
   int64_t heads_;
   double dropout_;
+  std::shared_ptr<DropoutStream> stream_;
   torch::nn::Linear q_{nullptr}, k_{nullptr}, v_{nullptr};
 };
 TORCH_MODULE(Attention);
@@ -52,18 +54,19 @@ TORCH_MODULE(Attention);
 // Point-wise feed-forward: Dropout(W2 Dropout(ReLU(W1 x + b1)) + b2).
 class FeedForwardImpl : public torch::nn::Module {
  public:
-  FeedForwardImpl(int64_t hidden, double dropout);
+  FeedForwardImpl(int64_t hidden, double dropout, std::shared_ptr<DropoutStream> stream);
   torch::Tensor forward(const torch::Tensor& x);  // [B,T,D] -> [B,T,D]
 
  private:
   double dropout_;
+  std::shared_ptr<DropoutStream> stream_;
   torch::nn::Linear w1_{nullptr}, w2_{nullptr};
 };
 TORCH_MODULE(FeedForward);
 
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm);
+  BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm, std::shared_ptr<DropoutStream> stream);
   // x [B,T,D], mask [B,1,T,T] -> [B,T,D]
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
 
@@ -92,9 +95,12 @@ class SASRecImpl : public torch::nn::Module {
   void reset_parameters();
   // Re-zeroes M[0] (after an optimizer step).
   void zero_padding();
+  // Restarts the dropout mask stream (the trainer does it every epoch).
+  void reseed_dropout(uint64_t key) { dropout_stream_->reseed(key); }
 
  private:
   SASRecOptions options_;
+  std::shared_ptr<DropoutStream> dropout_stream_ = std::make_shared<DropoutStream>();
   torch::nn::Embedding item_{nullptr}, position_{nullptr}, user_{nullptr};
   torch::nn::ModuleList blocks_;
   torch::nn::LayerNorm final_ln_{nullptr};
