@@ -27,8 +27,9 @@ void save_checkpoint(const std::string& path, SASRec& model, torch::optim::Optim
                      const TrainState& state) {
   torch::serialize::OutputArchive archive;
   {
+    // Flat "blocks.0.attn.q.weight" keys: readable by name, checked by shape on load.
     torch::serialize::OutputArchive m;
-    model->save(m);
+    for (const auto& p : model->named_parameters()) m.write(p.key(), p.value());
     archive.write("model", m);
   }
   if (optimizer) {

@@ -155,6 +155,7 @@ const std::vector<Field>& fields() {
       field("data", "path", &Config::data, &DataConfig::path),
       field("data", "sampler_threads", &Config::data, &DataConfig::sampler_threads),
       field("data", "prefetch", &Config::data, &DataConfig::prefetch),
+      field("data", "length_buckets", &Config::data, &DataConfig::length_buckets),
       field("model", "hidden", &Config::model, &ModelConfig::hidden),
       field("model", "blocks", &Config::model, &ModelConfig::blocks),
       field("model", "heads", &Config::model, &ModelConfig::heads),
@@ -319,6 +320,7 @@ void Config::validate() const {
           "names '" + data.path + "', which does not exist: convert your log with csv2h5 first");
   require(data.sampler_threads >= 1, "data.sampler_threads", "must be >= 1");
   require(data.prefetch >= 1, "data.prefetch", "must be >= 1");
+  require(data.length_buckets >= 0, "data.length_buckets", "must be >= 0 (0: off)");
   require(model.hidden >= 1, "model.hidden", "must be >= 1");
   require(model.blocks >= 1, "model.blocks", "must be >= 1");
   require(model.heads >= 1, "model.heads", "must be >= 1");

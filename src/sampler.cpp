@@ -2,6 +2,7 @@
 #include "sasrec/sampler.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "sasrec/error.h"
 #include "sasrec/rng.h"
@@ -50,8 +51,23 @@ void Sampler::start_epoch(int64_t epoch) {
   next_index_ = 0;
   order_ = data_.trainable_users();
   Rng rng(mix_seed({opt_.seed, static_cast<uint64_t>(opt_.rank), static_cast<uint64_t>(epoch), 0x0eull}));
-  for (int64_t i = static_cast<int64_t>(order_.size()) - 1; i > 0; --i)  // Fisher-Yates
-    std::swap(order_[i], order_[rng.below(i + 1)]);
+  auto shuffle = [&rng](auto& v) {  // Fisher-Yates
+    for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i) std::swap(v[i], v[rng.below(i + 1)]);
+  };
+  shuffle(order_);
+  // Length buckets: within windows of length_buckets batches, users sorted by
+  // length, so a batch holds sequences of similar length and is trimmed to
+  // little padding; the batches are then visited in a shuffled order.
+  slot_.resize(steps_);
+  std::iota(slot_.begin(), slot_.end(), 0);
+  if (opt_.length_buckets > 1) {
+    const int64_t n = static_cast<int64_t>(order_.size());
+    const int64_t window = std::max<int64_t>(1, opt_.length_buckets * n / steps_);
+    auto longer = [this](int64_t a, int64_t b) { return data_.train(a).size > data_.train(b).size; };
+    for (int64_t w = 0; w < n; w += window)
+      std::stable_sort(order_.begin() + w, order_.begin() + std::min(n, w + window), longer);
+    shuffle(slot_);
+  }
   for (int w = 0; w < opt_.threads; ++w) queues_.push_back(std::make_unique<Queue>());
   for (int w = 0; w < opt_.threads; ++w) workers_.emplace_back([this, w] { work(w); });
 }
@@ -86,8 +102,9 @@ Batch Sampler::build(int64_t epoch, int64_t index) const {
   // data-parallel run S comes from the global user count and a rank with
   // few users may get an empty batch (it still joins the step's collectives).
   const int64_t n_users = static_cast<int64_t>(order_.size());
-  const int64_t first = index * n_users / steps_;
-  const int64_t rows = (index + 1) * n_users / steps_ - first;
+  const int64_t slot = slot_[index];
+  const int64_t first = slot * n_users / steps_;
+  const int64_t rows = (slot + 1) * n_users / steps_ - first;
 
   int64_t width = 1;
   std::vector<int64_t> users(rows);

@@ -201,6 +201,7 @@ TrainSummary Trainer::fit() {
   so.threads = config_.data.sampler_threads;
   so.prefetch = config_.data.prefetch;
   so.steps_per_epoch = steps_per_epoch_;
+  so.length_buckets = config_.data.length_buckets;
   Sampler sampler(*data_, so);
 
   const auto start = Clock::now();

@@ -177,3 +177,28 @@ TEST(Sampler, SharedNegativesForSampledSoftmax) {
   EXPECT_GE(b.shared.min().item<int64_t>(), 1);
   EXPECT_LE(b.shared.max().item<int64_t>(), 50);
 }
+
+TEST(Sampler, LengthBucketsKeepEveryUserOnceAndCutPadding) {
+  SplitData d(random_shard(2000, 300, 9));
+  auto padding = [&](int64_t buckets, std::multiset<int64_t>* users) {
+    SamplerOptions o;
+    o.batch_size = 50;
+    o.length_buckets = buckets;
+    Sampler s(d, o);
+    s.start_epoch(1);
+    int64_t cells = 0, targets = 0;
+    for (int64_t i = 0; i < s.steps_per_epoch(); ++i) {
+      Batch b = s.next();
+      cells += b.seq.numel();
+      targets += b.targets;
+      for (int64_t r = 0; r < b.users.size(0); ++r) users->insert(b.users[r].item<int64_t>());
+    }
+    return static_cast<double>(cells - targets) / cells;
+  };
+  std::multiset<int64_t> plain, bucketed, want;
+  const double pad_plain = padding(0, &plain), pad_bucketed = padding(8, &bucketed);
+  for (int64_t u : d.trainable_users()) want.insert(d.global_user(u));
+  EXPECT_EQ(plain, want);
+  EXPECT_EQ(bucketed, want);
+  EXPECT_LT(pad_bucketed, pad_plain / 3) << pad_plain << " vs " << pad_bucketed;
+}

@@ -20,6 +20,7 @@ struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
   int sampler_threads = 1;   // threads building batches ahead of the model
   int prefetch = 8;          // batches queued ahead per sampler thread
+  int length_buckets = 16;   // sort users by length within windows of this many batches; 0: off
 };
 
 struct ModelConfig {

@@ -2,7 +2,8 @@
 //
 // An epoch is a seeded shuffle of this rank's trainable users cut into
 // steps_per_epoch nearly equal batches (at most batch_size each), so each
-// user comes once an epoch. Batch b of epoch e is a pure function of (seed, rank, e, b) and
+// user comes once an epoch. With length buckets, users are first sorted by
+// length within windows of a few batches and the batch order is shuffled. Batch b of epoch e is a pure function of (seed, rank, e, b) and
 // the data: its negatives come from an RNG seeded with that tuple, so the
 // same seed gives the same batches whatever the thread count. Worker w
 // builds batches w, w+W, w+2W, ... into its own bounded queue; next() takes
@@ -49,6 +50,9 @@ struct SamplerOptions {
   // runs pass the global figure, ceil(all ranks' users / (batch_size * world)),
   // so every rank takes the same number of steps.
   int64_t steps_per_epoch = 0;
+  // Sort users by length within windows of this many batches (0 or 1: off),
+  // then shuffle the batch order: less padding, same users per epoch.
+  int64_t length_buckets = 0;
 };
 
 // Fills `out` with up to `n` items drawn uniformly from 1..num_items, none in
@@ -88,6 +92,7 @@ class Sampler {
   int64_t epoch_ = -1;
   int64_t next_index_ = 0;
   std::vector<int64_t> order_;  // this epoch's user order (local indices)
+  std::vector<int64_t> slot_;   // batch index -> run of order_ it takes
   std::vector<std::unique_ptr<Queue>> queues_;
   std::vector<std::thread> workers_;
   std::atomic<bool> stopping_{false};
