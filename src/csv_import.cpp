@@ -1,18 +1,27 @@
 // csv_import.cpp: the text readers of csv2h5 (csv, pairs, seq), format and
-// column detection, time parsing, the k-core filter and the mapping of raw
-// ids to dense indices; see csv_import.h for the contract.
+// column detection, time parsing, the k-core filter, the mapping of raw ids
+// to dense indices and the per-user layout; see csv_import.h for the contract.
 //
-// The hot loop reads a large buffer with read(2), finds lines with memchr and
-// splits fields into string_views into that buffer (no allocation per row);
-// ids are interned in an open-addressing StringIndex that stores each
-// distinct id once in an arena. Rows are kept as int32 user, int32 item and
-// (when there is a time column) int64 time: 8 or 16 bytes per row.
+// The hot loop reads ~1 MiB blocks of whole lines with read(2) and finds the
+// delimiters, newlines and quotes of a block 64 bytes at a time (SSE2 byte
+// compares into a bit mask); a line of plain fields becomes string_views into
+// the buffer with no allocation and no per-line library call, anything else
+// (quotes, blanks, errors) takes the general per-line path. Ids are interned
+// in an open-addressing StringIndex (the first 24 bytes of an id compared as
+// three integers), with the hash slots of the next 16 rows prefetched. Rows
+// are kept as int32 user, int32 item and (with a time column) int64 time, in
+// huge-page mappings: 8 or 16 bytes per row. The per-user layout (CSR) is
+// built by counting and one scatter (none when the rows are already grouped
+// by user), then each user's rows are sorted by time only where out of order.
 #include "sasrec/csv_import.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -24,6 +33,8 @@
 #include <limits>
 #include <memory>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "sasrec/error.h"
@@ -137,132 +148,247 @@ bool parse_time(const char* p, const char* end, int64_t* out) {
 
 namespace {
 
-// ---- string interning -------------------------------------------------------------------
+// ---- memory ---------------------------------------------------------------------------------
 
-inline uint64_t hash_bytes(const char* p, size_t n) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xFF51AFD7ED558CCDull);
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    h = (h ^ v) * 0x9FB21C651E98DF25ull;
-    h ^= h >> 29;
-    p += 8;
-    n -= 8;
+// A growable array of a trivially copyable T in its own anonymous mapping.
+// It grows with mremap (pages are moved, not copied), asks for transparent
+// huge pages (the row arrays are GBs: 4 KiB pages cost one fault each) and
+// gives its memory back to the system when released. Fresh elements are
+// zero; resize() does not initialise elements that were in use before.
+template <typename T>
+class PodBuf {
+  static_assert(std::is_trivially_copyable_v<T>);
+
+ public:
+  PodBuf() = default;
+  explicit PodBuf(size_t n) { resize(n); }
+  ~PodBuf() { release(); }
+  PodBuf(PodBuf&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), bytes_(std::exchange(o.bytes_, 0)) {}
+  PodBuf& operator=(PodBuf&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
   }
-  if (n) {
-    uint64_t v = 0;
-    std::memcpy(&v, p, n);
-    h = (h ^ v) * 0x9FB21C651E98DF25ull;
-    h ^= h >> 29;
+  PodBuf(const PodBuf&) = delete;
+  PodBuf& operator=(const PodBuf&) = delete;
+
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  T& operator[](size_t i) { return p_[i]; }
+  const T& operator[](size_t i) const { return p_[i]; }
+  T* begin() { return p_; }
+  T* end() { return p_ + n_; }
+
+  void push_back(T v) {
+    if (n_ * sizeof(T) == bytes_) grow(n_ + 1);
+    p_[n_++] = v;
   }
-  h ^= h >> 32;
-  h *= 0xD6E8FEB86659FD93ull;
-  h ^= h >> 32;
-  return h;
+  void append(const T* v, size_t n) {
+    if ((n_ + n) * sizeof(T) > bytes_) grow(n_ + n);
+    std::memcpy(p_ + n_, v, n * sizeof(T));
+    n_ += n;
+  }
+  void resize(size_t n) {
+    if (n * sizeof(T) > bytes_) grow(n);
+    n_ = n;
+  }
+  void release() {
+    if (p_) munmap(p_, bytes_);
+    p_ = nullptr;
+    n_ = bytes_ = 0;
+  }
+
+ private:
+  static constexpr size_t kHuge = size_t{2} << 20;
+
+  void grow(size_t need) {
+    size_t bytes = std::max(need * sizeof(T), std::max<size_t>(bytes_ * 2, 64 << 10));
+    bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+    void* q = p_ ? mremap(p_, bytes_, bytes, MREMAP_MAYMOVE)
+                 : mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(q, bytes, MADV_HUGEPAGE);
+#endif
+    p_ = static_cast<T*>(q);
+    bytes_ = bytes;
+  }
+
+  T* p_ = nullptr;
+  size_t n_ = 0;
+  size_t bytes_ = 0;
+};
+
+// ---- ids as keys ----------------------------------------------------------------------------
+
+// An id prepared for lookup: its first 24 bytes as three zero-padded words
+// (compared as integers, no memcmp), its length, a hash of all its bytes,
+// and where the bytes are (for ids longer than 24 bytes).
+struct Key {
+  uint64_t w[3];
+  uint64_t hash;
+  const char* p;
+  uint32_t len;
+};
+
+constexpr size_t kKeyWords = 24;
+// Readable bytes after any field of the read buffer (and after the buffer).
+constexpr size_t kPad = 64;
+
+constexpr uint64_t kByteMask[9] = {0,
+                                   0xffull,
+                                   0xffffull,
+                                   0xffffffull,
+                                   0xffffffffull,
+                                   0xffffffffffull,
+                                   0xffffffffffffull,
+                                   0xffffffffffffffull,
+                                   ~0ull};
+
+inline uint64_t fold_mul(uint64_t a, uint64_t b) {
+  const unsigned __int128 r = static_cast<unsigned __int128>(a) * b;
+  return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
 }
 
-// Distinct strings -> 0..n-1 in order of first insertion; each string is
-// stored once in an arena. Open addressing with linear probing (load <= 1/2)
-// over 32-byte slots that hold the hash tag, the length and the first 23
-// bytes of the key, so a lookup of a typical id touches one cache line; the
-// caller prefetches that line (prefetch()) a few rows ahead.
+inline void finish_key(Key* k) {
+  uint64_t h = fold_mul(k->w[0] ^ 0xa0761d6478bd642full, k->w[1] ^ 0xe7037ed1a0b428dbull);
+  h = fold_mul(h ^ k->w[2], 0x8ebc6af09c88c6e3ull ^ k->len);
+  for (size_t off = kKeyWords; off < k->len; off += 8) {  // ids longer than 24 bytes
+    uint64_t v = 0;
+    std::memcpy(&v, k->p + off, std::min<size_t>(8, k->len - off));
+    h = fold_mul(h ^ v, 0x589965cc75374cc3ull);
+  }
+  k->hash = h;
+}
+
+// Key of [p, p+n) where 24 bytes from p may be read (a field of the read buffer).
+inline Key key_padded(const char* p, size_t n) {
+  Key k;
+  std::memcpy(k.w, p, 24);
+  k.w[0] &= kByteMask[n < 8 ? n : 8];
+  k.w[1] &= kByteMask[n < 8 ? 0 : n < 16 ? n - 8 : 8];
+  k.w[2] &= kByteMask[n < 16 ? 0 : n < 24 ? n - 16 : 8];
+  k.p = p;
+  k.len = static_cast<uint32_t>(n);
+  finish_key(&k);
+  return k;
+}
+
+// The same key from any bytes.
+inline Key key_of(std::string_view s) {
+  char tmp[24] = {};
+  std::memcpy(tmp, s.data(), std::min(s.size(), kKeyWords));
+  Key k;
+  std::memcpy(k.w, tmp, 24);
+  k.p = s.data();
+  k.len = static_cast<uint32_t>(s.size());
+  finish_key(&k);
+  return k;
+}
+
+// ---- string interning -----------------------------------------------------------------------
+
+// Distinct ids -> 0..n-1 in order of first insertion; each id is stored once,
+// NUL-terminated, in an arena. Open addressing with linear probing (load <=
+// 1/2) over 32-byte slots holding the index, 24 bits of hash with the length,
+// and the first 24 bytes of the id, so the lookup of a typical id is one
+// cache line and three integer compares; the caller prefetches that line
+// (prefetch()) a few rows ahead.
 class StringIndex {
  public:
-  static constexpr size_t kInline = 23;
+  StringIndex() {
+    starts_.push_back(0);
+    slots_.resize(1024);
+    mask_ = 1023;
+  }
 
-  StringIndex() { allocate(1024); }
-
-  static uint64_t hash(std::string_view s) { return hash_bytes(s.data(), s.size()); }
   void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
 
-  int32_t intern(std::string_view s) { return intern(s, hash(s)); }
-
-  int32_t intern(std::string_view s, uint64_t h) {
-    const uint32_t tag = static_cast<uint32_t>(h >> 32);
-    const uint8_t len = static_cast<uint8_t>(std::min<size_t>(s.size(), 255));
-    const size_t head = std::min(s.size(), kInline);
-    uint64_t i = h & mask_;
+  int32_t intern(const Key& k) {
+    const uint32_t tl = taglen(k);
+    uint64_t i = k.hash & mask_;
     while (true) {
-      const Slot& slot = slots_[i];
-      if (slot.index1 == 0) break;
-      if (slot.tag == tag && slot.len == len && std::memcmp(slot.key, s.data(), head) == 0 &&
-          (s.size() <= kInline || key(static_cast<int32_t>(slot.index1 - 1)) == s))
-        return static_cast<int32_t>(slot.index1 - 1);
+      const Slot& s = slots_[i];
+      if (s.index1 == 0) break;
+      if (s.taglen == tl && s.w[0] == k.w[0] && s.w[1] == k.w[1] && s.w[2] == k.w[2] &&
+          (k.len <= kKeyWords || key(static_cast<int32_t>(s.index1 - 1)) == std::string_view(k.p, k.len)))
+        return static_cast<int32_t>(s.index1 - 1);
       i = (i + 1) & mask_;
     }
     if (size() >= std::numeric_limits<int32_t>::max() - 1)
       SASREC_FAIL(Input, "more than 2^31 - 2 distinct ids; split the input");
-    const int32_t k = static_cast<int32_t>(size());
-    arena_.insert(arena_.end(), s.begin(), s.end());
+    const int32_t idx = static_cast<int32_t>(size());
+    arena_.append(k.p, k.len);
+    arena_.push_back('\0');
     starts_.push_back(arena_.size());
-    fill(&slots_[i], s, h, k);
+    fill(&slots_[i], k, idx);
     if (static_cast<uint64_t>(size()) * 2 > mask_) grow();
-    return k;
+    return idx;
+  }
+
+  // Frees the hash table (after the last intern()); key() still works.
+  void drop_table() {
+    slots_.release();
+    mask_ = 0;
   }
 
   int64_t size() const { return static_cast<int64_t>(starts_.size()) - 1; }
   std::string_view key(int32_t k) const {
-    return std::string_view(arena_.data() + starts_[k], starts_[k + 1] - starts_[k]);
+    return std::string_view(arena_.data() + starts_[k], starts_[k + 1] - starts_[k] - 1);
   }
+  const char* c_str(int32_t k) const { return arena_.data() + starts_[k]; }
 
  private:
   struct alignas(32) Slot {
-    uint32_t index1 = 0;  // index + 1; 0 = empty
-    uint32_t tag = 0;     // hash >> 32
-    uint8_t len = 0;      // min(length, 255)
-    char key[kInline] = {};
+    uint32_t index1;  // index + 1; 0 = empty
+    uint32_t taglen;  // 24 bits of hash, min(length, 255)
+    uint64_t w[3];    // the first 24 bytes, zero-padded
   };
   static_assert(sizeof(Slot) == 32);
 
-  static void fill(Slot* slot, std::string_view s, uint64_t h, int32_t k) {
-    slot->index1 = static_cast<uint32_t>(k) + 1;
-    slot->tag = static_cast<uint32_t>(h >> 32);
-    slot->len = static_cast<uint8_t>(std::min<size_t>(s.size(), 255));
-    std::memcpy(slot->key, s.data(), std::min(s.size(), kInline));
+  static uint32_t taglen(const Key& k) {
+    return (static_cast<uint32_t>(k.hash >> 32) & 0xFFFFFF00u) | std::min<uint32_t>(k.len, 255);
   }
-
-  // Zeroed slots; big tables ask for transparent huge pages, since every
-  // lookup lands on a random slot and 4 KiB pages would miss the TLB.
-  void allocate(size_t n) {
-    const size_t bytes = n * sizeof(Slot);
-    const size_t align = bytes >= (2u << 20) ? (2u << 20) : alignof(Slot);
-    void* p = nullptr;
-    if (posix_memalign(&p, align, bytes) != 0) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    if (align > alignof(Slot)) madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-    std::memset(p, 0, bytes);
-    slots_.reset(static_cast<Slot*>(p));
-    mask_ = n - 1;
+  static void fill(Slot* s, const Key& k, int32_t idx) {
+    s->index1 = static_cast<uint32_t>(idx) + 1;
+    s->taglen = taglen(k);
+    std::memcpy(s->w, k.w, sizeof(s->w));
   }
 
   void grow() {
-    allocate((mask_ + 1) * 2);
-    for (int32_t k = 0; k < size(); ++k) {
-      const std::string_view s = key(k);
-      const uint64_t h = hash(s);
-      uint64_t i = h & mask_;
-      while (slots_[i].index1 != 0) i = (i + 1) & mask_;
-      fill(&slots_[i], s, h, k);
+    PodBuf<Slot> bigger((mask_ + 1) * 2);  // fresh pages: zero
+    mask_ = bigger.size() - 1;
+    for (int32_t idx = 0; idx < size(); ++idx) {
+      const Key k = key_of(key(idx));
+      uint64_t i = k.hash & mask_;
+      while (bigger[i].index1 != 0) i = (i + 1) & mask_;
+      fill(&bigger[i], k, idx);
     }
+    slots_ = std::move(bigger);
   }
 
-  std::vector<char> arena_;
-  std::vector<uint64_t> starts_{0};
-  struct FreeSlots {
-    void operator()(Slot* p) const { std::free(p); }
-  };
-  std::unique_ptr<Slot[], FreeSlots> slots_;
+  PodBuf<char> arena_;
+  PodBuf<uint64_t> starts_;
+  PodBuf<Slot> slots_;
   uint64_t mask_ = 0;
 };
 
 // ---- line reading ---------------------------------------------------------------------------
 
-// Yields the lines of a file (without "\n" or "\r\n") from a fixed buffer
-// refilled with read(2). Views stay valid until the next call to next().
+// Reads a file through a buffer refilled with read(2), either line by line
+// (next(): without "\n" or "\r\n", the UTF-8 byte order mark removed) or as
+// blocks of whole lines (next_block()). Views stay valid until the next call;
+// kPad readable bytes follow every view.
 class LineReader {
  public:
-  LineReader(const std::string& path, size_t buffer_bytes) : path_(path), buf_(std::max<size_t>(buffer_bytes, 4096)) {
+  LineReader(const std::string& path, size_t buffer_bytes) : path_(path) {
     struct stat st;
     if (stat(path.c_str(), &st) != 0)
       SASREC_FAIL(Input, path, ": no such file (", std::strerror(errno), "); check the input path");
@@ -273,6 +399,7 @@ class LineReader {
 #ifdef POSIX_FADV_SEQUENTIAL
     posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
+    allocate(std::max<size_t>(buffer_bytes, 4096));
   }
   ~LineReader() {
     if (fd_ >= 0) ::close(fd_);
@@ -282,21 +409,48 @@ class LineReader {
 
   bool next(std::string_view* line) {
     while (true) {
-      const char* b = buf_.data() + begin_;
+      const char* b = buf_.get() + begin_;
       const char* nl = nl_ ? nl_ : static_cast<const char*>(std::memchr(b, '\n', end_ - begin_));
       nl_ = nullptr;
       if (nl) {
         size_t n = nl - b;
         begin_ += n + 1;
         consumed_ += n + 1;
-        return emit(b, n, line);
+        ++line_;
+        *line = clean_line(b, n, line_);
+        return true;
       }
       if (eof_) {
         if (begin_ == end_) return false;
         size_t n = end_ - begin_;
         begin_ = end_;
         consumed_ += n;
-        return emit(b, n, line);
+        ++line_;
+        *line = clean_line(b, n, line_);
+        return true;
+      }
+      refill();
+    }
+  }
+
+  // The next run of whole lines [*b, *e), each ending in '\n' except perhaps
+  // the last line of the file; false at the end. Does not count lines: the
+  // caller does (set_line_number()).
+  bool next_block(const char** b, const char** e) {
+    nl_ = nullptr;
+    while (true) {
+      if (begin_ < end_) {
+        const char* p = buf_.get() + begin_;
+        const char* last = eof_ ? buf_.get() + end_ - 1 : static_cast<const char*>(memrchr(p, '\n', end_ - begin_));
+        if (last) {
+          *b = p;
+          *e = last + 1;
+          consumed_ += *e - p;
+          begin_ = *e - buf_.get();
+          return true;
+        }
+      } else if (eof_) {
+        return false;
       }
       refill();
     }
@@ -304,37 +458,48 @@ class LineReader {
 
   // True when next() will not refill the buffer, so views of earlier lines stay valid.
   bool line_buffered() {
-    if (!nl_) nl_ = static_cast<const char*>(std::memchr(buf_.data() + begin_, '\n', end_ - begin_));
+    if (!nl_) nl_ = static_cast<const char*>(std::memchr(buf_.get() + begin_, '\n', end_ - begin_));
     return nl_ != nullptr || eof_;
   }
 
   int64_t line_number() const { return line_; }
+  void set_line_number(int64_t line) { line_ = line; }
   int64_t consumed() const { return consumed_; }
   int64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
- private:
-  bool emit(const char* b, size_t n, std::string_view* line) {
-    ++line_;
-    if (line_ == 1 && n >= 3 && std::memcmp(b, "\xEF\xBB\xBF", 3) == 0) {  // UTF-8 byte order mark
+  // A raw line (without its '\n') as next() gives it: no trailing '\r', no
+  // byte order mark on line 1.
+  static std::string_view clean_line(const char* b, size_t n, int64_t line) {
+    if (line == 1 && n >= 3 && std::memcmp(b, "\xEF\xBB\xBF", 3) == 0) {  // UTF-8 byte order mark
       b += 3;
       n -= 3;
     }
     if (n && b[n - 1] == '\r') --n;
-    *line = std::string_view(b, n);
-    return true;
+    return std::string_view(b, n);
+  }
+
+ private:
+  void allocate(size_t cap) {
+    std::unique_ptr<char[]> bigger(new char[cap + kPad]);
+    if (end_ > begin_) std::memcpy(bigger.get(), buf_.get() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+    std::memset(bigger.get() + cap, 0, kPad);
+    buf_ = std::move(bigger);
+    cap_ = cap;
   }
 
   void refill() {
     if (begin_ > 0) {
-      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+      std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
       end_ -= begin_;
       begin_ = 0;
     }
-    if (end_ == buf_.size()) buf_.resize(buf_.size() * 2);  // a line longer than the buffer
+    if (end_ == cap_) allocate(cap_ * 2);  // a line longer than the buffer
     size_t got = 0;
-    while (end_ < buf_.size()) {
-      ssize_t r = ::read(fd_, buf_.data() + end_, buf_.size() - end_);
+    while (end_ < cap_) {
+      ssize_t r = ::read(fd_, buf_.get() + end_, cap_ - end_);
       if (r < 0) {
         if (errno == EINTR) continue;
         SASREC_FAIL(Io, path_, ":", line_ + 1, ": read failed (", std::strerror(errno), "); check the disk");
@@ -343,9 +508,9 @@ class LineReader {
         eof_ = true;
         break;
       }
-      if (const void* z = std::memchr(buf_.data() + end_, 0, r)) {
+      if (const void* z = std::memchr(buf_.get() + end_, 0, r)) {
         const char* zp = static_cast<const char*>(z);
-        int64_t line = line_ + 1 + std::count(static_cast<const char*>(buf_.data() + begin_), zp, '\n');
+        int64_t line = line_ + 1 + std::count(static_cast<const char*>(buf_.get() + begin_), zp, '\n');
         SASREC_FAIL(Input, path_, ":", line,
                     ": binary data (a NUL byte); the input must be a text file (csv, pairs or seq), "
                     "decompress it first if it is compressed");
@@ -354,10 +519,12 @@ class LineReader {
       got += r;
       if (got >= (1u << 20)) break;
     }
+    std::memset(buf_.get() + end_, 0, kPad);  // reads past the data see zeros
   }
 
   std::string path_;
-  std::vector<char> buf_;
+  std::unique_ptr<char[]> buf_;
+  size_t cap_ = 0;  // usable bytes; kPad more are allocated
   int fd_ = -1;
   size_t begin_ = 0, end_ = 0;
   const char* nl_ = nullptr;  // the next newline, when already found
@@ -517,20 +684,128 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-// The rows read, as compact integers.
+
+// Times as int32 offsets from the first one while they fit (unix seconds:
+// a span of 68 years), else (from the first that does not) as int64.
+struct Times {
+  PodBuf<int32_t> narrow;
+  PodBuf<int64_t> wide;
+  int64_t base = 0;
+  bool is_wide = false;
+
+  size_t size() const { return is_wide ? wide.size() : narrow.size(); }
+  bool empty() const { return size() == 0; }
+  int64_t operator[](size_t k) const { return is_wide ? wide[k] : base + narrow[k]; }
+
+  void push_back(int64_t t) {
+    if (!is_wide) {
+      if (narrow.empty()) base = t;
+      int64_t d;
+      if (!__builtin_sub_overflow(t, base, &d) && d >= std::numeric_limits<int32_t>::min() &&
+          d <= std::numeric_limits<int32_t>::max()) {
+        narrow.push_back(static_cast<int32_t>(d));
+        return;
+      }
+      widen();
+    }
+    wide.push_back(t);
+  }
+  void widen() {
+    wide.resize(narrow.size());
+    for (size_t k = 0; k < narrow.size(); ++k) wide[k] = base + narrow[k];
+    narrow.release();
+    is_wide = true;
+  }
+  void release() {
+    narrow.release();
+    wide.release();
+  }
+};
+
+// The rows read, as compact integers (indices in order of first appearance).
 struct RawRows {
-  std::vector<int32_t> user;
-  std::vector<int32_t> item;
-  std::vector<int64_t> time;  // empty when the input has no times
+  PodBuf<int32_t> user;
+  PodBuf<int32_t> item;
+  Times time;  // empty when the input has no times
   StringIndex users;
   StringIndex items;
   bool has_time = false;
+};
 
-  void reserve(size_t n) {
-    user.reserve(n);
-    item.reserve(n);
-    if (has_time) time.reserve(n);
+// Bit k set where p[k] is one of the three characters (64 bytes from p).
+class ByteClasses {
+ public:
+  ByteClasses(char a, char b, char c)
+#ifdef __SSE2__
+      : a_(_mm_set1_epi8(a)), b_(_mm_set1_epi8(b)), c_(_mm_set1_epi8(c))
+#else
+      : a_(a), b_(b), c_(c)
+#endif
+  {
   }
+
+  uint64_t mask64(const char* p) const {
+#ifdef __SSE2__
+    uint64_t m = 0;
+    for (int k = 0; k < 4; ++k) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+      const __m128i hit =
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, a_), _mm_cmpeq_epi8(v, b_)), _mm_cmpeq_epi8(v, c_));
+      m |= static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(hit))) << (16 * k);
+    }
+    return m;
+#else
+    uint64_t m = 0;
+    for (int k = 0; k < 64; ++k) m |= static_cast<uint64_t>(p[k] == a_ || p[k] == b_ || p[k] == c_) << k;
+    return m;
+#endif
+  }
+
+ private:
+#ifdef __SSE2__
+  __m128i a_, b_, c_;
+#else
+  char a_, b_, c_;
+#endif
+};
+
+// Walks the positions of the delimiter, '\n' and '"' in a block [b, e)
+// (kPad readable bytes after e), 64 bytes per step.
+class Structural {
+ public:
+  Structural(char delim) : classes_(delim, '\n', '"') {}
+
+  void reset(const char* p, const char* e) {
+    e_ = e;
+    load(p);
+  }
+  // The next structural character at or after the last reset point, or e.
+  const char* next() {
+    while (m_ == 0) {
+      if (base_ + 64 >= e_) return e_;
+      load(base_ + 64);
+    }
+    const char* r = base_ + __builtin_ctzll(m_);
+    m_ &= m_ - 1;
+    return r;
+  }
+
+ private:
+  void load(const char* p) {
+    base_ = p;
+    if (p >= e_) {
+      m_ = 0;
+      return;
+    }
+    m_ = classes_.mask64(p);
+    const size_t left = e_ - p;
+    if (left < 64) m_ &= (uint64_t{1} << left) - 1;
+  }
+
+  ByteClasses classes_;
+  const char* base_ = nullptr;
+  const char* e_ = nullptr;
+  uint64_t m_ = 0;
 };
 
 // Reads the whole input into `rows` (user/item indices in first-appearance order).
@@ -548,184 +823,502 @@ class Parser {
       case InputFormat::Auto: SASREC_CHECK(false, "format must be resolved before parsing");
     }
     if (rows_->user.empty())
-      SASREC_FAIL(Input, where(std::max<int64_t>(1, reader_.line_number())),
-                  ": no data rows (", reader_.line_number(),
+      SASREC_FAIL(Input, where(std::max<int64_t>(1, line_)), ": no data rows (", line_,
                   " lines read); the input must hold at least one interaction");
   }
 
  private:
+  struct Pending {
+    Key user, item;
+  };
+  static constexpr int kPending = 16;
+
   std::string where(int64_t line) const { return cat(reader_.path(), ":", line); }
-  std::string where() const { return where(reader_.line_number()); }
+  std::string where() const { return where(line_); }
 
-  void maybe_reserve() {
-    // Once, early: reserve for the whole file from the bytes per row so far.
-    if (reserved_ || rows_->user.size() < 200000) return;
-    reserved_ = true;
-    double per_byte = static_cast<double>(rows_->user.size()) / std::max<int64_t>(1, reader_.consumed());
-    rows_->reserve(static_cast<size_t>(per_byte * reader_.size() * 1.02) + 1024);
+  // Queues a row; ids are interned kPending rows later (FIFO, so in file
+  // order), after the hash slots they need were prefetched. Keys may point
+  // into the read buffer or the splitter's scratch: callers flush() before
+  // either changes.
+  void add(const Key& user, const Key& item, int64_t time) {
+    rows_->users.prefetch(user.hash);
+    rows_->items.prefetch(item.hash);
+    if (rows_->has_time) rows_->time.push_back(time);
+    if (npending_ == kPending) {
+      intern(pending_[head_]);
+      pending_[head_] = Pending{user, item};
+      head_ = (head_ + 1) % kPending;
+    } else {
+      pending_[(head_ + npending_) % kPending] = Pending{user, item};
+      ++npending_;
+    }
   }
 
-  int32_t intern_user(std::string_view id, uint64_t h) {
-    if (have_last_user_ && id == std::string_view(last_user_)) return last_user_index_;
-    last_user_.assign(id.data(), id.size());
-    have_last_user_ = true;
-    last_user_index_ = rows_->users.intern(id, h);
-    return last_user_index_;
-  }
-
-  // Queues a row; ids are interned in batches (flush()) so that the hash
-  // slots of the next rows are prefetched while earlier rows are looked up.
-  // The views must stay valid until flush(): callers flush before the reader
-  // refills its buffer and right away for views into splitter scratch.
-  void add(std::string_view user, std::string_view item, const int64_t* time) {
+  void add_checked(std::string_view user, std::string_view item, int64_t time, bool padded) {
     if (user.empty()) SASREC_FAIL(Input, where(), ": empty user id; every row needs a user id (remove the row or fill it in)");
     if (item.empty()) SASREC_FAIL(Input, where(), ": empty item id; every row needs an item id (remove the row or fill it in)");
-    Pending& p = pending_[npending_++];
-    p.user = user;
-    p.item = item;
-    p.user_hash = StringIndex::hash(user);
-    p.item_hash = StringIndex::hash(item);
-    rows_->users.prefetch(p.user_hash);
-    rows_->items.prefetch(p.item_hash);
-    if (time) rows_->time.push_back(*time);
-    if (npending_ == kPending) flush();
+    if (padded)
+      add(key_padded(user.data(), user.size()), key_padded(item.data(), item.size()), time);
+    else
+      add(key_of(user), key_of(item), time);
+  }
+
+  void intern(const Pending& p) {
+    // Rows of one user often come together: skip the lookup then.
+    const Key& u = p.user;
+    if (!(have_last_ && u.len <= kKeyWords && u.len == last_user_.len && u.w[0] == last_user_.w[0] &&
+          u.w[1] == last_user_.w[1] && u.w[2] == last_user_.w[2])) {
+      last_index_ = rows_->users.intern(u);
+      last_user_ = u;
+      have_last_ = true;
+    }
+    rows_->user.push_back(last_index_);
+    rows_->item.push_back(rows_->items.intern(p.item));
   }
 
   void flush() {
-    for (int k = 0; k < npending_; ++k) {
-      const Pending& p = pending_[k];
-      rows_->user.push_back(intern_user(p.user, p.user_hash));
-      rows_->item.push_back(rows_->items.intern(p.item, p.item_hash));
-    }
+    for (int k = 0; k < npending_; ++k) intern(pending_[(head_ + k) % kPending]);
     npending_ = 0;
+    head_ = 0;
   }
 
-  // Before reading the next line: flush when that read may move the buffer.
-  void flush_if_refill() {
-    if (npending_ && !reader_.line_buffered()) flush();
+  // One csv data line, any form (quotes, blanks, errors): the general path.
+  void csv_line(std::string_view line) {
+    if (line.empty()) return;
+    if (const char* err = split_.split(line, &fields_); *err) SASREC_FAIL(Input, where(), ": ", err);
+    if (fields_.size() != nf_) {
+      if (fields_.size() == 1 && trim(fields_[0]).empty()) return;  // a blank line
+      SASREC_FAIL(Input, where(), ": wrong field count: expected ", nf_, " (as in the header), found ", fields_.size(),
+                  " split at '", delim_name(), "'; quote fields that contain the delimiter");
+    }
+    int64_t v = 0;
+    if (tc_ >= 0) {
+      std::string_view t = trim(fields_[tc_]);
+      if (!parse_time(t.data(), t.data() + t.size(), &v))
+        SASREC_FAIL(Input, where(), ": unparsable time '", printable(t), "' in column '", header_[tc_],
+                    "'; use unix seconds, a number, or YYYY-MM-DD[ HH:MM:SS]");
+    }
+    const bool scratch = split_.used_scratch();
+    add_checked(trim(fields_[uc_]), trim(fields_[ic_]), v, !scratch);
+    if (scratch) flush();  // the views die with the next split
+  }
+
+  std::string delim_name() const { return delim_ == '\t' ? std::string("tab") : std::string(1, delim_); }
+
+  static std::string_view trim_field(const char* b, const char* e) {
+    while (b < e && is_space(*b)) ++b;
+    while (e > b && is_space(e[-1])) --e;
+    return std::string_view(b, e - b);
+  }
+
+  // Unix seconds as plain digits (the common case), else parse_time.
+  static bool fast_time(std::string_view t, int64_t* out) {
+    if (!t.empty() && t.size() <= 18) {
+      uint64_t v = 0;
+      size_t k = 0;
+      for (; k < t.size(); ++k) {
+        const unsigned d = static_cast<unsigned char>(t[k]) - '0';
+        if (d > 9) break;
+        v = v * 10 + d;
+      }
+      if (k == t.size()) {
+        *out = static_cast<int64_t>(v);
+        return true;
+      }
+    }
+    return parse_time(t.data(), t.data() + t.size(), out);
+  }
+
+  // The data lines of a block [b, e). The fast path takes lines of exactly
+  // nf unquoted fields, non-empty ids and a parsable time; any other line
+  // (quotes, blank, wrong count, errors) goes through csv_line().
+  void csv_block(const char* b, const char* e) {
+    const char* fs[kMaxFastFields + 1];  // field starts; fs[k+1] - 1 = end of field k
+    Structural scan(delim_);
+    scan.reset(b, e);
+    const char* ls = b;
+    while (ls < e) {
+      ++line_;
+      size_t k = 0;
+      const char* s = nullptr;
+      bool ok = true;
+      fs[0] = ls;
+      while (true) {
+        s = scan.next();
+        const char c = s < e ? *s : '\n';
+        if (c == delim_ && k + 1 < nf_) {
+          fs[++k] = s + 1;
+          continue;
+        }
+        ok = c == '\n' && k + 1 == nf_;
+        fs[k + 1] = s + 1;
+        break;
+      }
+      int64_t t = 0;
+      if (ok) {
+        // A CRLF line: the '\r' is not part of the last field.
+        if (s > fs[nf_ - 1] && s[-1] == '\r') --fs[nf_];
+        std::string_view user = trim_field(fs[uc_], fs[uc_ + 1] - 1);
+        std::string_view item = trim_field(fs[ic_], fs[ic_ + 1] - 1);
+        if (tc_ >= 0) ok = fast_time(trim_field(fs[tc_], fs[tc_ + 1] - 1), &t);
+        if (ok && !user.empty() && !item.empty()) {
+          add(key_padded(user.data(), user.size()), key_padded(item.data(), item.size()), t);
+          ls = s + 1;
+          continue;
+        }
+      }
+      // The general path for this line; the scan restarts after it.
+      const char* nl = s < e && *s == '\n' ? s : static_cast<const char*>(std::memchr(ls, '\n', e - ls));
+      const char* le = nl ? nl : e;
+      csv_line(LineReader::clean_line(ls, le - ls, line_));
+      ls = le + 1;
+      scan.reset(ls, e);
+    }
   }
 
   void read_csv() {
     std::string_view line;
-    std::vector<std::string_view> f;
     while (reader_.next(&line) && trim(line).empty()) {
     }
+    line_ = reader_.line_number();
     if (trim(line).empty())
-      SASREC_FAIL(Input, where(std::max<int64_t>(1, reader_.line_number())),
+      SASREC_FAIL(Input, where(std::max<int64_t>(1, line_)),
                   ": empty input (no header, no data rows); give a csv file with a header line and at least one row");
-    const int64_t header_line = reader_.line_number();
-    char delim = opt_.delimiter ? opt_.delimiter : detect_delimiter(line);
-    CsvSplitter split(delim);
-    if (const char* err = split.split(line, &f); *err) SASREC_FAIL(Input, where(), ": ", err);
-    std::vector<std::string> header_names(f.begin(), f.end());
-    std::vector<std::string_view> header(header_names.begin(), header_names.end());
-    const size_t nf = header.size();
-    auto delim_name = [&] { return delim == '\t' ? std::string("tab") : std::string(1, delim); };
+    const int64_t header_line = line_;
+    delim_ = opt_.delimiter ? opt_.delimiter : detect_delimiter(line);
+    split_ = CsvSplitter(delim_);
+    if (const char* err = split_.split(line, &fields_); *err) SASREC_FAIL(Input, where(), ": ", err);
+    header_names_.assign(fields_.begin(), fields_.end());
+    header_.assign(header_names_.begin(), header_names_.end());
+    nf_ = header_.size();
     auto missing = [&](const char* what, const char* flag, const std::string& want) {
       SASREC_FAIL(Input, where(header_line), ": no ", what, " column",
                   want.empty() ? std::string() : cat(" named '", want, "'"), " in the header (columns, split at '",
-                  delim_name(), "': ", join(header), "); name it with ", flag,
+                  delim_name(), "': ", join(header_), "); name it with ", flag,
                   " or set the delimiter with --delimiter");
     };
-    const int uc = find_column(header, opt_.user_col,
-                               {"userid", "user", "uid", "reviewerid", "customerid", "visitorid", "sessionid"});
-    if (uc < 0) missing("user", "--user-col", opt_.user_col);
-    const int ic = find_column(header, opt_.item_col,
-                               {"itemid", "item", "iid", "movieid", "asin", "productid", "product", "businessid",
-                                "trackid", "songid", "articleid", "bookid", "isbn"});
-    if (ic < 0) missing("item", "--item-col", opt_.item_col);
-    if (ic == uc) SASREC_FAIL(Input, where(header_line), ": the user and item columns are the same column '", header[uc], "'; name them with --user-col and --item-col");
-    const int tc = find_column(header, opt_.time_col,
-                               {"timestamp", "time", "unixreviewtime", "ts", "datetime", "date", "eventtime",
-                                "createdat", "unixtime"});
-    if (tc < 0 && !opt_.time_col.empty()) missing("time", "--time-col", opt_.time_col);
+    uc_ = find_column(header_, opt_.user_col,
+                      {"userid", "user", "uid", "reviewerid", "customerid", "visitorid", "sessionid"});
+    if (uc_ < 0) missing("user", "--user-col", opt_.user_col);
+    ic_ = find_column(header_, opt_.item_col,
+                      {"itemid", "item", "iid", "movieid", "asin", "productid", "product", "businessid", "trackid",
+                       "songid", "articleid", "bookid", "isbn"});
+    if (ic_ < 0) missing("item", "--item-col", opt_.item_col);
+    if (ic_ == uc_)
+      SASREC_FAIL(Input, where(header_line), ": the user and item columns are the same column '", header_[uc_],
+                  "'; name them with --user-col and --item-col");
+    tc_ = find_column(header_, opt_.time_col,
+                      {"timestamp", "time", "unixreviewtime", "ts", "datetime", "date", "eventtime", "createdat",
+                       "unixtime"});
+    if (tc_ < 0 && !opt_.time_col.empty()) missing("time", "--time-col", opt_.time_col);
     if (st_) {
-      st_->delimiter = delim;
-      st_->user_col = header[uc];
-      st_->item_col = header[ic];
-      st_->time_col = tc >= 0 ? std::string(header[tc]) : std::string();
+      st_->delimiter = delim_;
+      st_->user_col = header_[uc_];
+      st_->item_col = header_[ic_];
+      st_->time_col = tc_ >= 0 ? std::string(header_[tc_]) : std::string();
     }
-    rows_->has_time = tc >= 0;
+    rows_->has_time = tc_ >= 0;
+    const bool fast = nf_ <= kMaxFastFields && delim_ != '"' && delim_ != '\n';
     while (true) {
-      flush_if_refill();
-      if (!reader_.next(&line)) break;
-      if (line.empty()) continue;
-      if (const char* err = split.split(line, &f); *err) SASREC_FAIL(Input, where(), ": ", err);
-      if (f.size() != nf) {
-        if (f.size() == 1 && trim(f[0]).empty()) continue;  // a blank line
-        SASREC_FAIL(Input, where(), ": wrong field count: expected ", nf, " (as in the header), found ", f.size(),
-                    " split at '", delim_name(), "'; quote fields that contain the delimiter");
-      }
-      if (tc >= 0) {
-        std::string_view t = trim(f[tc]);
-        int64_t v;
-        if (!parse_time(t.data(), t.data() + t.size(), &v))
-          SASREC_FAIL(Input, where(), ": unparsable time '", printable(t), "' in column '", header[tc],
-                      "'; use unix seconds, a number, or YYYY-MM-DD[ HH:MM:SS]");
-        add(trim(f[uc]), trim(f[ic]), &v);
+      flush();  // before the buffer moves
+      reader_.set_line_number(line_);
+      const char *b, *e;
+      if (!reader_.next_block(&b, &e)) break;
+      if (fast) {
+        csv_block(b, e);
       } else {
-        add(trim(f[uc]), trim(f[ic]), nullptr);
+        for (const char* ls = b; ls < e;) {
+          const char* nl = static_cast<const char*>(std::memchr(ls, '\n', e - ls));
+          const char* le = nl ? nl : e;
+          ++line_;
+          csv_line(LineReader::clean_line(ls, le - ls, line_));
+          ls = le + 1;
+        }
       }
-      if (split.used_scratch()) flush();
-      maybe_reserve();
     }
     flush();
   }
 
   void read_tokens(bool seq) {
-    std::string_view line;
-    std::vector<std::string_view> f;
     rows_->has_time = false;
+    line_ = 0;
     while (true) {
-      flush_if_refill();
-      if (!reader_.next(&line)) break;
-      split_whitespace(line, &f);
-      if (f.empty()) continue;
-      if (seq) {
-        for (size_t k = 1; k < f.size(); ++k) add(f[0], f[k], nullptr);
-      } else {
-        if (f.size() != 2)
-          SASREC_FAIL(Input, where(), ": wrong field count: expected 2 (user item), found ", f.size(),
-                      "; use --format seq for 'user item item ...' lines or --format csv for a table");
-        add(f[0], f[1], nullptr);
+      flush();  // before the buffer moves
+      reader_.set_line_number(line_);
+      const char *b, *e;
+      if (!reader_.next_block(&b, &e)) break;
+      for (const char* ls = b; ls < e;) {
+        const char* nl = static_cast<const char*>(std::memchr(ls, '\n', e - ls));
+        const char* le = nl ? nl : e;
+        ++line_;
+        split_whitespace(LineReader::clean_line(ls, le - ls, line_), &fields_);
+        ls = le + 1;
+        if (fields_.empty()) continue;
+        if (seq) {
+          const Key user = key_padded(fields_[0].data(), fields_[0].size());
+          for (size_t k = 1; k < fields_.size(); ++k) add(user, key_padded(fields_[k].data(), fields_[k].size()), 0);
+        } else {
+          if (fields_.size() != 2)
+            SASREC_FAIL(Input, where(), ": wrong field count: expected 2 (user item), found ", fields_.size(),
+                        "; use --format seq for 'user item item ...' lines or --format csv for a table");
+          add(key_padded(fields_[0].data(), fields_[0].size()), key_padded(fields_[1].data(), fields_[1].size()), 0);
+        }
       }
-      maybe_reserve();
     }
     flush();
   }
+
+  static constexpr size_t kMaxFastFields = 64;
 
   LineReader reader_;
   const ImportOptions& opt_;
   ImportStats* st_;
   RawRows* rows_ = nullptr;
-  bool reserved_ = false;
-  struct Pending {
-    std::string_view user, item;
-    uint64_t user_hash, item_hash;
-  };
-  static constexpr int kPending = 16;
+  int64_t line_ = 0;  // the line being read (1-based)
+  // csv
+  char delim_ = ',';
+  CsvSplitter split_{','};
+  std::vector<std::string_view> fields_;
+  std::vector<std::string> header_names_;
+  std::vector<std::string_view> header_;
+  size_t nf_ = 0;
+  int uc_ = -1, ic_ = -1, tc_ = -1;
+  // batch interning
   Pending pending_[kPending];
-  int npending_ = 0;
-  std::string last_user_;
-  bool have_last_user_ = false;
-  int32_t last_user_index_ = -1;
+  int npending_ = 0, head_ = 0;
+  Key last_user_{};
+  bool have_last_ = false;
+  int32_t last_index_ = -1;
 };
 
-// Stable sort of (time, item) within each user's segment.
-void sort_by_time(const std::vector<int64_t>& offsets, std::vector<int32_t>* items, std::vector<int64_t>* times) {
-  std::vector<std::pair<int64_t, int32_t>> tmp;
-  const size_t U = offsets.size() - 1;
-  for (size_t u = 0; u < U; ++u) {
-    const int64_t b = offsets[u], e = offsets[u + 1];
-    if (std::is_sorted(times->begin() + b, times->begin() + e)) continue;
+// ---- per-user layout ----------------------------------------------------------------------------
+
+// The store's arrays, built from the rows; ids stay in the StringIndexes.
+struct Csr {
+  PodBuf<int64_t> offsets;   // [U+1]
+  PodBuf<int32_t> items;     // [N], 1..I
+  Times times;               // [N] or empty
+  PodBuf<int32_t> user_raw;  // user u -> its StringIndex index; empty = u
+  PodBuf<int32_t> item_raw;  // item i (1..I) at [i-1] -> its StringIndex index; empty = i-1
+  int64_t num_users = 0, num_items = 0;
+
+  int32_t user_index(int64_t u) const { return user_raw.empty() ? static_cast<int32_t>(u) : user_raw[u]; }
+  int32_t item_index(int64_t i) const { return item_raw.empty() ? static_cast<int32_t>(i - 1) : item_raw[i - 1]; }
+};
+
+// Stable sort by time within each user's segment, only where out of order.
+template <typename T>
+void sort_by_time(const PodBuf<int64_t>& offsets, int64_t num_users, PodBuf<int32_t>* items, PodBuf<T>* times) {
+  std::vector<std::pair<T, int32_t>> tmp;
+  for (int64_t u = 0; u < num_users; ++u) {
+    const int64_t b = offsets[u], n = offsets[u + 1] - b;
+    T* t = times->data() + b;
+    int32_t* it = items->data() + b;
+    int64_t j = 1;
+    while (j < n && t[j - 1] <= t[j]) ++j;
+    if (j >= n) continue;
+    if (n <= 64) {  // insertion sort, in place
+      for (; j < n; ++j) {
+        const T tv = t[j];
+        const int32_t iv = it[j];
+        int64_t k = j;
+        for (; k > 0 && t[k - 1] > tv; --k) {
+          t[k] = t[k - 1];
+          it[k] = it[k - 1];
+        }
+        t[k] = tv;
+        it[k] = iv;
+      }
+      continue;
+    }
     tmp.clear();
-    for (int64_t j = b; j < e; ++j) tmp.emplace_back((*times)[j], (*items)[j]);
+    for (int64_t k = 0; k < n; ++k) tmp.emplace_back(t[k], it[k]);
     std::stable_sort(tmp.begin(), tmp.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
-    for (int64_t j = b; j < e; ++j) {
-      (*times)[j] = tmp[j - b].first;
-      (*items)[j] = tmp[j - b].second;
+    for (int64_t k = 0; k < n; ++k) {
+      t[k] = tmp[k].first;
+      it[k] = tmp[k].second;
     }
   }
+}
+
+// out[pos[user[r]]++] = in[r] over the kept rows.
+template <typename T>
+void scatter(const PodBuf<int64_t>& offsets, int64_t num_users, const PodBuf<int32_t>& user,
+             const PodBuf<uint8_t>& kept, const T* in, PodBuf<T>* out) {
+  PodBuf<int64_t> pos(num_users);
+  std::memcpy(pos.data(), offsets.data(), num_users * sizeof(int64_t));
+  out->resize(offsets[num_users]);
+  const int64_t R = static_cast<int64_t>(user.size());
+  const int32_t* ru = user.data();
+  T* o = out->data();
+  for (int64_t r = 0; r < R; ++r) {
+    if (!kept.empty() && !kept[r]) continue;
+    o[pos[ru[r]]++] = in[r];
+  }
+}
+
+// k-core filter, dense numbering in order of first appearance among the kept
+// rows, and the CSR by counting: O(rows), no global sort. Frees the rows
+// (not the ids).
+Csr build_csr(const std::string& path, const ImportOptions& opt, RawRows* rows, ImportStats* st) {
+  const int64_t R = static_cast<int64_t>(rows->user.size());
+  const int64_t nu_raw = rows->users.size(), ni_raw = rows->items.size();
+  const bool has_time = rows->has_time;
+  Csr c;
+  rows->users.drop_table();  // parsing is over: give the pages to the arrays below
+  rows->items.drop_table();
+
+  PodBuf<uint8_t> kept;  // empty = all rows kept
+  if (opt.min_user_interactions > 1 || opt.min_item_interactions > 1) {
+    kept.resize(R);
+    std::fill(kept.begin(), kept.end(), 1);
+    std::vector<int64_t> ucount(nu_raw, 0), icount(ni_raw, 0);
+    for (int64_t r = 0; r < R; ++r) {
+      ++ucount[rows->user[r]];
+      ++icount[rows->item[r]];
+    }
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      for (int64_t r = 0; r < R; ++r) {
+        if (!kept[r]) continue;
+        const int32_t u = rows->user[r], i = rows->item[r];
+        if (ucount[u] < opt.min_user_interactions || icount[i] < opt.min_item_interactions) {
+          kept[r] = 0;
+          --ucount[u];
+          --icount[i];
+          ++st->dropped_rows;
+          changed = true;
+        }
+      }
+    }
+    if (st->dropped_rows == R)
+      SASREC_FAIL(Input, path, ": all ", R, " rows were dropped by --min-user-interactions ",
+                  opt.min_user_interactions, " / --min-item-interactions ", opt.min_item_interactions,
+                  "; lower the thresholds");
+  }
+
+  if (kept.empty()) {
+    // The indices from parsing are already in order of first appearance.
+    c.num_users = nu_raw;
+    c.num_items = ni_raw;
+  } else {
+    // Renumber among the kept rows; rows get the new indices in place.
+    PodBuf<int32_t> user_new(nu_raw), item_new(ni_raw);
+    std::fill(user_new.begin(), user_new.end(), -1);
+    std::fill(item_new.begin(), item_new.end(), -1);
+    for (int64_t r = 0; r < R; ++r) {
+      if (!kept[r]) continue;
+      int32_t& u = user_new[rows->user[r]];
+      if (u < 0) {
+        u = static_cast<int32_t>(c.user_raw.size());
+        c.user_raw.push_back(rows->user[r]);
+      }
+      int32_t& i = item_new[rows->item[r]];
+      if (i < 0) {
+        i = static_cast<int32_t>(c.item_raw.size());
+        c.item_raw.push_back(rows->item[r]);
+      }
+      rows->user[r] = u;
+      rows->item[r] = i;
+    }
+    c.num_users = static_cast<int64_t>(c.user_raw.size());
+    c.num_items = static_cast<int64_t>(c.item_raw.size());
+  }
+
+  // Count per user; note whether each user's rows are already contiguous.
+  const int64_t U = c.num_users;
+  c.offsets.resize(U + 1);
+  std::fill(c.offsets.begin(), c.offsets.end(), 0);
+  bool grouped = true;
+  {
+    int32_t prev = 0;
+    for (int64_t r = 0; r < R; ++r) {
+      if (!kept.empty() && !kept[r]) continue;
+      const int32_t u = rows->user[r];
+      ++c.offsets[u + 1];
+      grouped = grouped && u >= prev;
+      prev = u;
+    }
+  }
+  for (int64_t u = 0; u < U; ++u) c.offsets[u + 1] += c.offsets[u];
+  const int64_t N = c.offsets[U];
+
+  if (grouped && kept.empty()) {
+    // Rows grouped by user (a user-sorted log, seq files): already the CSR.
+    for (int64_t r = 0; r < R; ++r) ++rows->item[r];
+    c.items = std::move(rows->item);
+    c.times = std::move(rows->time);
+  } else {
+    // Scatter each row to its user's next slot (stable: file order per user):
+    // the items, then (into the pages the row items gave back) the times.
+    for (int64_t r = 0; r < R; ++r) ++rows->item[r];
+    scatter(c.offsets, U, rows->user, kept, rows->item.data(), &c.items);
+    rows->item.release();
+    if (has_time) {
+      c.times.base = rows->time.base;
+      c.times.is_wide = rows->time.is_wide;
+      if (c.times.is_wide)
+        scatter(c.offsets, U, rows->user, kept, rows->time.wide.data(), &c.times.wide);
+      else
+        scatter(c.offsets, U, rows->user, kept, rows->time.narrow.data(), &c.times.narrow);
+    }
+  }
+  rows->user.release();
+  rows->item.release();
+  rows->time.release();
+  if (has_time) {
+    if (c.times.is_wide)
+      sort_by_time(c.offsets, U, &c.items, &c.times.wide);
+    else
+      sort_by_time(c.offsets, U, &c.items, &c.times.narrow);
+  }
+  return c;
+}
+
+// Streams the CSR and the ids through StoreWriter.
+void write_csr(const std::string& output, const Csr& c, const RawRows& rows) {
+  const bool has_time = !c.times.empty();
+  StoreWriter w(output, has_time);
+  std::vector<int64_t> t;
+  for (int64_t u = 0; u < c.num_users; ++u) {
+    const int64_t b = c.offsets[u], n = c.offsets[u + 1] - b;
+    const int64_t* times = nullptr;
+    if (has_time && c.times.is_wide) {
+      times = c.times.wide.data() + b;
+    } else if (has_time) {
+      t.resize(n);
+      for (int64_t k = 0; k < n; ++k) t[k] = c.times.base + c.times.narrow[b + k];
+      times = t.data();
+    }
+    w.add_user(rows.users.key(c.user_index(u)), c.items.data() + b, times, n);
+  }
+  w.finish(c.num_items, [&](int64_t i) { return std::string(rows.items.key(c.item_index(i))); });
+}
+
+// Parses `path` and builds the CSR (the work of import_interactions).
+Csr import_csr(const std::string& path, const ImportOptions& opt, ImportStats* st, RawRows* rows) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  InputFormat format = opt.format == InputFormat::Auto ? detect_format(path, opt.delimiter) : opt.format;
+  st->format = format;
+  {
+    Parser parser(path, opt, st);
+    parser.run(format, rows);
+  }
+  {
+    struct stat s;
+    st->bytes = stat(path.c_str(), &s) == 0 ? s.st_size : 0;
+  }
+  st->rows = static_cast<int64_t>(rows->user.size());
+  const auto t1 = Clock::now();
+  st->read_seconds = std::chrono::duration<double>(t1 - t0).count();
+  Csr c = build_csr(path, opt, rows, st);
+  st->sort_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  st->users = c.num_users;
+  st->items = c.num_items;
+  st->interactions = c.offsets[c.num_users];
+  return c;
 }
 
 }  // namespace
@@ -781,104 +1374,28 @@ InputFormat detect_format(const std::string& path, char delimiter) {
               "sequences or a csv with a header, or pass --format");
 }
 
+
 Interactions import_interactions(const std::string& path, const ImportOptions& opt, ImportStats* stats) {
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
   ImportStats local;
   ImportStats* st = stats ? stats : &local;
-  InputFormat format = opt.format == InputFormat::Auto ? detect_format(path, opt.delimiter) : opt.format;
-  st->format = format;
-
   RawRows rows;
-  {
-    Parser parser(path, opt, st);
-    parser.run(format, &rows);
-  }
-  {
-    struct stat s;
-    st->bytes = stat(path.c_str(), &s) == 0 ? s.st_size : 0;
-  }
-  const int64_t R = static_cast<int64_t>(rows.user.size());
-  st->rows = R;
-  st->read_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-
-  // k-core: drop rows of users/items below the thresholds until stable.
-  std::vector<uint8_t> kept;
-  const int64_t nu_raw = rows.users.size(), ni_raw = rows.items.size();
-  if (opt.min_user_interactions > 1 || opt.min_item_interactions > 1) {
-    kept.assign(R, 1);
-    std::vector<int64_t> ucount(nu_raw, 0), icount(ni_raw, 0);
-    for (int64_t r = 0; r < R; ++r) {
-      ++ucount[rows.user[r]];
-      ++icount[rows.item[r]];
-    }
-    bool changed = true;
-    while (changed) {
-      changed = false;
-      for (int64_t r = 0; r < R; ++r) {
-        if (!kept[r]) continue;
-        const int32_t u = rows.user[r], i = rows.item[r];
-        if (ucount[u] < opt.min_user_interactions || icount[i] < opt.min_item_interactions) {
-          kept[r] = 0;
-          --ucount[u];
-          --icount[i];
-          ++st->dropped_rows;
-          changed = true;
-        }
-      }
-    }
-    if (st->dropped_rows == R)
-      SASREC_FAIL(Input, path, ": all ", R, " rows were dropped by --min-user-interactions ",
-                  opt.min_user_interactions, " / --min-item-interactions ", opt.min_item_interactions,
-                  "; lower the thresholds");
-  }
-
-  // Dense indices in order of first appearance among kept rows.
-  std::vector<int32_t> user_new(nu_raw, -1), item_new(ni_raw, 0);
+  Csr c = import_csr(path, opt, st, &rows);
   Interactions d;
-  std::vector<int64_t> count;
-  int32_t next_item = 1;
-  for (int64_t r = 0; r < R; ++r) {
-    if (!kept.empty() && !kept[r]) continue;
-    int32_t& u = user_new[rows.user[r]];
-    if (u < 0) {
-      u = static_cast<int32_t>(d.user_ids.size());
-      d.user_ids.emplace_back(rows.users.key(rows.user[r]));
-      count.push_back(0);
-    }
-    ++count[u];
-    int32_t& i = item_new[rows.item[r]];
-    if (i == 0) {
-      i = next_item++;
-      d.item_ids.emplace_back(rows.items.key(rows.item[r]));
-    }
-  }
-  const int64_t U = static_cast<int64_t>(d.user_ids.size());
-  d.offsets.assign(U + 1, 0);
-  for (int64_t u = 0; u < U; ++u) d.offsets[u + 1] = d.offsets[u] + count[u];
-  const int64_t N = d.offsets[U];
-  std::vector<int64_t>& pos = count;  // reuse as write cursors
-  std::copy(d.offsets.begin(), d.offsets.end() - 1, pos.begin());
-  d.items.resize(N);
-  if (rows.has_time) d.timestamps.resize(N);
-  for (int64_t r = 0; r < R; ++r) {
-    if (!kept.empty() && !kept[r]) continue;
-    const int64_t p = pos[user_new[rows.user[r]]]++;
-    d.items[p] = item_new[rows.item[r]];
-    if (rows.has_time) d.timestamps[p] = rows.time[r];
-  }
-  rows = RawRows();
-  if (!d.timestamps.empty()) sort_by_time(d.offsets, &d.items, &d.timestamps);
-
-  st->users = U;
-  st->items = d.num_items();
-  st->interactions = N;
+  d.offsets.assign(c.offsets.begin(), c.offsets.end());
+  d.items.assign(c.items.begin(), c.items.end());
+  d.timestamps.resize(c.times.size());
+  for (size_t k = 0; k < c.times.size(); ++k) d.timestamps[k] = c.times[k];
+  d.user_ids.reserve(c.num_users);
+  for (int64_t u = 0; u < c.num_users; ++u) d.user_ids.emplace_back(rows.users.key(c.user_index(u)));
+  d.item_ids.reserve(c.num_items + 1);
+  for (int64_t i = 1; i <= c.num_items; ++i) d.item_ids.emplace_back(rows.items.key(c.item_index(i)));
   return d;
 }
 
 ImportStats convert_to_store(const std::string& input, const std::string& output, const ImportOptions& opt) {
   namespace fs = std::filesystem;
-  const auto t0 = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
   {
     fs::path out(output);
     fs::path dir = out.parent_path().empty() ? fs::path(".") : out.parent_path();
@@ -892,9 +1409,13 @@ ImportStats convert_to_store(const std::string& input, const std::string& output
       SASREC_FAIL(Input, output, ": is a directory; give the output file name (e.g. ", (out / "data.h5").string(), ")");
   }
   ImportStats st;
-  Interactions d = import_interactions(input, opt, &st);
-  write_store(output, d);
-  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  RawRows rows;
+  Csr c = import_csr(input, opt, &st, &rows);
+  const auto t1 = Clock::now();
+  write_csr(output, c, rows);
+  const auto t2 = Clock::now();
+  st.write_seconds = std::chrono::duration<double>(t2 - t1).count();
+  st.seconds = std::chrono::duration<double>(t2 - t0).count();
   return st;
 }
 

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "sasrec/comm.h"
@@ -16,31 +17,63 @@
 
 namespace {
 
-int run_train(const std::string& config_path, const std::vector<std::string>& sets, sasrec::Communicator& comm) {
-  sasrec::Config config = sasrec::load_config(config_path, sets);
-  config.validate();
-  sasrec::Trainer trainer(config, comm);
-  trainer.fit();
-  return sasrec::kExitOk;
+// The rank a launcher gave this process, before any communicator exists.
+int launcher_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (const char* r = std::getenv(v)) return std::atoi(r);
+  return 0;
 }
 
-int run_eval(const std::string& config_path, const std::vector<std::string>& sets, const std::string& checkpoint,
-             sasrec::Communicator& comm) {
-  sasrec::Config config = sasrec::load_config(config_path, sets);
-  config.validate();
-  sasrec::Trainer trainer(config, comm);
-  trainer.load_model(checkpoint);
-  sasrec::MetricsWriter out;
-  for (const char* split : {"valid", "test"}) {
-    for (const auto& r : trainer.evaluate(split)) {
-      if (!comm.is_root()) continue;
-      nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},
-                       {"protocol", r.protocol}, {"users", r.metrics.count()}, {"seconds", r.seconds}};
-      for (const auto& [k, v] : r.metrics.means()) j[k] = v;
-      std::cout << j.dump() << std::endl;
-    }
+// runtime.comm: none -> one rank; mpi -> MPI (a single rank without a
+// launcher); nccl -> NCCL over CUDA, bootstrapped by MPI; auto -> MPI or
+// NCCL (CUDA device) when started by a launcher, else one rank.
+std::unique_ptr<sasrec::Communicator> make_comm(const sasrec::Config& config) {
+  const std::string& kind = config.runtime.comm;
+  if (kind == "none" || (kind == "auto" && !sasrec::launched_by_mpi())) return sasrec::make_single_communicator();
+  auto mpi = sasrec::make_mpi_communicator();
+  const auto device = sasrec::resolve_device(config.runtime.device, mpi->local_rank());
+  if (kind == "nccl" || (kind == "auto" && device.is_cuda())) {
+    if (!device.is_cuda())
+      SASREC_FAIL(Config, "runtime.comm is nccl but the device is ", device.str(), "; use runtime.device cuda or comm mpi");
+    return sasrec::make_nccl_communicator(std::move(mpi), device.index());
   }
-  return sasrec::kExitOk;
+  return mpi;
+}
+
+int run(const std::string& mode, const std::string& config_path, const std::vector<std::string>& sets,
+        const std::string& checkpoint) {
+  sasrec::Config config = sasrec::load_config(config_path, sets);
+  config.validate();  // every config error is found before any rank allocates
+  std::unique_ptr<sasrec::Communicator> comm = make_comm(config);
+  try {
+    sasrec::Trainer trainer(config, *comm);
+    if (mode == "train") {
+      trainer.fit();
+      return sasrec::kExitOk;
+    }
+    trainer.load_model(checkpoint);
+    for (const char* split : {"valid", "test"}) {
+      for (const auto& r : trainer.evaluate(split)) {
+        if (!comm->is_root()) continue;
+        nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},
+                         {"protocol", r.protocol}, {"users", r.metrics.count()}, {"seconds", r.seconds}};
+        for (const auto& [k, v] : r.metrics.means()) j[k] = v;
+        std::cout << j.dump() << std::endl;
+      }
+    }
+    return sasrec::kExitOk;
+  } catch (const std::exception& e) {
+    // A failing rank takes the job down with it: the others may be waiting in a collective.
+    const sasrec::Error* se = dynamic_cast<const sasrec::Error*>(&e);
+    std::cerr << "[rank " << comm->rank() << "] error: " << e.what();
+    if (se && !se->where().empty()) std::cerr << " (" << sasrec::domain_name(se->domain()) << ", " << se->where() << ")";
+    std::cerr << std::endl;
+    const bool bad_input =
+        se && (se->domain() == sasrec::ErrorDomain::Config || se->domain() == sasrec::ErrorDomain::Input);
+    const int code = bad_input ? sasrec::kExitBadInput : sasrec::kExitFailure;
+    if (comm->world_size() > 1) comm->abort(code);
+    return code;
+  }
 }
 
 }  // namespace
@@ -58,31 +91,18 @@ int main(int argc, char** argv) {
   eval->add_option("--set", sets, "override a config key (repeatable)");
   app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
-  if (!*eval && config_path.empty()) {
+  if (config_path.empty()) {
     std::cerr << "sasrec_ddp: a config file is required\n" << app.help();
     return sasrec::kExitBadInput;
   }
-
-  std::unique_ptr<sasrec::Communicator> comm;
   try {
-    comm = sasrec::launched_by_mpi() ? sasrec::make_mpi_communicator() : sasrec::make_single_communicator();
-  } catch (const std::exception& e) {
-    std::cerr << "sasrec_ddp: cannot start the communicator: " << e.what() << std::endl;
-    return sasrec::kExitFailure;
-  }
-  try {
-    return *eval ? run_eval(config_path, sets, checkpoint, *comm) : run_train(config_path, sets, *comm);
-  } catch (const sasrec::Error& e) {
+    return run(*eval ? "eval" : "train", config_path, sets, checkpoint);
+  } catch (const sasrec::Error& e) {  // before the communicator: config errors, MPI start-up
+    std::cerr << "[rank " << launcher_rank() << "] error: " << e.what() << std::endl;
     const bool bad_input = e.domain() == sasrec::ErrorDomain::Config || e.domain() == sasrec::ErrorDomain::Input;
-    std::cerr << "[rank " << comm->rank() << "] error: " << e.what();
-    if (!e.where().empty()) std::cerr << " (" << sasrec::domain_name(e.domain()) << ", " << e.where() << ")";
-    std::cerr << std::endl;
-    const int code = bad_input ? sasrec::kExitBadInput : sasrec::kExitFailure;
-    if (comm->world_size() > 1) comm->abort(code);
-    return code;
+    return bad_input ? sasrec::kExitBadInput : sasrec::kExitFailure;
   } catch (const std::exception& e) {
-    std::cerr << "[rank " << comm->rank() << "] error: " << e.what() << std::endl;
-    if (comm->world_size() > 1) comm->abort(sasrec::kExitFailure);
+    std::cerr << "[rank " << launcher_rank() << "] error: " << e.what() << std::endl;
     return sasrec::kExitFailure;
   }
 }

@@ -45,7 +45,10 @@ AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout, std:
     : heads_(heads), dropout_(dropout), stream_(std::move(stream)) {
   SASREC_CHECK(hidden % heads == 0, "heads must divide hidden");
   q_ = register_module("q", torch::nn::Linear(hidden, hidden));
-  k_ = register_module("k", torch::nn::Linear(hidden, hidden));
+  // No key bias: q.(k + b) shifts every score of a query row by the same
+  // q.b, which softmax ignores. Its true gradient is 0, and Adam would turn
+  // the float noise in it into full-size steps.
+  k_ = register_module("k", torch::nn::Linear(torch::nn::LinearOptions(hidden, hidden).bias(false)));
   v_ = register_module("v", torch::nn::Linear(hidden, hidden));
 }
 

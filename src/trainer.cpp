@@ -2,6 +2,8 @@
 #include "sasrec/trainer.h"
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <thread>
@@ -76,6 +78,9 @@ Trainer::Trainer(Config config, Communicator& comm)
 
   evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
   for (const auto& p : model_->parameters()) bytes_reduced_ += p.numel() * p.element_size();
+  // Fault injection for the tests of failure handling: SASREC_INJECT_FAULT=RANK:STEP.
+  if (const char* fault = std::getenv("SASREC_INJECT_FAULT"))
+    if (std::sscanf(fault, "%d:%lld", &fault_rank_, &fault_step_) != 2) fault_rank_ = -1;
   if (comm_.world_size() == 1) bytes_reduced_ = 0;
 }
 
@@ -137,6 +142,27 @@ double Trainer::train_step(const Batch& batch) {
   }
   t_step_ += since(t);
   return loss_sum_value;
+}
+
+std::vector<double> parameter_checksum(SASRec& model) {
+  torch::NoGradGuard no_grad;
+  double sum = 0, weighted = 0;
+  for (const auto& p : model->parameters()) {
+    auto flat = p.detach().reshape(-1).to(torch::kFloat64).cpu();
+    sum += flat.sum().item<double>();
+    weighted += (flat * torch::arange(1, flat.numel() + 1, flat.options())).sum().item<double>();
+  }
+  return {sum, weighted};
+}
+
+void Trainer::check_replicas(int64_t step) {
+  const auto mine = parameter_checksum(model_);
+  auto all = comm_.allgather(torch::tensor(mine, torch::kFloat64).view({1, 2})).contiguous();  // [world,2]
+  for (int r = 1; r < comm_.world_size(); ++r)
+    if (all[r][0].item<double>() != all[0][0].item<double>() || all[r][1].item<double>() != all[0][1].item<double>())
+      SASREC_FAIL(Check, "step ", step, ": the parameters of rank ", r, " differ from rank 0's (checksum ",
+                  all[r][0].item<double>(), " vs ", all[0][0].item<double>(),
+                  "): the replicas diverged. This is a bug; please report it with the config");
 }
 
 std::string Trainer::resume_path() const {
@@ -229,6 +255,10 @@ TrainSummary Trainer::fit() {
       sequences += batch.seq.size(0);
       ++steps;
       ++state.step;
+      if (config_.runtime.check_replicas > 0 && state.step % config_.runtime.check_replicas == 0)
+        check_replicas(state.step);
+      if (fault_rank_ == comm_.rank() && state.step == fault_step_)
+        SASREC_FAIL(Check, "injected fault at step ", state.step, " (SASREC_INJECT_FAULT)");
       if (config_.output.log_every > 0 && state.step % config_.output.log_every == 0)
         log_line(root, detail::cat("epoch ", epoch, " step ", s + 1, "/", steps_per_epoch_, " loss ",
                                    loss_sum_total / std::max<int64_t>(1, targets)));

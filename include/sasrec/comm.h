@@ -42,6 +42,10 @@ class Communicator {
 std::unique_ptr<Communicator> make_single_communicator();
 // MPI_COMM_WORLD; initializes MPI if needed (finalized at exit).
 std::unique_ptr<Communicator> make_mpi_communicator();
+// NCCL over CUDA tensors on `device`; `bootstrap` (MPI) broadcasts the NCCL
+// id and carries the CPU-side collectives. A build without CUDA Torch and
+// NCCL throws a config error saying how to get one.
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> bootstrap, int device);
 // True when this process was started by an MPI launcher (mpirun, srun).
 bool launched_by_mpi();
 

@@ -3,7 +3,8 @@
 // in-memory store, with k-core filtering; the library half of csv2h5.
 //
 // Reading streams through a fixed buffer; rows are kept as compact integers
-// (user index, item index, optional time), ids interned once each. Users get
+// (user index, item index, optional time), ids interned once each; the
+// per-user layout is built by counting (O(N)), not by a global sort. Users get
 // indices 0..U-1 and items 1..I in order of first appearance in the file
 // among the rows kept by the filters; each user's interactions are sorted by
 // time, stably (ties keep file order; without a time column, file order is
@@ -44,6 +45,8 @@ struct ImportStats {
   int64_t dropped_rows = 0;   // removed by the filters
   int64_t users = 0, items = 0, interactions = 0;
   double read_seconds = 0;    // parsing only
+  double sort_seconds = 0;    // filters, per-user layout and the sort by time
+  double write_seconds = 0;   // the HDF5 write (set by convert_to_store)
   double seconds = 0;         // everything (set by convert_to_store)
 };
 

@@ -58,6 +58,8 @@ class Trainer {
   double train_step(const Batch& batch);
   void reduce_gradients();
   void broadcast_parameters();
+  // runtime.check_replicas: every rank's parameter checksum must agree.
+  void check_replicas(int64_t step);
   void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
   std::string resume_path() const;
 
@@ -74,7 +76,12 @@ class Trainer {
   // Phase timers of the current epoch, seconds.
   double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
   int64_t bytes_reduced_ = 0;  // per step
+  int fault_rank_ = -1;         // SASREC_INJECT_FAULT (tests of failure handling)
+  long long fault_step_ = -1;
 };
+
+// A float64 checksum of every parameter (sum and a position-weighted sum).
+std::vector<double> parameter_checksum(SASRec& model);
 
 // The device a config asks for ("auto": CUDA when Torch sees one).
 torch::Device resolve_device(const std::string& setting, int local_rank);

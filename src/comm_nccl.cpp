@@ -1,0 +1,123 @@
+// comm_nccl.cpp: the NCCL communicator (CUDA tensors). Built only when CMake
+// finds a CUDA-enabled Torch and NCCL (SASREC_HAVE_NCCL). MPI bootstraps it
+// (the NCCL unique id is broadcast over MPI) and carries every collective on
+// CPU tensors (metric sums, counts, checksums); CUDA tensors go over NCCL on
+// the current stream. Every NCCL call goes through SASREC_NCCL_CHECK.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <nccl.h>
+
+#include <cstring>
+
+#include "sasrec/comm.h"
+#include "sasrec/error.h"
+
+#define SASREC_NCCL_CHECK(expr)                                                                       \
+  do {                                                                                                \
+    ncclResult_t rc_ = (expr);                                                                        \
+    if (rc_ != ncclSuccess)                                                                           \
+      throw ::sasrec::Error(::sasrec::ErrorDomain::Nccl,                                              \
+                            ::sasrec::detail::cat(#expr, " failed: ", ncclGetErrorString(rc_)), __FILE__, \
+                            __LINE__);                                                                \
+  } while (0)
+
+namespace sasrec {
+namespace {
+
+ncclDataType_t nccl_type(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return ncclFloat32;
+    case torch::kFloat64: return ncclFloat64;
+    case torch::kFloat16: return ncclFloat16;
+    case torch::kBFloat16: return ncclBfloat16;
+    case torch::kInt64: return ncclInt64;
+    case torch::kInt32: return ncclInt32;
+    case torch::kUInt8: return ncclUint8;
+    default: break;
+  }
+  SASREC_FAIL(Nccl, "NCCL communicator: unsupported dtype ", t);
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(std::unique_ptr<Communicator> bootstrap, int device)
+      : bootstrap_(std::move(bootstrap)), device_(device) {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
+    ncclUniqueId id;
+    if (bootstrap_->is_root()) SASREC_NCCL_CHECK(ncclGetUniqueId(&id));
+    auto bytes = torch::from_blob(&id, {static_cast<int64_t>(sizeof(id))}, torch::kUInt8).clone();
+    bootstrap_->broadcast(bytes, 0);
+    std::memcpy(&id, bytes.data_ptr(), sizeof(id));
+    SASREC_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap_->world_size(), id, bootstrap_->rank()));
+  }
+  ~NcclCommunicator() override {
+    if (comm_) ncclCommDestroy(comm_);
+  }
+
+  std::string name() const override { return "nccl"; }
+  int rank() const override { return bootstrap_->rank(); }
+  int world_size() const override { return bootstrap_->world_size(); }
+  int local_rank() const override { return bootstrap_->local_rank(); }
+
+  void allreduce_sum(torch::Tensor& t) override {
+    if (!t.is_cuda()) return bootstrap_->allreduce_sum(t);
+    check(t);
+    SASREC_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), ncclSum,
+                                    comm_, stream(t)));
+  }
+
+  void broadcast(torch::Tensor& t, int root) override {
+    if (!t.is_cuda()) return bootstrap_->broadcast(t, root);
+    check(t);
+    SASREC_NCCL_CHECK(
+        ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), root, comm_, stream(t)));
+  }
+
+  torch::Tensor allgather(const torch::Tensor& t) override {
+    if (!t.is_cuda()) return bootstrap_->allgather(t);
+    check(t);
+    // Rows differ per rank: gather the counts, pad to the largest, gather, trim.
+    auto rows = bootstrap_->allgather(torch::full({1}, t.size(0), torch::kInt64));
+    const int64_t most = rows.max().item<int64_t>();
+    std::vector<int64_t> shape = t.sizes().vec();
+    shape[0] = most;
+    auto padded = torch::zeros(shape, t.options());
+    padded.slice(0, 0, t.size(0)).copy_(t);
+    shape[0] = most * world_size();
+    auto all = torch::empty(shape, t.options());
+    SASREC_NCCL_CHECK(ncclAllGather(padded.data_ptr(), all.data_ptr(), padded.numel(), nccl_type(t.scalar_type()),
+                                    comm_, stream(t)));
+    std::vector<torch::Tensor> parts;
+    for (int r = 0; r < world_size(); ++r) parts.push_back(all.slice(0, r * most, r * most + rows[r].item<int64_t>()));
+    return torch::cat(parts);
+  }
+
+  void barrier() override { bootstrap_->barrier(); }
+
+  [[noreturn]] void abort(int exit_code) override {
+    if (comm_) ncclCommAbort(comm_);
+    comm_ = nullptr;
+    bootstrap_->abort(exit_code);
+  }
+
+ private:
+  void check(const torch::Tensor& t) const {
+    SASREC_CHECK(t.is_contiguous() && t.device().index() == device_, "NCCL collectives take contiguous tensors on cuda:",
+                 device_);
+  }
+  static cudaStream_t stream(const torch::Tensor& t) {
+    return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+  }
+
+  std::unique_ptr<Communicator> bootstrap_;
+  int device_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> bootstrap, int device) {
+  return std::make_unique<NcclCommunicator>(std::move(bootstrap), device);
+}
+
+}  // namespace sasrec

@@ -1,0 +1,183 @@
+// test_mpi.cpp: the data-parallel guarantees, run under `mpirun -np 2`
+// (ctest does it). At world size 1 every test skips.
+//
+// Expectations come from single-rank runs of the same code on the whole
+// data, computed on rank 0 inside the same job.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "sasrec/checkpoint.h"
+#include "sasrec/comm.h"
+#include "sasrec/error.h"
+#include "sasrec/rng.h"
+#include "sasrec/trainer.h"
+#include "test_util.h"
+
+using namespace sasrec;
+
+namespace {
+
+Communicator* g_comm = nullptr;
+
+class MpiEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    comm_ = make_mpi_communicator();
+    g_comm = comm_.get();
+  }
+  void TearDown() override { g_comm = nullptr; }
+
+ private:
+  std::unique_ptr<Communicator> comm_;
+};
+
+// A folder every rank agrees on (rank 0 names it).
+std::string shared_dir() {
+  static std::string dir;
+  if (dir.empty()) {
+    auto stamp = torch::zeros({1}, torch::kInt64);
+    if (g_comm->is_root()) stamp[0] = static_cast<int64_t>(std::random_device{}());
+    g_comm->broadcast(stamp, 0);
+    dir = (std::filesystem::temp_directory_path() / ("sasrec_mpi_" + std::to_string(stamp.item<int64_t>()))).string();
+    std::filesystem::create_directories(dir);
+  }
+  return dir;
+}
+
+// Writes (on rank 0) a store of `users` users with random sequences; returns its path.
+std::string make_store(const std::string& name, int users, int items, uint64_t seed) {
+  const std::string path = shared_dir() + "/" + name;
+  if (g_comm->is_root()) {
+    Rng rng(seed);
+    Interactions d;
+    for (int i = 1; i <= items; ++i) d.item_ids.push_back("i" + std::to_string(i));
+    for (int u = 0; u < users; ++u) {
+      const int len = 3 + static_cast<int>(rng.below(25));
+      int32_t item = static_cast<int32_t>(rng.between(1, items));
+      for (int t = 0; t < len; ++t) {
+        d.items.push_back(item);
+        item = static_cast<int32_t>(1 + (item + rng.below(3)) % items);  // learnable drift
+      }
+      d.offsets.push_back(static_cast<int64_t>(d.items.size()));
+      d.user_ids.push_back("u" + std::to_string(u));
+    }
+    write_store(path, d);
+  }
+  g_comm->barrier();
+  return path;
+}
+
+Config base_config(const std::string& data, const std::string& run) {
+  Config c = parse_config("", "test", {"data.path=" + data, "model.hidden=16", "model.maxlen=12",
+                                       "model.heads=2", "train.threads=1", "eval.every=0",
+                                       "output.metrics=" + shared_dir() + "/" + run + ".jsonl"});
+  c.validate();
+  return c;
+}
+
+std::map<std::string, torch::Tensor> params(Trainer& t) {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& p : t.model()->named_parameters()) out[p.key()] = p.value().detach().clone();
+  return out;
+}
+
+#define SKIP_IF_ONE_RANK() \
+  if (g_comm->world_size() < 2) GTEST_SKIP() << "needs mpirun -np 2 or more"
+
+}  // namespace
+
+TEST(Mpi, OneStepOnTwoRanksEqualsOneStepOnOneRank) {
+  SKIP_IF_ONE_RANK();
+  // 64 trainable users, per-rank batch 32 on 2 ranks = one step over all of
+  // them; one rank with batch 64 takes the same sequences in one step. ce and
+  // dropout 0: no per-rank randomness in the step.
+  const int world = g_comm->world_size();
+  const std::string data = make_store("equiv.h5", 32 * world, 50, 1);
+  Config c = base_config(data, "equiv");
+  c.model.dropout = 0;
+  c.train.loss = LossKind::Ce;
+  c.train.max_steps = 1;
+  c.train.batch_size = 32;
+  c.eval.protocols = {"full"};
+  c.eval.max_users = 1;
+  Trainer multi(c, *g_comm);
+  ASSERT_EQ(multi.steps_per_epoch(), 1);
+  multi.fit();
+  auto got = params(multi);
+  if (g_comm->is_root()) {
+    Config one = c;
+    one.train.batch_size = 32 * world;
+    one.output.metrics = shared_dir() + "/equiv_one.jsonl";
+    auto single = make_single_communicator();
+    Trainer reference(one, *single);
+    reference.fit();
+    for (auto& [name, want] : params(reference))
+      EXPECT_TRUE(torch::allclose(got.at(name), want, 1e-5, 1e-6))
+          << name << ": max diff " << (got.at(name) - want).abs().max().item<double>();
+  }
+}
+
+TEST(Mpi, ReplicasStayIdenticalOverManySteps) {
+  SKIP_IF_ONE_RANK();
+  const std::string data = make_store("replicas.h5", 300, 80, 2);
+  Config c = base_config(data, "replicas");
+  c.train.epochs = 3;
+  c.train.batch_size = 16;
+  c.runtime.check_replicas = 5;  // the trainer itself fails on divergence
+  Trainer t(c, *g_comm);
+  t.fit();
+  auto sums = parameter_checksum(t.model());
+  auto all = g_comm->allgather(torch::tensor(sums, torch::kFloat64).view({1, 2}));
+  for (int r = 1; r < g_comm->world_size(); ++r) EXPECT_TRUE(torch::equal(all[r], all[0])) << "rank " << r;
+}
+
+TEST(Mpi, ShardedEvaluationEqualsSingleRank) {
+  SKIP_IF_ONE_RANK();
+  const std::string data = make_store("eval.h5", 257, 90, 3);
+  Config c = base_config(data, "eval");
+  c.eval.max_users = 150;  // the subsample must not depend on the rank count either
+  Trainer multi(c, *g_comm);  // same seed: same initial model on every rank and in the reference
+  auto results = multi.evaluate("test");
+  if (g_comm->is_root()) {
+    auto single = make_single_communicator();
+    Trainer reference(c, *single);
+    auto want = reference.evaluate("test");
+    ASSERT_EQ(results.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(results[i].metrics.count(), want[i].metrics.count()) << want[i].protocol;
+      for (auto& [k, v] : want[i].metrics.means())
+        EXPECT_NEAR(results[i].metrics.means().at(k), v, 1e-9) << want[i].protocol << " " << k;
+    }
+  }
+}
+
+TEST(Mpi, ResumedRunEndsBitIdentical) {
+  SKIP_IF_ONE_RANK();
+  const std::string data = make_store("resume.h5", 200, 60, 4);
+  Config straight = base_config(data, "resume_straight");
+  straight.train.epochs = 3;
+  straight.train.batch_size = 16;
+  straight.checkpoint.dir = shared_dir() + "/ckpt_straight";
+  Trainer a(straight, *g_comm);
+  a.fit();
+  auto want = params(a);
+
+  Config part = base_config(data, "resume_part");
+  part.train.epochs = 1;
+  part.train.batch_size = 16;
+  part.checkpoint.dir = shared_dir() + "/ckpt_part";
+  Trainer(part, *g_comm).fit();
+  g_comm->barrier();
+  part.train.epochs = 3;
+  part.checkpoint.resume = "auto";
+  Trainer b(part, *g_comm);
+  b.fit();
+  for (auto& [name, t] : params(b)) EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
+}
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
+  return RUN_ALL_TESTS();
+}

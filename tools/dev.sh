@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# tools/dev.sh: everything a fresh Debian 12 machine needs, then one job.
+#
+#   bash tools/dev.sh quickstart   install deps, build, synthetic data -> csv2h5 -> train -> metrics
+#   bash tools/dev.sh test         install deps, build, run the whole test suite (what CI runs)
+#   bash tools/dev.sh build        install deps and build only
+#
+# Idempotent: packages already installed are not touched, and the build
+# folder (build/, or $SASREC_BUILD_DIR) is reused.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${SASREC_BUILD_DIR:-$ROOT/build}
+PACKAGES=(cmake ninja-build g++ pkg-config
+          libtorch-dev libopenblas0-openmp
+          libopenmpi-dev openmpi-bin
+          libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev)
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "== installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+build() {
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSASREC_WERROR=ON >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)"
+}
+
+# OpenMP threads that spin while waiting starve each other (and the sampler
+# threads) on a small or shared machine; passive waiting costs nothing here.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+
+run_tests() {
+  cd "$BUILD"
+  ctest --output-on-failure --timeout 900 "$@"
+}
+
+quickstart() {
+  local out="$ROOT/runs/quickstart"
+  mkdir -p "$out"
+  echo "== 1/3 synthetic interaction log (CSV with string ids and timestamps)"
+  "$BUILD/sasrec_synth" --users 20000 --items 3000 --mean-length 12 --seed 1 \
+    --format csv --order shuffled --out "$out/interactions.csv"
+  echo "== 2/3 csv2h5"
+  "$BUILD/csv2h5" "$out/interactions.csv" "$out/interactions.h5"
+  echo "== 3/3 training (configs/quickstart.yaml)"
+  (cd "$ROOT" && "$BUILD/sasrec_ddp" configs/quickstart.yaml)
+  echo "== metrics: $out/metrics.jsonl; the generator's oracle and popularity figures: $out/interactions.csv.oracle.json"
+}
+
+case "${1:-}" in
+  deps) deps ;;
+  build) deps; build ;;
+  test) shift; deps; build; run_tests "$@" ;;
+  quickstart) deps; build; quickstart ;;
+  *) echo "usage: bash tools/dev.sh quickstart|test|build|deps" >&2; exit 2 ;;
+esac
