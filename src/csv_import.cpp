@@ -1242,7 +1242,6 @@ Csr build_csr(const std::string& path, const ImportOptions& opt, RawRows* rows, 
     }
   }
   for (int64_t u = 0; u < U; ++u) c.offsets[u + 1] += c.offsets[u];
-  const int64_t N = c.offsets[U];
 
   if (grouped && kept.empty()) {
     // Rows grouped by user (a user-sorted log, seq files): already the CSR.

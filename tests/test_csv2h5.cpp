@@ -107,6 +107,47 @@ TEST(Csv2h5, StableTiesAndMappingOrder) {
   EXPECT_EQ(d.timestamps, (std::vector<int64_t>{1, 5, 5, 3, 3}));
 }
 
+// The block scanner's fast path and the general per-line path must agree:
+// quoted and padded fields, CRLF, blank lines, ids around the 24 bytes kept
+// in the hash slots, times beyond int32 offsets, and the string maps written
+// fixed-length (short ids) or variable-length (one very long id).
+TEST(Csv2h5, FastPathEdgeCasesAndMapTypes) {
+  TempDir dir;
+  const std::string in = dir.file("in.csv"), out = dir.file("out.h5");
+  const std::string id24(24, 'a'), id25(25, 'a'), id23(23, 'a'), huge(2000, 'h');
+  std::string text = "user_id,item_id,timestamp\r\n";
+  text += id24 + ",x,1700000000000\r\n";            // ms times: wider than int32 offsets
+  text += "\"" + id25 + "\",\"x,y\",5\n";          // quoted, with the delimiter inside
+  text += "\n";                                       // blank line
+  text += " " + id23 + "\t,  y , -3\n";              // padded fields, negative time
+  text += id24 + ",\"z\"\"q\",2\r\n";              // escaped quote
+  text += id25 + "," + huge + ",7";                   // no final newline
+  test::write_text(in, text);
+  auto res = test::run(csv2h5(in + " " + out));
+  ASSERT_EQ(res.exit_code, 0) << res.output;
+  Interactions d = read_store(out);
+  EXPECT_EQ(d.user_ids, (std::vector<std::string>{id24, id25, id23}));
+  EXPECT_EQ(d.item_ids, (std::vector<std::string>{"", "x", "x,y", "y", "z\"q", huge}));
+  EXPECT_EQ(sequences_of(d), (Seqs{{id24, {"z\"q", "x"}}, {id25, {"x,y", huge}}, {id23, {"y"}}}));
+  EXPECT_EQ(d.timestamps, (std::vector<int64_t>{2, 1700000000000, 5, 7, -3}));
+  EXPECT_EQ(sequences_of(import_interactions(in, ImportOptions{})), sequences_of(d));
+  // Many rows through the fast path, seconds (int32 offsets) and a long-id item map (vlen).
+  std::string big = "user_id,item_id,timestamp\n";
+  Seqs want;
+  std::mt19937 rng(3);
+  for (int k = 0; k < 20000; ++k) {
+    std::string u = "user" + std::to_string(rng() % 700), i = "item" + std::to_string(rng() % 900);
+    if (k == 77) i = huge;
+    big += u + "," + i + "," + std::to_string(1500000000 + k) + "\n";
+    want[u].push_back(i);
+  }
+  test::write_text(in, big);
+  res = test::run(csv2h5(in + " " + out));
+  ASSERT_EQ(res.exit_code, 0) << res.output;
+  EXPECT_EQ(sequences_of(read_store(out)), want);
+  EXPECT_EQ(read_item_ids(out).size(), read_store_info(out).num_items + 1u);
+}
+
 TEST(Csv2h5, NoTimeColumnMeansFileOrder) {
   TempDir dir;
   const std::string in = dir.file("in.tsv");

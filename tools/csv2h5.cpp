@@ -56,10 +56,11 @@ int main(int argc, char** argv) {
     const double mb = st.bytes / 1e6;
     std::printf(
         "csv2h5: wrote %s: %lld users, %lld items, %lld interactions, %lld dropped rows (%s, %lld rows read), "
-        "%.2f s (parse %.2f s), %.1f MB/s\n",
+        "%.2f s (parse %.2f s, sort %.2f s, write %.2f s), %.1f MB/s\n",
         output.c_str(), static_cast<long long>(st.users), static_cast<long long>(st.items),
         static_cast<long long>(st.interactions), static_cast<long long>(st.dropped_rows), format_name(st.format),
-        static_cast<long long>(st.rows), st.seconds, st.read_seconds, st.seconds > 0 ? mb / st.seconds : 0.0);
+        static_cast<long long>(st.rows), st.seconds, st.read_seconds, st.sort_seconds, st.write_seconds,
+        st.seconds > 0 ? mb / st.seconds : 0.0);
     return kExitOk;
   } catch (const Error& e) {
     std::fprintf(stderr, "csv2h5: %s\n", e.what());
