@@ -92,8 +92,7 @@ class MpiCommunicator final : public Communicator {
       total += counts[r];
       counts[r] *= static_cast<int>(row);
     }
-    std::vector<int64_t> shape = t.sizes().vec();
-    if (shape.empty()) shape = {1};
+    std::vector<int64_t> shape = t.dim() == 0 ? std::vector<int64_t>(1, 1) : t.sizes().vec();
     shape[0] = total;
     auto out = torch::empty(shape, t.options());
     SASREC_MPI_CHECK(MPI_Allgatherv(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t.scalar_type()),
