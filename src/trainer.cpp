@@ -26,12 +26,12 @@ nlohmann::json eval_event(int64_t epoch, const EvalResult& r) {
   return j;
 }
 
-// NDCG@10 of the first protocol, the model-selection figure (or the largest k's).
+// NDCG@10 of the first protocol, the model-selection figure (MRR where 10 is not among eval.ks).
 double selection_score(const std::vector<EvalResult>& valid) {
   if (valid.empty()) return -1;
   auto m = valid.front().metrics.means();
   auto it = m.find("ndcg@10");
-  return it != m.end() ? it->second : m.rbegin()->second;
+  return it != m.end() ? it->second : m.at("mrr");
 }
 
 }  // namespace
@@ -77,11 +77,11 @@ Trainer::Trainer(Config config, Communicator& comm)
   optimizer_ = std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(config_.train.lr));
 
   evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
-  for (const auto& p : model_->parameters()) bytes_reduced_ += p.numel() * p.element_size();
+  if (comm_.world_size() > 1)
+    for (const auto& p : model_->parameters()) bytes_reduced_ += p.numel() * p.element_size();
   // Fault injection for the tests of failure handling: SASREC_INJECT_FAULT=RANK:STEP.
   if (const char* fault = std::getenv("SASREC_INJECT_FAULT"))
     if (std::sscanf(fault, "%d:%lld", &fault_rank_, &fault_step_) != 2) fault_rank_ = -1;
-  if (comm_.world_size() == 1) bytes_reduced_ = 0;
 }
 
 void Trainer::broadcast_parameters() {
@@ -176,9 +176,14 @@ std::string Trainer::resume_path() const {
 void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
   for (const auto& r : results) {
     metrics_.write(eval_event(epoch, r));
+    // The cutoff nearest to 10 on the terminal; the metrics file has them all.
+    int k = config_.eval.ks.front();
+    for (int c : config_.eval.ks)
+      if (std::abs(c - 10) < std::abs(k - 10)) k = c;
     auto m = r.metrics.means();
-    log_line(comm_.is_root(), detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": HR@10 ",
-                                          m["hr@10"], "  NDCG@10 ", m["ndcg@10"], "  MRR ", m["mrr"], "  (",
+    const std::string at = "@" + std::to_string(k);
+    log_line(comm_.is_root(), detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": HR", at, " ",
+                                          m["hr" + at], "  NDCG", at, " ", m["ndcg" + at], "  MRR ", m["mrr"], "  (",
                                           r.metrics.count(), " users, ", format_duration(r.seconds), ")"));
   }
 }
