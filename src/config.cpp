@@ -190,6 +190,7 @@ const std::vector<Field>& fields() {
       field("runtime", "check_replicas", &Config::runtime, &RuntimeConfig::check_replicas),
       field("output", "metrics", &Config::output, &OutputConfig::metrics),
       field("output", "log_every", &Config::output, &OutputConfig::log_every),
+      field("output", "profile", &Config::output, &OutputConfig::profile),
   };
   return kFields;
 }

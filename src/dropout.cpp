@@ -13,7 +13,7 @@ torch::Tensor dropout_mask(const std::vector<int64_t>& shape, double p, uint64_t
   auto mask = torch::empty(shape, torch::kFloat32);
   float* out = mask.data_ptr<float>();
   const int64_t n = mask.numel();
-  const uint32_t threshold = static_cast<uint32_t>((1.0 - p) * 65536.0 + 0.5);  // keep when h16 < threshold
+  const uint32_t threshold = dropout_threshold(p);  // keep when h16 < threshold (dropout_keeps, four at a time)
   const float scale = static_cast<float>(1.0 / (1.0 - p));
   const int64_t words = (n + 3) / 4;
   at::parallel_for(0, words, 4096, [&](int64_t begin, int64_t end) {

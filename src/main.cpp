@@ -4,6 +4,7 @@
 //   sasrec_ddp CONFIG.yaml [--set section.key=value ...]          train
 //   sasrec_ddp eval CONFIG.yaml --checkpoint PATH [--set ...]     evaluate a checkpoint
 #include <CLI/CLI.hpp>
+#include <malloc.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -76,9 +77,21 @@ int run(const std::string& mode, const std::string& config_path, const std::vect
   }
 }
 
+// glibc hands freed heap tops and large blocks back to the kernel, so every
+// step's activations fault their pages in again: on Beauty that was 35% of
+// the training time in the kernel (sys 4.95 s vs user 8.85 s for 2 epochs;
+// 0.16 s with these settings). Keep up to 1 GiB of freed memory for reuse;
+// blocks over 256 MiB (big evaluation buffers, huge tables) still use mmap.
+void keep_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();
   CLI::App app{"sasrec_ddp: data-parallel SASRec trainer (Kang & McAuley, ICDM 2018)"};
   app.set_version_flag("--version", std::string("sasrec_ddp ") + SASREC_VERSION);
   std::string config_path, checkpoint;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "sasrec/attention.h"
 #include "sasrec/error.h"
 
 namespace sasrec {
@@ -52,15 +53,20 @@ AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout, std:
   v_ = register_module("v", torch::nn::Linear(hidden, hidden));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const torch::Tensor& mask) {
-  const int64_t B = q_in.size(0), T = q_in.size(1), D = q_in.size(2), dh = D / heads_;
-  auto split = [&](const torch::Tensor& x) { return x.view({B, T, heads_, dh}).transpose(1, 2); };  // [B,H,T,dh]
-  auto q = split(q_->forward(q_in));
-  auto k = split(k_->forward(kv_in));
-  auto v = split(v_->forward(kv_in));
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(dh)) + mask;  // [B,H,T,T]
-  auto weights = dropout(torch::softmax(scores, -1), dropout_, is_training(), *stream_);
-  return torch::matmul(weights, v).transpose(1, 2).reshape({B, T, D});  // [B,T,D]
+torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing) {
+  auto q = q_->forward(q_in), k = k_->forward(kv_in), v = v_->forward(kv_in);  // [N,D]
+  const double p = is_training() ? dropout_ : 0.0;
+  if (q.device().is_cpu()) return packed_causal_attention(q, k, v, packing.offsets, heads_, p, p > 0 ? stream_->next_key() : 0);
+  // Elsewhere: scatter to the padded batch, tensor ops, gather back.
+  const int64_t B = packing.batch, T = packing.width, D = q.size(1);
+  auto padded = [&](const torch::Tensor& x) {
+    return torch::zeros({B * T, D}, x.options()).index_copy(0, packing.index, x).view({B, T, D});
+  };
+  auto is_item = torch::zeros({B * T}, q.options().dtype(torch::kBool)).index_fill(0, packing.index, true).view({B, T});
+  torch::Tensor drop;
+  if (p > 0) drop = torch::empty({B, heads_, T, T}, q.options()).bernoulli_(1.0 - p).div_(1.0 - p);
+  auto out = causal_attention_reference(padded(q), padded(k), padded(v), attention_mask(is_item), heads_, drop);
+  return out.view({B * T, D}).index_select(0, packing.index);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t hidden, double dropout, std::shared_ptr<DropoutStream> stream)
@@ -82,21 +88,21 @@ BlockImpl::BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm, s
   ffn_ = register_module("ffn", FeedForward(hidden, dropout, stream));
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Packing& packing) {
   switch (norm_) {
     case Norm::Pre: {  // x + SA(LN x), then x + FFN(LN x)
       auto h = ln_attn_->forward(x);
-      auto y = x + attn_->forward(h, h, mask);
+      auto y = x + attn_->forward(h, h, packing);
       return y + ffn_->forward(ln_ffn_->forward(y));
     }
     case Norm::Paper: {  // the authors' code: LN on the query only; residual from the normalized input
       auto q = ln_attn_->forward(x);
-      auto y = q + attn_->forward(q, x, mask);
+      auto y = q + attn_->forward(q, x, packing);
       auto z = ln_ffn_->forward(y);
       return z + ffn_->forward(z);
     }
     case Norm::Post: {  // LN(x + SA(x)), then LN(x + FFN(x))
-      auto y = ln_attn_->forward(x + attn_->forward(x, x, mask));
+      auto y = ln_attn_->forward(x + attn_->forward(x, x, packing));
       return ln_ffn_->forward(y + ffn_->forward(y));
     }
   }
@@ -131,24 +137,43 @@ void SASRecImpl::zero_padding() {
   item_->weight[0].zero_();
 }
 
-torch::Tensor SASRecImpl::forward(const torch::Tensor& seq, const torch::Tensor& users) {
+Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
   TORCH_CHECK(seq.dim() == 2 && seq.scalar_type() == torch::kInt64, "seq must be [B,T] int64");
-  const int64_t T = seq.size(1);
-  TORCH_CHECK(T >= 1 && T <= options_.maxlen, "sequence width ", T, " outside 1..maxlen=", options_.maxlen);
-  auto keep = (seq != 0).unsqueeze(-1).to(torch::kFloat32);  // [B,T,1]
-  // Positions counted from the right: column t of a width-T batch is P[maxlen - T + t].
-  auto positions = torch::arange(options_.maxlen - T, options_.maxlen, seq.options());  // [T]
-  auto x = item_->forward(seq) * std::sqrt(static_cast<double>(options_.hidden)) +
-           position_->forward(positions).unsqueeze(0);  // [B,T,D]
-  x = dropout(x, options_.dropout, is_training(), *dropout_stream_) * keep;
-  auto mask = attention_mask(seq);  // [B,1,T,T]
-  for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, mask) * keep;
-  x = final_ln_->forward(x);  // [B,T,D]
+  const int64_t B = seq.size(0), T = seq.size(1);
+  TORCH_CHECK(T >= 1 && T <= maxlen, "sequence width ", T, " outside 1..maxlen=", maxlen);
+  Packing p;
+  p.batch = B;
+  p.width = T;
+  auto flat = seq.reshape({-1});
+  auto is_item = flat != 0;
+  p.index = is_item.nonzero().squeeze(1);                                      // [N]
+  p.items = flat.index_select(0, p.index);                                     // [N]
+  p.positions = p.index.remainder(T) + (maxlen - T);                           // column t -> P[maxlen - T + t]
+  p.sequence = p.index.div(T, "floor");                                        // [N]
+  auto lengths = is_item.view({B, T}).sum(1).cpu();                            // [B]
+  p.offsets = torch::cat({torch::zeros({1}, lengths.options()), lengths.cumsum(0)});  // [B+1]
+  return p;
+}
+
+torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users) {
+  auto x = item_->forward(packing.items) * std::sqrt(static_cast<double>(options_.hidden)) +
+           position_->forward(packing.positions);  // [N,D]
+  x = dropout(x, options_.dropout, is_training(), *dropout_stream_);
+  for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, packing);
+  x = final_ln_->forward(x);  // [N,D]
   if (user_) {
-    TORCH_CHECK(users.defined() && users.size(0) == seq.size(0), "user_embedding needs users [B]");
-    x = x + user_->forward(users).unsqueeze(1);
+    TORCH_CHECK(users.defined() && users.size(0) == packing.batch, "user_embedding needs users [B]");
+    x = x + user_->forward(users).index_select(0, packing.sequence);
   }
   return x;
+}
+
+torch::Tensor SASRecImpl::forward(const torch::Tensor& seq, const torch::Tensor& users) {
+  const Packing packing = pack_sequences(seq, options_.maxlen);
+  auto x = forward_packed(packing, users);  // [N,D]
+  return torch::zeros({packing.batch * packing.width, x.size(1)}, x.options())
+      .index_copy(0, packing.index, x)
+      .view({packing.batch, packing.width, x.size(1)});
 }
 
 }  // namespace sasrec

@@ -8,9 +8,12 @@
 #include <filesystem>
 #include <thread>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include "sasrec/error.h"
 #include "sasrec/log.h"
 #include "sasrec/loss.h"
+#include "sasrec/optimizer.h"
 #include "sasrec/rng.h"
 
 namespace sasrec {
@@ -74,7 +77,7 @@ Trainer::Trainer(Config config, Communicator& comm)
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(table, options(2 * config_.train.l2_emb));
   groups.emplace_back(rest, options(0));
-  optimizer_ = std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(config_.train.lr));
+  optimizer_ = std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(config_.train.lr));
 
   evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
   if (comm_.world_size() > 1)
@@ -115,28 +118,45 @@ void Trainer::reduce_gradients() {
 double Trainer::train_step(const Batch& batch) {
   auto t = Clock::now();
   const int64_t global_targets = comm_.allreduce_sum(batch.targets);
-  optimizer_->zero_grad();
+  for (auto& p : model_->parameters()) p.mutable_grad().reset();  // backward allocates them: no zero fill
   double loss_sum_value = 0;
   if (batch.targets > 0) {
-    auto seq = batch.seq.to(device_, /*non_blocking=*/true);
-    Batch on_device = batch;
-    on_device.seq = seq;
-    on_device.pos = batch.pos.to(device_, true);
-    if (batch.neg.defined()) on_device.neg = batch.neg.to(device_, true);
-    if (batch.shared.defined()) on_device.shared = batch.shared.to(device_, true);
-    auto features = model_->forward(seq, batch.users.to(device_, true));
-    auto sum = loss_sum(config_.train.loss, features, model_->item_weight(), on_device);
+    torch::Tensor sum;
+    {
+      RECORD_USER_SCOPE("phase::forward");
+      // Only items go through the network, packed (model.h); the targets are
+      // at the same places as the inputs, so the target rows are the same rows.
+      const Packing packing = pack_sequences(batch.seq, config_.model.maxlen);
+      SASREC_CHECK(packing.items.size(0) == batch.targets, "batch ", batch.index, ": ", batch.targets,
+                   " targets but ", packing.items.size(0), " input items");
+      auto on_device = [&](const torch::Tensor& x) { return x.to(device_, /*non_blocking=*/true); };
+      Packing packed = packing;
+      for (auto* x : {&packed.items, &packed.positions, &packed.index, &packed.sequence}) *x = on_device(*x);
+      auto pick = [&](const torch::Tensor& x) {  // [B,T] -> the [N] packed rows
+        return x.defined() ? on_device(x.reshape({-1}).index_select(0, packing.index)) : x;
+      };
+      auto features = model_->forward_packed(packed, on_device(batch.users));  // [N,D]
+      sum = loss_sum_rows(config_.train.loss, features, model_->item_weight(), pick(batch.pos), pick(batch.neg),
+                          batch.shared.defined() ? on_device(batch.shared) : batch.shared);
+    }
     t_forward_ += since(t);
     t = Clock::now();
-    (sum / static_cast<double>(std::max<int64_t>(1, global_targets))).backward();
-    loss_sum_value = sum.item<double>();
+    {
+      RECORD_USER_SCOPE("phase::backward");
+      (sum / static_cast<double>(std::max<int64_t>(1, global_targets))).backward();
+      loss_sum_value = sum.item<double>();
+    }
     t_backward_ += since(t);
   }
   t = Clock::now();
-  reduce_gradients();
+  {
+    RECORD_USER_SCOPE("phase::reduce");
+    reduce_gradients();
+  }
   t_reduce_ += since(t);
   t = Clock::now();
   if (global_targets > 0) {
+    RECORD_USER_SCOPE("phase::step");
     optimizer_->step();
     model_->zero_padding();
   }
@@ -235,6 +255,8 @@ TrainSummary Trainer::fit() {
   so.length_buckets = config_.data.length_buckets;
   Sampler sampler(*data_, so);
 
+  constexpr int64_t kProfileFirst = 11, kProfileLast = 60;
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
   const auto start = Clock::now();
   double best_score = -1;
   const int64_t max_steps = config_.train.max_steps;
@@ -252,10 +274,22 @@ TrainSummary Trainer::fit() {
     double loss_sum_total = 0;
     int64_t targets = 0, sequences = 0, steps = 0;
     for (int64_t s = 0; s < steps_per_epoch_; ++s) {
+      // output.profile: a Chrome trace of steps kProfileFirst..kProfileLast, op by op.
+      if (root && !config_.output.profile.empty() && state.step + 1 == kProfileFirst)
+        profile = std::make_unique<torch::autograd::profiler::RecordProfile>(config_.output.profile);
       auto t = Clock::now();
-      Batch batch = sampler.next();
+      Batch batch;
+      {
+        RECORD_USER_SCOPE("phase::sample");
+        batch = sampler.next();
+      }
       t_sample_ += since(t);
       loss_sum_total += train_step(batch);
+      if (profile && state.step + 1 == kProfileLast) {
+        profile.reset();  // writes the trace
+        log_line(root, "wrote the profile of steps " + std::to_string(kProfileFirst) + "-" +
+                           std::to_string(kProfileLast) + " to " + config_.output.profile);
+      }
       targets += batch.targets;
       sequences += batch.seq.size(0);
       ++steps;

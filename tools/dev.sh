@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${SASREC_BUILD_DIR:-$ROOT/build}
 PACKAGES=(cmake ninja-build g++ pkg-config
-          libtorch-dev libopenblas0-openmp
+          libtorch-dev libopenblas0-openmp libblas-dev
           libopenmpi-dev openmpi-bin
           libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev)
 

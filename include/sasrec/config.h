@@ -20,7 +20,7 @@ struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
   int sampler_threads = 1;   // threads building batches ahead of the model
   int prefetch = 8;          // batches queued ahead per sampler thread
-  int length_buckets = 16;   // sort users by length within windows of this many batches; 0: off
+  int length_buckets = 0;    // sort users by length within windows of this many batches; 0: off (random batches)
 };
 
 struct ModelConfig {
@@ -73,6 +73,7 @@ struct RuntimeConfig {
 struct OutputConfig {
   std::string metrics = "metrics.jsonl";
   int log_every = 0;  // steps between progress lines; 0: one line per epoch
+  std::string profile;  // Chrome trace of steps 11-60 of the run (rank 0); empty: off
 };
 
 struct Config {

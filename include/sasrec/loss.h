@@ -18,7 +18,13 @@
 
 namespace sasrec {
 
-// features [B,T,D], item_weight [I+1,D] -> scalar sum over targets.
+// h [N,D] one row per target, pos [N] target items (all non-zero), neg [N]
+// one negative each (bce; else undefined), shared [K] (sampled_softmax; else
+// undefined), item_weight [I+1,D] -> scalar sum over the N targets.
+torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& item_weight,
+                            const torch::Tensor& pos, const torch::Tensor& neg, const torch::Tensor& shared);
+
+// features [B,T,D] with the batch's [B,T] targets (0: ignored) -> scalar sum over targets.
 torch::Tensor loss_sum(LossKind kind, const torch::Tensor& features, const torch::Tensor& item_weight,
                        const Batch& batch);
 

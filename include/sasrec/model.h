@@ -9,9 +9,10 @@
 //                                      (+ U(u) with the explicit user embedding)
 //
 // Positions count from the right end of the window: the newest item sits at
-// P[maxlen-1] however long the batch is, so trimming a batch to its longest
-// sequence changes nothing (padding keys are masked in attention; a padding
-// query attends to itself only, so no row is all-masked and nothing is NaN).
+// P[maxlen-1] however long the sequence is. Batches arrive left-padded
+// [B,T] and are packed (pack_sequences): only items go through the network,
+// as [N,D] rows, sequence after sequence; the attention kernel keeps the
+// sequences apart (attention.h). Padding costs nothing and changes nothing.
 // This file owns the network; losses, sampling and scoring live elsewhere.
 #pragma once
 
@@ -21,6 +22,18 @@
 #include "sasrec/dropout.h"
 
 namespace sasrec {
+
+// A left-padded batch seq [B,T] with its items packed back to back.
+struct Packing {
+  torch::Tensor items;      // [N] int64 item ids, sequence after sequence, in time order
+  torch::Tensor positions;  // [N] int64 rows of P (counted from the right: the newest item is maxlen-1)
+  torch::Tensor index;      // [N] int64 flat index of each item in the [B,T] batch
+  torch::Tensor sequence;   // [N] int64 batch row of each item
+  torch::Tensor offsets;    // [B+1] int64, CPU: sequence b is rows offsets[b]..offsets[b+1]
+  int64_t batch = 0, width = 0;  // B, T
+};
+// Items must be right-aligned (left padding, 0 = padding); T <= maxlen.
+Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen);
 
 struct SASRecOptions {
   int64_t num_items = 0;  // I; the table has I+1 rows
@@ -40,8 +53,9 @@ struct SASRecOptions {
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t hidden, int64_t heads, double dropout, std::shared_ptr<DropoutStream> stream);
-  // q_in, kv_in [B,T,D], mask [B,1,T,T] additive (0 or -inf) -> [B,T,D]
-  torch::Tensor forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const torch::Tensor& mask);
+  // q_in, kv_in [N,D] packed -> [N,D]. On CPU the fused kernel
+  // (attention.h); elsewhere the tensor-op reference on the padded batch.
+  torch::Tensor forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing);
 
  private:
   int64_t heads_;
@@ -55,7 +69,7 @@ TORCH_MODULE(Attention);
 class FeedForwardImpl : public torch::nn::Module {
  public:
   FeedForwardImpl(int64_t hidden, double dropout, std::shared_ptr<DropoutStream> stream);
-  torch::Tensor forward(const torch::Tensor& x);  // [B,T,D] -> [B,T,D]
+  torch::Tensor forward(const torch::Tensor& x);  // [N,D] -> [N,D]
 
  private:
   double dropout_;
@@ -67,8 +81,8 @@ TORCH_MODULE(FeedForward);
 class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm, std::shared_ptr<DropoutStream> stream);
-  // x [B,T,D], mask [B,1,T,T] -> [B,T,D]
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
+  // x [N,D] packed -> [N,D]
+  torch::Tensor forward(const torch::Tensor& x, const Packing& packing);
 
  private:
   Norm norm_;
@@ -82,8 +96,10 @@ class SASRecImpl : public torch::nn::Module {
  public:
   explicit SASRecImpl(const SASRecOptions& options);
 
-  // seq [B,T] int64, left-padded with 0, T <= maxlen; users [B] (only with
-  // user_embedding) -> F [B,T,D], the vectors scored against M.
+  // The items of a packed batch; users [B] (only with user_embedding)
+  // -> F [N,D], the vectors scored against M, row for row.
+  torch::Tensor forward_packed(const Packing& packing, const torch::Tensor& users = {});
+  // seq [B,T] int64, left-padded with 0, T <= maxlen -> F [B,T,D] (0 at padding).
   torch::Tensor forward(const torch::Tensor& seq, const torch::Tensor& users = {});
 
   // M, [I+1, D]; row 0 is the padding item.
@@ -107,7 +123,8 @@ class SASRecImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SASRec);
 
-// Additive attention mask for a left-padded batch: seq [B,T] -> [B,1,T,T],
+// Additive attention mask for a left-padded batch: seq [B,T] (item ids, or
+// bool "is an item") -> [B,1,T,T],
 // 0 where query i may see key j (j <= i and j is an item, or j == i), -inf elsewhere.
 torch::Tensor attention_mask(const torch::Tensor& seq);
 

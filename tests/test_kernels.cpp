@@ -1,0 +1,139 @@
+// test_kernels.cpp: the fused CPU kernels against independent computations:
+// packed attention against the tensor-op reference on the padded batch and
+// hand-worked cases,
+// FusedAdam against torch::optim::Adam.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "sasrec/attention.h"
+#include "sasrec/model.h"
+#include "sasrec/optimizer.h"
+
+using namespace sasrec;
+
+namespace {
+
+struct Grads {
+  torch::Tensor out, dq, dk, dv;
+};
+
+// Output and input gradients of `f` for a fixed upstream gradient.
+template <typename F>
+Grads run(F f, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0, const torch::Tensor& up) {
+  auto q = q0.clone().requires_grad_(true), k = k0.clone().requires_grad_(true), v = v0.clone().requires_grad_(true);
+  auto out = f(q, k, v);
+  (out * up).sum().backward();
+  return {out.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+void expect_close(const torch::Tensor& a, const torch::Tensor& b, const char* what) {
+  EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-6)) << what << ": max difference " << (a - b).abs().max().item<float>();
+}
+
+}  // namespace
+
+TEST(PackedAttention, MatchesTensorOpReferenceOnThePaddedBatch) {
+  torch::manual_seed(7);
+  const int64_t B = 4, T = 6, D = 12, H = 3;
+  // Left padding of 0, 2, 5 and 6 (an empty sequence) positions.
+  auto seq = torch::tensor({{1, 2, 3, 4, 5, 6}, {0, 0, 3, 4, 5, 6}, {0, 0, 0, 0, 0, 6}, {0, 0, 0, 0, 0, 0}});
+  const Packing packing = pack_sequences(seq, T);
+  const int64_t N = packing.items.size(0);
+  ASSERT_EQ(N, 6 + 4 + 1);
+  ASSERT_TRUE(torch::equal(packing.offsets, torch::tensor({0, 6, 10, 11, 11}, torch::kInt64)));
+  auto q = torch::randn({N, D}), k = torch::randn({N, D}), v = torch::randn({N, D}), up = torch::randn({N, D});
+  auto pad = [&](const torch::Tensor& x) {  // packed [N,D] -> padded [B,T,D]
+    return torch::zeros({B * T, D}).index_copy(0, packing.index, x).view({B, T, D});
+  };
+  auto unpad = [&](const torch::Tensor& x) { return x.reshape({B * T, D}).index_select(0, packing.index); };
+  for (double p : {0.0, 0.3}) {
+    const uint64_t key = 99;
+    auto fused = run([&](auto& a, auto& b, auto& c) { return packed_causal_attention(a, b, c, packing.offsets, H, p, key); },
+                     q, k, v, up);
+    auto drop = p > 0 ? packed_attention_dropout_mask(packing.offsets, H, T, p, key) : torch::Tensor();
+    auto ref = run([&](auto& a, auto& b, auto& c) {
+      return unpad(causal_attention_reference(pad(a), pad(b), pad(c), attention_mask(seq), H, drop));
+    }, q, k, v, up);
+    SCOPED_TRACE(p);
+    expect_close(fused.out, ref.out, "output");
+    expect_close(fused.dq, ref.dq, "dq");
+    expect_close(fused.dk, ref.dk, "dk");
+    expect_close(fused.dv, ref.dv, "dv");
+    if (p > 0) {  // the mask really drops: about 30% of the weights of the 6-item sequence are 0
+      const double dropped = (drop[0] == 0).to(torch::kFloat64).mean().item<double>();
+      EXPECT_GT(dropped, 0.15);
+      EXPECT_LT(dropped, 0.45);
+    }
+  }
+}
+
+TEST(PackedAttention, HandWorkedOneHead) {
+  // D = 1: scores q_i k_j; position 0 sees only itself, position 1 both.
+  auto q = torch::tensor({1.0f, 2.0f}).view({2, 1}), k = torch::tensor({3.0f, 4.0f}).view({2, 1});
+  auto v = torch::tensor({10.0f, 20.0f}).view({2, 1});
+  auto out = packed_causal_attention(q, k, v, torch::tensor({0, 2}, torch::kInt64), 1, 0.0, 0);
+  const double w0 = std::exp(6.0) / (std::exp(6.0) + std::exp(8.0));  // softmax(2*3, 2*4)
+  EXPECT_NEAR(out[0][0].item<float>(), 10.0, 1e-5);
+  EXPECT_NEAR(out[1][0].item<float>(), w0 * 10 + (1 - w0) * 20, 1e-4);
+}
+
+TEST(PackedAttention, SequencesDoNotSeeEachOther) {
+  // Two one-item sequences: each output is its own value, whatever the other's key.
+  auto q = torch::tensor({5.0f, 1.0f}).view({2, 1}), k = torch::tensor({100.0f, 1.0f}).view({2, 1});
+  auto v = torch::tensor({-7.0f, 3.0f}).view({2, 1});
+  auto out = packed_causal_attention(q, k, v, torch::tensor({0, 1, 2}, torch::kInt64), 1, 0.0, 0);
+  EXPECT_FLOAT_EQ(out[0][0].item<float>(), -7.0f);
+  EXPECT_FLOAT_EQ(out[1][0].item<float>(), 3.0f);
+}
+
+TEST(PackedAttention, PackingPositionsCountFromTheRight) {
+  auto p = pack_sequences(torch::tensor({{0, 0, 7}, {4, 5, 6}}, torch::kInt64), 50);
+  EXPECT_TRUE(torch::equal(p.items, torch::tensor({7, 4, 5, 6}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(p.positions, torch::tensor({49, 47, 48, 49}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(p.sequence, torch::tensor({0, 1, 1, 1}, torch::kInt64)));
+}
+
+TEST(FusedAdam, MatchesTorchAdamStepForStep) {
+  torch::manual_seed(3);
+  auto a1 = torch::randn({50, 7}), b1 = torch::randn({7});
+  auto a2 = a1.clone(), b2 = b1.clone();
+  a1.requires_grad_(true), b1.requires_grad_(true), a2.requires_grad_(true), b2.requires_grad_(true);
+  auto groups = [](torch::Tensor a, torch::Tensor b) {
+    std::vector<torch::optim::OptimizerParamGroup> g;
+    g.emplace_back(std::vector<torch::Tensor>{a},
+                   std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(1e-2).betas({0.9, 0.98}).weight_decay(0.1)));
+    g.emplace_back(std::vector<torch::Tensor>{b},
+                   std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(1e-2).betas({0.9, 0.98})));
+    return g;
+  };
+  torch::optim::Adam reference(groups(a1, b1), torch::optim::AdamOptions(1e-2));
+  FusedAdam fused(groups(a2, b2), torch::optim::AdamOptions(1e-2));
+  for (int step = 0; step < 20; ++step) {
+    auto g = torch::randn({50, 7}), h = torch::randn({7});
+    a1.mutable_grad() = g.clone(), a2.mutable_grad() = g.clone();
+    // Step 5: b has no gradient, so neither optimizer touches it.
+    if (step == 5) b1.mutable_grad().reset(), b2.mutable_grad().reset();
+    else b1.mutable_grad() = h.clone(), b2.mutable_grad() = h.clone();
+    reference.step();
+    fused.step();
+    ASSERT_TRUE(torch::allclose(a1, a2, 1e-5, 1e-6)) << "step " << step << ": " << (a1 - a2).abs().max().item<float>();
+    ASSERT_TRUE(torch::allclose(b1, b2, 1e-5, 1e-6)) << "step " << step;
+  }
+  // Same state where Adam keeps it: checkpoints written by either load into the other.
+  std::stringstream saved;
+  {
+    torch::serialize::OutputArchive archive;
+    fused.save(archive);
+    archive.save_to(saved);
+  }
+  torch::optim::Adam restored(groups(a1, b1), torch::optim::AdamOptions(1e-2));
+  torch::serialize::InputArchive in;
+  in.load_from(saved);
+  restored.load(in);
+  for (auto* state : {&reference, &restored}) {
+    auto key = c10::guts::to_string(state->param_groups()[0].params()[0].unsafeGetTensorImpl());
+    EXPECT_EQ(static_cast<torch::optim::AdamParamState&>(*state->state().at(key)).step(), 20);
+  }
+}
