@@ -1,6 +1,9 @@
 // evaluator.cpp: full-catalog and sampled ranking (see evaluator.h).
 #include "sasrec/evaluator.h"
 
+#include <ATen/Parallel.h>
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -13,6 +16,43 @@ namespace sasrec {
 namespace {
 constexpr uint64_t kEvalStream = 0xe7a1ull;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Full-catalog ranks on CPU: for each user, the number of items scoring
+// higher than its target, the items of `masked[r]` (sorted, unique: history,
+// target, padding item 0) not counted. Scores are made block by block with
+// BLAS into a buffer that stays in cache and counted while there, so no
+// [users x items] score matrix or comparison mask is ever stored.
+// h [n,D], w [I+1,D] contiguous float32; target [n].
+std::vector<int64_t> count_higher(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& target,
+                                  const std::vector<std::vector<int32_t>>& masked) {
+  constexpr int64_t kRows = 64, kCols = 1024;  // a 256 KiB score block
+  const int64_t n = h.size(0), D = h.size(1), items = w.size(0);
+  const float *H = h.data_ptr<float>(), *W = w.data_ptr<float>(), *tgt = target.data_ptr<float>();
+  std::vector<int64_t> higher(n, 0);
+  at::parallel_for(0, (n + kRows - 1) / kRows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> block(kRows * kCols);
+    for (int64_t rb = begin; rb < end; ++rb) {
+      const int64_t r0 = rb * kRows, rows = std::min(kRows, n - r0);
+      std::vector<size_t> cursor(rows, 0);  // next masked item of each row
+      for (int64_t c0 = 0; c0 < items; c0 += kCols) {
+        const int64_t cols = std::min(kCols, items - c0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(cols),
+                    static_cast<int>(D), 1.0f, H + r0 * D, static_cast<int>(D), W + c0 * D, static_cast<int>(D), 0.0f,
+                    block.data(), static_cast<int>(cols));
+        for (int64_t r = 0; r < rows; ++r) {
+          const float t = tgt[r0 + r];
+          const float* s = block.data() + r * cols;
+          int64_t count = 0;
+          for (int64_t j = 0; j < cols; ++j) count += s[j] > t;
+          const auto& m = masked[r0 + r];
+          for (size_t& k = cursor[r]; k < m.size() && m[k] < c0 + cols; ++k) count -= s[m[k] - c0] > t;
+          higher[r0 + r] += count;
+        }
+      }
+    }
+  });
+  return higher;
+}
 }  // namespace
 
 Evaluator::Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm)
@@ -70,7 +110,17 @@ std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const st
   std::vector<std::vector<int64_t>> out;
   for (const auto& protocol : config_.protocols) {
     std::vector<int64_t> ranks(n, 0);
-    if (protocol == "full") {
+    if (protocol == "full" && device.is_cpu()) {
+      // The same rule as below, fused: masked items are skipped, not set to -inf.
+      std::vector<std::vector<int32_t>> masked(n);
+      for (size_t i = 0; i < mask_rows.size(); ++i) masked[mask_rows[i]].push_back(static_cast<int32_t>(mask_cols[i]));
+      for (auto& m : masked) {
+        m.push_back(0);  // the padding item
+        std::sort(m.begin(), m.end());
+        m.erase(std::unique(m.begin(), m.end()), m.end());
+      }
+      ranks = count_higher(h.contiguous(), w.contiguous(), target_score.contiguous(), masked);
+    } else if (protocol == "full") {
       auto rows = torch::tensor(mask_rows, torch::kInt64);
       auto cols = torch::tensor(mask_cols, torch::kInt64);
       const int64_t budget = config_.memory_mb * (1 << 20) / (4 * std::max<int64_t>(1, n));
