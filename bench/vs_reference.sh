@@ -5,8 +5,10 @@
 #
 #   bash bench/vs_reference.sh ../shared/bench/torch_reference.py ../shared/data/Beauty.txt [EPOCHS] [THREADS] [LOSS]
 #
-# The reference needs Debian's python3-torch and python3-numpy (/usr/bin/python3).
+# The reference needs Debian's python3-torch and python3-numpy (/usr/bin/python3);
+# installed here when missing (as root).
 # Both train with BCE unless LOSS says otherwise for ours (the reference only has BCE).
+# BENCH_OUT=DIR keeps the reference's JSON and our metrics and log there.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REF=${1:?usage: bench/vs_reference.sh REFERENCE.py DATA.txt [EPOCHS] [THREADS] [LOSS]}
@@ -15,9 +17,17 @@ EPOCHS=${3:-20}
 THREADS=${4:-$(nproc)}
 LOSS=${5:-bce}
 BUILD=${SASREC_BUILD_DIR:-$ROOT/build}
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+if [ -n "${BENCH_OUT:-}" ]; then  # keep both runs' outputs there
+  OUT=$BENCH_OUT; mkdir -p "$OUT"
+else
+  OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
+fi
 export OMP_WAIT_POLICY=passive
+
+if ! /usr/bin/python3 -c "import torch, numpy" 2>/dev/null; then
+  [ "$(id -u)" -eq 0 ] || { echo "vs_reference.sh: the reference needs python3-torch and python3-numpy: apt-get install python3-torch python3-numpy" >&2; exit 2; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-torch python3-numpy >/dev/null
+fi
 
 "$BUILD/csv2h5" "$DATA" "$OUT/data.h5" --format seq >/dev/null
 start=$EPOCHREALTIME
