@@ -13,13 +13,14 @@ set -euo pipefail
 usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "plot_metrics: $*" >&2; exit 2; }
 
+VERSION=0.1.0  # the project's version (CMakeLists.txt); tests/test_cli.cpp checks that they agree
 protocol=full
 title="SASRec training"
 args=()
 while (($#)); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
-    --version) echo "plot_metrics (sasrec_ddp tools)"; exit 0 ;;
+    --version) echo "plot_metrics $VERSION"; exit 0 ;;
     --protocol) protocol=${2:?--protocol needs full or sampled}; shift 2 ;;
     --title) title=${2:?--title needs a text}; shift 2 ;;
     *) args+=("$1"); shift ;;
