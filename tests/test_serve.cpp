@@ -154,6 +154,24 @@ TEST(Serve, RecommendCsvByOriginalIds) {
   }
 }
 
+TEST(Serve, UserListReportsUnknownUsers) {
+  Fixture f;
+  test::write_text(f.dir.file("users.txt"), "u3\nnobody\n\nu0\n");
+  RecommendRequest req;
+  req.checkpoint = f.ckpt;
+  req.users_file = f.dir.file("users.txt");
+  req.topk = 2;
+  req.out = f.dir.file("rec.jsonl");
+  std::ostringstream log;
+  EXPECT_EQ(run_recommend(f.config, req, log), 2);
+  EXPECT_NE(log.str().find("unknown user id 'nobody'"), std::string::npos) << log.str();
+  std::istringstream lines(test::read_text(req.out));
+  std::string line;
+  std::vector<std::string> users;
+  while (std::getline(lines, line)) users.push_back(nlohmann::json::parse(line)["user"].get<std::string>());
+  EXPECT_EQ(users, (std::vector<std::string>{"u3", "u0"}));  // in the order asked
+}
+
 TEST(Serve, NewUserSequencesReportUnknownItems) {
   Fixture f;
   const auto index = index_ids(read_item_ids(f.store));
