@@ -55,6 +55,15 @@ struct Fixture {
   std::vector<int32_t> history(int64_t u) const {
     return {data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]};
   }
+
+  // A request for k items a user, written to `out_name` in the fixture's folder.
+  RecommendRequest request(int k, const std::string& out_name) const {
+    RecommendRequest r;
+    r.checkpoint = ckpt;
+    r.topk = k;
+    r.out = dir.file(out_name);
+    return r;
+  }
 };
 
 torch::Tensor checkpoint_tensor(const std::string& path, const std::string& key) {
@@ -122,11 +131,8 @@ TEST(Serve, RecommendMatchesBruteForceAndExcludesHistory) {
 
 TEST(Serve, RecommendCsvByOriginalIds) {
   Fixture f;
-  RecommendRequest req;
-  req.checkpoint = f.ckpt;
+  RecommendRequest req = f.request(4, "rec.csv");
   req.all = true;
-  req.topk = 4;
-  req.out = f.dir.file("rec.csv");
   std::ostringstream log;
   EXPECT_EQ(run_recommend(f.config, req, log), kUsers);
   std::istringstream csv(test::read_text(req.out));
@@ -157,11 +163,8 @@ TEST(Serve, RecommendCsvByOriginalIds) {
 TEST(Serve, UserListReportsUnknownUsers) {
   Fixture f;
   test::write_text(f.dir.file("users.txt"), "u3\nnobody\n\nu0\n");
-  RecommendRequest req;
-  req.checkpoint = f.ckpt;
+  RecommendRequest req = f.request(2, "rec.jsonl");
   req.users_file = f.dir.file("users.txt");
-  req.topk = 2;
-  req.out = f.dir.file("rec.jsonl");
   std::ostringstream log;
   EXPECT_EQ(run_recommend(f.config, req, log), 2);
   EXPECT_NE(log.str().find("unknown user id 'nobody'"), std::string::npos) << log.str();
@@ -188,11 +191,8 @@ TEST(Serve, NewUserSequencesReportUnknownItems) {
 
   // Through run_recommend: reported on the log, the known items served, nothing thrown.
   test::write_text(f.dir.file("new.txt"), "alice: item-3 nope item-5\nghost\n");
-  RecommendRequest req;
-  req.checkpoint = f.ckpt;
+  RecommendRequest req = f.request(3, "rec.jsonl");
   req.sequences_file = f.dir.file("new.txt");
-  req.topk = 3;
-  req.out = f.dir.file("rec.jsonl");
   std::ostringstream log;
   EXPECT_EQ(run_recommend(f.config, req, log), 1);
   EXPECT_NE(log.str().find("alice: 1 unknown item id(s) skipped: nope"), std::string::npos) << log.str();
