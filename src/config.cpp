@@ -191,6 +191,7 @@ const std::vector<Field>& fields() {
       field("output", "metrics", &Config::output, &OutputConfig::metrics),
       field("output", "log_every", &Config::output, &OutputConfig::log_every),
       field("output", "profile", &Config::output, &OutputConfig::profile),
+      field("output", "progress", &Config::output, &OutputConfig::progress),
   };
   return kFields;
 }
@@ -360,6 +361,9 @@ void Config::validate() const {
           "runtime.comm", "must be auto, mpi, nccl or none, got '" + runtime.comm + "'");
   require(runtime.check_replicas >= 0, "runtime.check_replicas", "must be >= 0 (0: off)");
   require(output.log_every >= 0, "output.log_every", "must be >= 0");
+  require(output.progress == "auto" || output.progress == "live" || output.progress == "lines" ||
+              output.progress == "off",
+          "output.progress", "must be auto, live, lines or off, got '" + output.progress + "'");
 }
 
 }  // namespace sasrec

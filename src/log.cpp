@@ -21,10 +21,13 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+double elapsed_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - kStart).count();
+}
+
 void log_line(bool enabled, const std::string& message) {
   if (!enabled) return;
-  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - kStart).count();
-  std::printf("[%7.1fs] %s\n", t, message.c_str());
+  std::printf("[%7.1fs] %s\n", elapsed_seconds(), message.c_str());
   std::fflush(stdout);
 }
 

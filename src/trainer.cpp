@@ -8,12 +8,15 @@
 #include <filesystem>
 #include <thread>
 
+#include <unistd.h>
+
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "sasrec/error.h"
 #include "sasrec/log.h"
 #include "sasrec/loss.h"
 #include "sasrec/optimizer.h"
+#include "sasrec/progress.h"
 #include "sasrec/rng.h"
 
 namespace sasrec {
@@ -197,9 +200,7 @@ void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
   for (const auto& r : results) {
     metrics_.write(eval_event(epoch, r));
     // The cutoff nearest to 10 on the terminal; the metrics file has them all.
-    int k = config_.eval.ks.front();
-    for (int c : config_.eval.ks)
-      if (std::abs(c - 10) < std::abs(k - 10)) k = c;
+    const int k = nearest_cutoff(config_.eval.ks);
     auto m = r.metrics.means();
     const std::string at = "@" + std::to_string(k);
     log_line(comm_.is_root(), detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": HR", at, " ",
@@ -242,6 +243,7 @@ TrainSummary Trainer::fit() {
                              torch::get_num_threads(), " thread(s) each, ", steps_per_epoch_, " steps/epoch, loss ",
                              loss_name(config_.train.loss)));
 
+  const int64_t max_steps = config_.train.max_steps;
   SamplerOptions so;
   so.batch_size = config_.train.batch_size;
   so.maxlen = config_.model.maxlen;
@@ -255,11 +257,17 @@ TrainSummary Trainer::fit() {
   so.length_buckets = config_.data.length_buckets;
   Sampler sampler(*data_, so);
 
+  // Rank 0's live line or plain lines (progress.h); sequences/s counts this
+  // rank's sequences times the rank count, so it needs no collective.
+  Progress progress(root ? resolve_progress_mode(config_.output.progress, ::isatty(STDOUT_FILENO) == 1)
+                         : ProgressMode::Off,
+                    config_.output.log_every);
+  const int64_t run_steps = std::min<int64_t>(config_.train.epochs * steps_per_epoch_,
+                                              max_steps > 0 ? max_steps : INT64_MAX);
   constexpr int64_t kProfileFirst = 11, kProfileLast = 60;
   std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
   const auto start = Clock::now();
   double best_score = -1;
-  const int64_t max_steps = config_.train.max_steps;
   bool stop = max_steps > 0 && state.step >= max_steps;
   for (int64_t epoch = state.epoch + 1; epoch <= config_.train.epochs && !stop; ++epoch) {
     // Dropout's stream is a function of (seed, rank, epoch): a resumed run draws the same masks.
@@ -287,6 +295,7 @@ TrainSummary Trainer::fit() {
       loss_sum_total += train_step(batch);
       if (profile && state.step + 1 == kProfileLast) {
         profile.reset();  // writes the trace
+        progress.clear();
         log_line(root, "wrote the profile of steps " + std::to_string(kProfileFirst) + "-" +
                            std::to_string(kProfileLast) + " to " + config_.output.profile);
       }
@@ -298,15 +307,21 @@ TrainSummary Trainer::fit() {
         check_replicas(state.step);
       if (fault_rank_ == comm_.rank() && state.step == fault_step_)
         SASREC_FAIL(Check, "injected fault at step ", state.step, " (SASREC_INJECT_FAULT)");
-      if (config_.output.log_every > 0 && state.step % config_.output.log_every == 0)
-        log_line(root, detail::cat("epoch ", epoch, " step ", s + 1, "/", steps_per_epoch_, " loss ",
-                                   loss_sum_total / std::max<int64_t>(1, targets)));
+      if (root) {
+        const double elapsed = since(epoch_start);
+        ProgressState ps;
+        ps.epoch = epoch, ps.epochs = config_.train.epochs, ps.step = s + 1, ps.steps = steps_per_epoch_;
+        ps.loss = loss_sum_total / std::max<int64_t>(1, targets);
+        ps.seqs_per_s = static_cast<double>(sequences * comm_.world_size()) / std::max(1e-9, elapsed);
+        progress.update(ps, elapsed, std::max<int64_t>(0, run_steps - state.step));
+      }
       if (max_steps > 0 && state.step >= max_steps) {
         stop = true;
         break;
       }
     }
     const double seconds = since(epoch_start);
+    progress.clear();
     std::vector<double> sums{loss_sum_total, static_cast<double>(targets), static_cast<double>(sequences)};
     comm_.allreduce_sum(sums);
     if (!std::isfinite(sums[0]))
@@ -350,13 +365,18 @@ TrainSummary Trainer::fit() {
   summary.seconds = since(start);
   nlohmann::json done{{"event", "summary"}, {"epochs", summary.epochs}, {"steps", summary.steps},
                       {"seconds", summary.seconds}, {"best_epoch", summary.best_epoch}};
+  for (const auto& r : summary.best_valid) {
+    auto m = r.metrics.means();
+    done["best_valid_" + r.protocol] = {{"hr@10", m["hr@10"]}, {"ndcg@10", m["ndcg@10"]}};
+  }
   for (const auto& r : summary.best_test) {
     auto m = r.metrics.means();
     done["best_test_" + r.protocol] = {{"hr@10", m["hr@10"]}, {"ndcg@10", m["ndcg@10"]}};
   }
   metrics_.write(done);
-  log_line(root, detail::cat("done: ", summary.epochs, " epochs, ", summary.steps, " steps in ",
-                             format_duration(summary.seconds), "; best valid at epoch ", summary.best_epoch));
+  for (const auto& line : format_summary(summary.epochs, summary.steps, summary.seconds, summary.best_epoch,
+                                         summary.best_valid, summary.best_test, config_.eval.ks))
+    log_line(root, line);
   return summary;
 }
 

@@ -83,6 +83,7 @@ TEST(Config, ValidateRefusesImpossibleValues) {
   check("model.dropout=1", "model.dropout");
   check("runtime.device=tpu", "runtime.device");
   check("checkpoint.resume=auto", "checkpoint.resume");
+  check("output.progress=fancy", "output.progress");
   Config missing = parse_config("data:\n  path: /no/such/file.h5\n", "r");
   EXPECT_NE(error_of([&] { missing.validate(); }).find("/no/such/file.h5"), std::string::npos);
   Config ok = parse_config("", "r", {"data.path=" + data});

@@ -14,7 +14,8 @@ BUILD=${SASREC_BUILD_DIR:-$ROOT/build}
 PACKAGES=(cmake ninja-build g++ pkg-config
           libtorch-dev libopenblas0-openmp libblas-dev
           libopenmpi-dev openmpi-bin
-          libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev)
+          libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev
+          gnuplot-nox jq)
 
 deps() {
   local missing=()

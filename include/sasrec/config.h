@@ -72,7 +72,8 @@ struct RuntimeConfig {
 
 struct OutputConfig {
   std::string metrics = "metrics.jsonl";
-  int log_every = 0;  // steps between progress lines; 0: one line per epoch
+  int log_every = 0;  // steps between plain progress lines (output not a terminal); 0: one every 30 s
+  std::string progress = "auto";  // auto (live line on a terminal, plain lines otherwise) | live | lines | off
   std::string profile;  // Chrome trace of steps 11-60 of the run (rank 0); empty: off
 };
 

@@ -1,0 +1,407 @@
+// serve.cpp: recommend and export from a checkpoint (see serve.h).
+#include "sasrec/serve.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "sasrec/checkpoint.h"
+#include "sasrec/error.h"
+
+namespace sasrec {
+namespace {
+
+// a ranks before b: higher score, then lower index.
+bool better(const ScoredItem& a, const ScoredItem& b) {
+  return a.score > b.score || (a.score == b.score && a.item < b.item);
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+// An HDF5 id closed on scope exit.
+struct H5Id {
+  hid_t id;
+  herr_t (*close)(hid_t);
+  ~H5Id() {
+    if (id >= 0) close(id);
+  }
+};
+
+void write_strings(hid_t file, const char* name, const std::vector<std::string>& values, size_t first) {
+  H5Id type{H5Tcopy(H5T_C_S1), H5Tclose};
+  SASREC_H5_CHECK(H5Tset_size(type.id, H5T_VARIABLE), name);
+  SASREC_H5_CHECK(H5Tset_cset(type.id, H5T_CSET_UTF8), name);
+  std::vector<const char*> ptrs;
+  for (size_t i = first; i < values.size(); ++i) ptrs.push_back(values[i].c_str());
+  const hsize_t n = ptrs.size();
+  H5Id space{H5Screate_simple(1, &n, nullptr), H5Sclose};
+  H5Id ds{H5Dcreate2(file, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  SASREC_H5_CHECK(ds.id, "create ", name);
+  if (n > 0) SASREC_H5_CHECK(H5Dwrite(ds.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), name);
+}
+
+template <typename T>
+void write_attr(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, const T& value) {
+  H5Id space{H5Screate(H5S_SCALAR), H5Sclose};
+  H5Id attr{H5Acreate2(loc, name, file_type, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  SASREC_H5_CHECK(attr.id, "create attribute ", name);
+  SASREC_H5_CHECK(H5Awrite(attr.id, mem_type, &value), name);
+}
+
+void write_string_attr(hid_t loc, const char* name, const std::string& value) {
+  H5Id type{H5Tcopy(H5T_C_S1), H5Tclose};
+  SASREC_H5_CHECK(H5Tset_size(type.id, value.size() + 1), name);
+  H5Id space{H5Screate(H5S_SCALAR), H5Sclose};
+  H5Id attr{H5Acreate2(loc, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  SASREC_H5_CHECK(attr.id, "create attribute ", name);
+  SASREC_H5_CHECK(H5Awrite(attr.id, type.id, value.c_str()), name);
+}
+
+// A float32 [rows, cols] dataset, written in row blocks by write_rows.
+hid_t create_matrix(hid_t file, const char* name, hsize_t rows, hsize_t cols) {
+  const hsize_t dims[2] = {rows, cols};
+  H5Id space{H5Screate_simple(2, dims, nullptr), H5Sclose};
+  hid_t ds = H5Dcreate2(file, name, H5T_IEEE_F32LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  SASREC_H5_CHECK(ds, "create ", name);
+  return ds;
+}
+
+void write_rows(hid_t ds, hsize_t first, const torch::Tensor& rows) {  // rows [n,D] float32
+  auto block = rows.to(torch::kCPU, torch::kFloat32).contiguous();
+  const hsize_t count[2] = {static_cast<hsize_t>(block.size(0)), static_cast<hsize_t>(block.size(1))};
+  if (count[0] == 0) return;
+  const hsize_t start[2] = {first, 0};
+  H5Id file_space{H5Dget_space(ds), H5Sclose};
+  SASREC_H5_CHECK(H5Sselect_hyperslab(file_space.id, H5S_SELECT_SET, start, nullptr, count, nullptr), "rows");
+  H5Id mem_space{H5Screate_simple(2, count, nullptr), H5Sclose};
+  SASREC_H5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id, file_space.id, H5P_DEFAULT, block.data_ptr<float>()),
+                  "rows");
+}
+
+std::vector<std::string> read_lines(std::istream& in) {
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) {
+    line = trim(line);
+    if (!line.empty() && line[0] != '#') out.push_back(line);
+  }
+  return out;
+}
+
+constexpr int64_t kUsersPerChunk = 4096;  // users whose histories and lists are held at once
+
+}  // namespace
+
+torch::Tensor final_states(SASRec& model, const std::vector<History>& histories, int64_t batch) {
+  const int64_t n = static_cast<int64_t>(histories.size());
+  const int64_t maxlen = model->options().maxlen;
+  const auto device = model->item_weight().device();
+  const bool with_user = model->options().user_embedding;
+  auto out = torch::zeros({n, model->options().hidden}, torch::kFloat32);  // [n,D]
+  torch::NoGradGuard no_grad;
+  model->eval();
+  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+    std::vector<int64_t> rows;  // the non-empty histories of the block; empty ones stay 0
+    int64_t width = 1;
+    for (int64_t r = b0; r < std::min(n, b0 + batch); ++r) {
+      if (histories[r].items.empty()) continue;
+      if (with_user && histories[r].user < 0)
+        SASREC_FAIL(Input, "a new user has no user vector, and this model was trained with model.user_embedding; "
+                    "recommend for new users with a model trained without it");
+      rows.push_back(r);
+      width = std::max<int64_t>(width, std::min<int64_t>(maxlen, histories[r].items.size()));
+    }
+    if (rows.empty()) continue;
+    const int64_t m = static_cast<int64_t>(rows.size());
+    auto seq = torch::zeros({m, width}, torch::kInt64);  // left-padded, the newest item in the last column
+    auto users = torch::zeros({m}, torch::kInt64);
+    int64_t* s = seq.data_ptr<int64_t>();
+    for (int64_t i = 0; i < m; ++i) {
+      const auto& items = histories[rows[i]].items;
+      const int64_t len = std::min<int64_t>(width, items.size());
+      const int64_t from = static_cast<int64_t>(items.size()) - len;
+      for (int64_t t = 0; t < len; ++t) s[i * width + width - len + t] = items[from + t];
+      users[i] = std::max<int64_t>(0, histories[rows[i]].user);
+    }
+    auto h = model->forward(seq.to(device), with_user ? users.to(device) : torch::Tensor()).select(1, width - 1);
+    out.index_copy_(0, torch::tensor(rows, torch::kInt64), h.to(torch::kCPU, torch::kFloat32));  // [m,D] rows
+  }
+  return out;
+}
+
+std::vector<ScoredItem> top_k(const float* scores, int64_t num_items, const std::vector<int32_t>& exclude, int k) {
+  std::vector<int32_t> skip(exclude);
+  std::sort(skip.begin(), skip.end());
+  size_t cursor = 0;
+  std::vector<ScoredItem> heap;  // the k best so far; heap.front() is the worst of them
+  heap.reserve(k);
+  for (int32_t i = 1; i <= num_items; ++i) {
+    while (cursor < skip.size() && skip[cursor] < i) ++cursor;
+    if (cursor < skip.size() && skip[cursor] == i) continue;
+    const ScoredItem c{i, scores[i]};
+    if (static_cast<int>(heap.size()) < k) {
+      heap.push_back(c);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (k > 0 && better(c, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = c;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
+  return heap;
+}
+
+std::vector<std::vector<ScoredItem>> recommend(SASRec& model, const std::vector<History>& histories, int k,
+                                               int64_t memory_mb) {
+  const int64_t n = static_cast<int64_t>(histories.size());
+  const int64_t num_items = model->options().num_items;
+  const torch::Tensor states = final_states(model, histories);  // [n,D]
+  torch::NoGradGuard no_grad;
+  const auto w = model->item_weight().to(torch::kCPU, torch::kFloat32);  // [I+1,D]
+  // One block of scores [rows, I+1] stays under memory_mb.
+  const int64_t rows = std::max<int64_t>(1, memory_mb * (1 << 20) / (4 * (num_items + 1)));
+  std::vector<std::vector<ScoredItem>> out(n);
+  for (int64_t r0 = 0; r0 < n; r0 += rows) {
+    const int64_t r1 = std::min(n, r0 + rows);
+    auto scores = states.slice(0, r0, r1).matmul(w.t()).contiguous();  // [r1-r0, I+1]
+    const float* p = scores.data_ptr<float>();
+    for (int64_t r = r0; r < r1; ++r)
+      out[r] = top_k(p + (r - r0) * (num_items + 1), num_items, histories[r].items, k);
+  }
+  return out;
+}
+
+std::unordered_map<std::string, int32_t> index_ids(const std::vector<std::string>& item_ids) {
+  std::unordered_map<std::string, int32_t> index;
+  index.reserve(item_ids.size());
+  for (size_t i = 1; i < item_ids.size(); ++i) index.emplace(item_ids[i], static_cast<int32_t>(i));
+  return index;
+}
+
+std::vector<ParsedSequence> parse_sequences(std::istream& in, const std::unordered_map<std::string, int32_t>& item_index) {
+  std::vector<ParsedSequence> out;
+  int64_t line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    line = trim(line);
+    if (line.empty() || line[0] == '#') continue;
+    for (char& c : line)
+      if (c == ',' || c == '\t') c = ' ';
+    std::istringstream tokens(line);
+    ParsedSequence seq;
+    seq.label = "new-" + std::to_string(line_no);
+    bool first = true;
+    for (std::string id; tokens >> id; first = false) {
+      if (first && id.size() > 1 && id.back() == ':') {
+        seq.label = id.substr(0, id.size() - 1);
+        continue;
+      }
+      auto it = item_index.find(id);
+      if (it == item_index.end())
+        seq.unknown.push_back(id);
+      else
+        seq.history.items.push_back(it->second);
+    }
+    out.push_back(std::move(seq));
+  }
+  return out;
+}
+
+RecommendFormat recommend_format(const std::string& format, const std::string& out_path) {
+  if (format == "csv") return RecommendFormat::Csv;
+  if (format == "jsonl") return RecommendFormat::Jsonl;
+  if (!format.empty()) SASREC_FAIL(Input, "unknown output format '", format, "'; use csv or jsonl");
+  const std::string ext = std::filesystem::path(out_path).extension().string();
+  return ext == ".jsonl" || ext == ".json" ? RecommendFormat::Jsonl : RecommendFormat::Csv;
+}
+
+void write_recommend_header(std::ostream& out, RecommendFormat format) {
+  if (format == RecommendFormat::Csv) out << "user_id,rank,item_id,score\n";
+}
+
+void write_recommendations(std::ostream& out, RecommendFormat format, const std::string& user,
+                           const std::vector<ScoredItem>& items, const std::vector<std::string>& item_ids) {
+  if (format == RecommendFormat::Jsonl) {
+    nlohmann::ordered_json ids = nlohmann::ordered_json::array(), scores = nlohmann::ordered_json::array();
+    for (const auto& s : items) ids.push_back(item_ids[s.item]), scores.push_back(s.score);
+    nlohmann::ordered_json line;  // keys in this order: user, items, scores
+    line["user"] = user;
+    line["items"] = std::move(ids);
+    line["scores"] = std::move(scores);
+    out << line.dump() << '\n';
+    return;
+  }
+  // CSV: ids with a comma or a quote are quoted (RFC 4180).
+  auto field = [](const std::string& s) {
+    if (s.find_first_of(",\"\n") == std::string::npos) return s;
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  };
+  char score[32];
+  for (size_t r = 0; r < items.size(); ++r) {
+    std::snprintf(score, sizeof(score), "%.6g", items[r].score);
+    out << field(user) << ',' << r + 1 << ',' << field(item_ids[items[r].item]) << ',' << score << '\n';
+  }
+}
+
+SASRec load_model_for_serving(const Config& config, const std::string& checkpoint) {
+  const int threads = config.train.threads > 0 ? config.train.threads
+                                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
+  const StoreInfo info = read_store_info(config.data.path);
+  SASRec model(SASRecOptions::from(config.model, info.num_items, info.num_users));
+  load_checkpoint(checkpoint, model, nullptr);
+  model->eval();
+  return model;
+}
+
+void export_embeddings(SASRec& model, const Interactions& data, const std::string& checkpoint,
+                       const std::string& out_path) {
+  const int64_t num_items = data.num_items(), num_users = data.num_users();
+  const int64_t hidden = model->options().hidden;
+  SASREC_CHECK(model->options().num_items == num_items, "model for ", model->options().num_items,
+               " items, store with ", num_items);
+  const std::string tmp = out_path + ".tmp-" + std::to_string(::getpid());
+  try {
+    H5Id file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+    if (file.id < 0)
+      SASREC_FAIL(Io, out_path, ": cannot create ", tmp, "; check that the folder exists and is writable");
+    for (const char* g : {"items", "users"}) {
+      H5Id group{H5Gcreate2(file.id, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+      SASREC_H5_CHECK(group.id, "create group ", g);
+    }
+    write_string_attr(file.id, "format", kExportFormat);
+    write_attr(file.id, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, kExportVersion);
+    write_attr(file.id, "hidden", H5T_STD_I64LE, H5T_NATIVE_INT64, hidden);
+    write_attr(file.id, "num_items", H5T_STD_I64LE, H5T_NATIVE_INT64, num_items);
+    write_attr(file.id, "num_users", H5T_STD_I64LE, H5T_NATIVE_INT64, num_users);
+    write_string_attr(file.id, "checkpoint", checkpoint);
+
+    write_strings(file.id, "/items/id", data.item_ids, 1);
+    {
+      H5Id ds{create_matrix(file.id, "/items/vector", num_items, hidden), H5Dclose};
+      torch::NoGradGuard no_grad;
+      write_rows(ds.id, 0, model->item_weight().slice(0, 1, num_items + 1));  // M[1..I]
+    }
+    write_strings(file.id, "/users/id", data.user_ids, 0);
+    H5Id ds{create_matrix(file.id, "/users/vector", num_users, hidden), H5Dclose};
+    for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
+      std::vector<History> histories;
+      for (int64_t u = u0; u < std::min(num_users, u0 + kUsersPerChunk); ++u)
+        histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
+                                                  data.items.begin() + data.offsets[u + 1]),
+                             u});
+      write_rows(ds.id, u0, final_states(model, histories));
+    }
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, out_path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    SASREC_FAIL(Io, "renaming ", tmp, " to ", out_path, " failed: ", ec.message());
+  }
+}
+
+int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log) {
+  if (request.topk < 1) SASREC_FAIL(Input, "--topk must be at least 1");
+  if (!request.all && request.users_file.empty() && request.sequences_file.empty())
+    SASREC_FAIL(Input, "nothing to recommend for: give --users FILE, --all or --sequences FILE (- for stdin)");
+  SASRec model = load_model_for_serving(config, request.checkpoint);
+  const std::vector<std::string> item_ids = read_item_ids(config.data.path);
+
+  std::ofstream file;
+  if (request.out != "-") {
+    file.open(request.out);
+    if (!file) SASREC_FAIL(Io, request.out, ": cannot write; check that the folder exists and is writable");
+  }
+  std::ostream& out = request.out == "-" ? std::cout : file;
+  const RecommendFormat format = recommend_format(request.format, request.out);
+  write_recommend_header(out, format);
+
+  int64_t written = 0;
+  auto emit = [&](const std::vector<std::string>& labels, const std::vector<History>& histories) {
+    const auto lists = recommend(model, histories, request.topk, config.eval.memory_mb);
+    for (size_t i = 0; i < lists.size(); ++i) write_recommendations(out, format, labels[i], lists[i], item_ids);
+    written += static_cast<int64_t>(lists.size());
+  };
+
+  if (request.all || !request.users_file.empty()) {
+    const Interactions data = read_store(config.data.path);
+    std::vector<int64_t> users;
+    if (request.all) {
+      for (int64_t u = 0; u < data.num_users(); ++u) users.push_back(u);
+    } else {
+      std::ifstream in(request.users_file);
+      if (!in) SASREC_FAIL(Input, request.users_file, ": cannot read the user list");
+      std::unordered_map<std::string, int64_t> user_index;
+      for (int64_t u = 0; u < data.num_users(); ++u) user_index.emplace(data.user_ids[u], u);
+      for (const auto& id : read_lines(in)) {
+        auto it = user_index.find(id);
+        if (it == user_index.end())
+          log << "recommend: unknown user id '" << id << "' skipped (not in " << config.data.path << ")\n";
+        else
+          users.push_back(it->second);
+      }
+    }
+    for (size_t c0 = 0; c0 < users.size(); c0 += kUsersPerChunk) {
+      std::vector<std::string> labels;
+      std::vector<History> histories;
+      for (size_t c = c0; c < std::min(users.size(), c0 + kUsersPerChunk); ++c) {
+        const int64_t u = users[c];
+        labels.push_back(data.user_ids[u]);
+        histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
+                                                  data.items.begin() + data.offsets[u + 1]),
+                             u});
+      }
+      emit(labels, histories);
+    }
+  }
+
+  if (!request.sequences_file.empty()) {
+    std::ifstream file_in;
+    if (request.sequences_file != "-") {
+      file_in.open(request.sequences_file);
+      if (!file_in) SASREC_FAIL(Input, request.sequences_file, ": cannot read the sequences");
+    }
+    std::istream& in = request.sequences_file == "-" ? std::cin : file_in;
+    const auto parsed = parse_sequences(in, index_ids(item_ids));
+    std::vector<std::string> labels;
+    std::vector<History> histories;
+    for (const auto& p : parsed) {
+      if (!p.unknown.empty()) {
+        log << "recommend: " << p.label << ": " << p.unknown.size() << " unknown item id(s) skipped:";
+        for (const auto& id : p.unknown) log << ' ' << id;
+        log << '\n';
+      }
+      if (p.history.items.empty()) {
+        log << "recommend: " << p.label << ": no known item, no recommendations\n";
+        continue;
+      }
+      labels.push_back(p.label);
+      histories.push_back(p.history);
+    }
+    emit(labels, histories);
+  }
+  out.flush();
+  if (!out) SASREC_FAIL(Io, request.out, ": writing the recommendations failed; check free disk space");
+  return written;
+}
+
+}  // namespace sasrec

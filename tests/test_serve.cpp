@@ -1,0 +1,288 @@
+// test_serve.cpp: recommend and export from a checkpoint (serve.h).
+// Expected lists come from a float64 brute force over the checkpoint's own
+// tensors, with every sequence padded to maxlen (the code under test trims
+// batches to their longest history); export rows are compared with the
+// tensors read back from the checkpoint file.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "sasrec/checkpoint.h"
+#include "sasrec/config.h"
+#include "sasrec/serve.h"
+#include "sasrec/store.h"
+#include "test_util.h"
+
+namespace sasrec {
+namespace {
+
+using test::TempDir;
+
+constexpr int64_t kItems = 30, kUsers = 7, kMaxlen = 6;
+
+// A store of 7 users over 30 items, ids "u<k>" and "item-<i>", histories
+// of 1 to 13 items (longer than maxlen for some), and a random-initialised
+// checkpoint for it.
+struct Fixture {
+  TempDir dir;
+  Interactions data;
+  std::string store = dir.file("s.h5"), ckpt = dir.file("c.pt");
+  Config config;
+
+  Fixture() {
+    for (int64_t i = 1; i <= kItems; ++i) data.item_ids.push_back("item-" + std::to_string(i));
+    for (int64_t u = 0; u < kUsers; ++u) {
+      const int64_t len = 1 + (u * 2) % 13;
+      for (int64_t t = 0; t < len; ++t) data.items.push_back(static_cast<int32_t>(1 + (u * 7 + t * 11) % kItems));
+      data.offsets.push_back(static_cast<int64_t>(data.items.size()));
+      data.user_ids.push_back("u" + std::to_string(u));
+    }
+    write_store(store, data);
+    config = parse_config("data:\n  path: " + store + "\nmodel:\n  hidden: 8\n  blocks: 2\n  heads: 2\n  maxlen: " +
+                              std::to_string(kMaxlen) + "\ntrain:\n  threads: 1\n",
+                          "<test>");
+    torch::manual_seed(7);
+    SASRec model(SASRecOptions::from(config.model, kItems, kUsers));
+    save_checkpoint(ckpt, model, nullptr, TrainState{});
+  }
+
+  std::vector<int32_t> history(int64_t u) const {
+    return {data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]};
+  }
+
+  // A request for k items a user, written to `out_name` in the fixture's folder.
+  RecommendRequest request(int k, const std::string& out_name) const {
+    RecommendRequest r;
+    r.checkpoint = ckpt;
+    r.topk = k;
+    r.out = dir.file(out_name);
+    return r;
+  }
+};
+
+torch::Tensor checkpoint_tensor(const std::string& path, const std::string& key) {
+  torch::serialize::InputArchive archive, model;
+  archive.load_from(path);
+  EXPECT_TRUE(archive.try_read("model", model));
+  torch::Tensor t;
+  EXPECT_TRUE(model.try_read(key, t)) << key;
+  return t;
+}
+
+// F at the last position of the last maxlen items, padded to the full maxlen: [D] float64.
+torch::Tensor reference_state(SASRec& model, const std::vector<int32_t>& items) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  auto seq = torch::zeros({1, kMaxlen}, torch::kInt64);
+  const int64_t len = std::min<int64_t>(kMaxlen, items.size());
+  for (int64_t t = 0; t < len; ++t) seq[0][kMaxlen - len + t] = items[items.size() - len + t];
+  return model->forward(seq)[0][kMaxlen - 1].to(torch::kFloat64);
+}
+
+// Every item but 0 and the history, by float64 score, best first: the first k.
+std::vector<int32_t> brute_force(const torch::Tensor& state, const torch::Tensor& table,
+                                 const std::vector<int32_t>& history, int k) {
+  const auto scores = table.to(torch::kFloat64).matmul(state);  // [I+1]
+  std::vector<std::pair<double, int32_t>> all;
+  for (int32_t i = 1; i <= kItems; ++i)
+    if (std::find(history.begin(), history.end(), i) == history.end()) all.push_back({-scores[i].item<double>(), i});
+  std::sort(all.begin(), all.end());
+  std::vector<int32_t> out;
+  for (int j = 0; j < k && j < static_cast<int>(all.size()); ++j) out.push_back(all[j].second);
+  return out;
+}
+
+TEST(Serve, TopKHandWorked) {
+  const float scores[] = {99.f, 0.5f, 0.9f, 0.1f, 0.9f, 0.3f};  // row 0 (padding) never counts
+  auto ids = [](const std::vector<ScoredItem>& v) {
+    std::vector<int32_t> o;
+    for (const auto& s : v) o.push_back(s.item);
+    return o;
+  };
+  EXPECT_EQ(ids(top_k(scores, 5, {2}, 3)), (std::vector<int32_t>{4, 1, 5}));
+  EXPECT_EQ(ids(top_k(scores, 5, {}, 2)), (std::vector<int32_t>{2, 4}));  // a tie: lower index first
+  EXPECT_EQ(ids(top_k(scores, 5, {1, 2, 3, 4}, 3)), (std::vector<int32_t>{5}));  // fewer left than k
+  EXPECT_FLOAT_EQ(top_k(scores, 5, {2}, 1)[0].score, 0.9f);
+}
+
+TEST(Serve, RecommendMatchesBruteForceAndExcludesHistory) {
+  Fixture f;
+  SASRec model = load_model_for_serving(f.config, f.ckpt);
+  const auto table = checkpoint_tensor(f.ckpt, "item.weight");
+  std::vector<History> histories;
+  for (int64_t u = 0; u < kUsers; ++u) histories.push_back({f.history(u), u});
+  const int k = 5;
+  const auto lists = recommend(model, histories, k);
+  ASSERT_EQ(lists.size(), static_cast<size_t>(kUsers));
+  for (int64_t u = 0; u < kUsers; ++u) {
+    std::vector<int32_t> got;
+    for (const auto& s : lists[u]) got.push_back(s.item);
+    EXPECT_EQ(got, brute_force(reference_state(model, f.history(u)), table, f.history(u), k)) << "user " << u;
+    const auto history = f.history(u);
+    for (int32_t i : got) EXPECT_EQ(std::count(history.begin(), history.end(), i), 0) << "history item " << i;
+  }
+}
+
+TEST(Serve, RecommendCsvByOriginalIds) {
+  Fixture f;
+  RecommendRequest req = f.request(4, "rec.csv");
+  req.all = true;
+  std::ostringstream log;
+  EXPECT_EQ(run_recommend(f.config, req, log), kUsers);
+  std::istringstream csv(test::read_text(req.out));
+  std::string line;
+  std::getline(csv, line);
+  EXPECT_EQ(line, "user_id,rank,item_id,score");
+  std::map<std::string, std::vector<std::string>> got;
+  while (std::getline(csv, line)) {
+    std::istringstream row(line);
+    std::string user, rank, item;
+    std::getline(row, user, ',');
+    std::getline(row, rank, ',');
+    std::getline(row, item, ',');
+    EXPECT_EQ(std::stoul(rank), got[user].size() + 1);
+    got[user].push_back(item);
+  }
+  ASSERT_EQ(got.size(), static_cast<size_t>(kUsers));
+  SASRec model = load_model_for_serving(f.config, f.ckpt);
+  const auto table = checkpoint_tensor(f.ckpt, "item.weight");
+  for (int64_t u = 0; u < kUsers; ++u) {
+    std::vector<std::string> want;
+    for (int32_t i : brute_force(reference_state(model, f.history(u)), table, f.history(u), 4))
+      want.push_back("item-" + std::to_string(i));
+    EXPECT_EQ(got["u" + std::to_string(u)], want);
+  }
+}
+
+TEST(Serve, UserListReportsUnknownUsers) {
+  Fixture f;
+  test::write_text(f.dir.file("users.txt"), "u3\nnobody\n\nu0\n");
+  RecommendRequest req = f.request(2, "rec.jsonl");
+  req.users_file = f.dir.file("users.txt");
+  std::ostringstream log;
+  EXPECT_EQ(run_recommend(f.config, req, log), 2);
+  EXPECT_NE(log.str().find("unknown user id 'nobody'"), std::string::npos) << log.str();
+  std::istringstream lines(test::read_text(req.out));
+  std::string line;
+  std::vector<std::string> users;
+  while (std::getline(lines, line)) users.push_back(nlohmann::json::parse(line)["user"].get<std::string>());
+  EXPECT_EQ(users, (std::vector<std::string>{"u3", "u0"}));  // in the order asked
+}
+
+TEST(Serve, NewUserSequencesReportUnknownItems) {
+  Fixture f;
+  const auto index = index_ids(read_item_ids(f.store));
+  std::istringstream in("# comment\nalice: item-3 nope item-5\n\nitem-2,ghost\tphantom\nghost\n");
+  const auto parsed = parse_sequences(in, index);
+  ASSERT_EQ(parsed.size(), 3u);
+  EXPECT_EQ(parsed[0].label, "alice");
+  EXPECT_EQ(parsed[0].history.items, (std::vector<int32_t>{3, 5}));
+  EXPECT_EQ(parsed[0].unknown, (std::vector<std::string>{"nope"}));
+  EXPECT_EQ(parsed[1].label, "new-4");
+  EXPECT_EQ(parsed[1].history.items, (std::vector<int32_t>{2}));
+  EXPECT_EQ(parsed[1].unknown, (std::vector<std::string>{"ghost", "phantom"}));
+  EXPECT_TRUE(parsed[2].history.items.empty());
+
+  // Through run_recommend: reported on the log, the known items served, nothing thrown.
+  test::write_text(f.dir.file("new.txt"), "alice: item-3 nope item-5\nghost\n");
+  RecommendRequest req = f.request(3, "rec.jsonl");
+  req.sequences_file = f.dir.file("new.txt");
+  std::ostringstream log;
+  EXPECT_EQ(run_recommend(f.config, req, log), 1);
+  EXPECT_NE(log.str().find("alice: 1 unknown item id(s) skipped: nope"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("new-2: no known item"), std::string::npos) << log.str();
+  const auto j = nlohmann::json::parse(test::read_text(req.out));
+  EXPECT_EQ(j["user"].get<std::string>(), "alice");
+  SASRec model = load_model_for_serving(f.config, f.ckpt);
+  std::vector<std::string> want;
+  for (int32_t i : brute_force(reference_state(model, {3, 5}), checkpoint_tensor(f.ckpt, "item.weight"), {3, 5}, 3))
+    want.push_back("item-" + std::to_string(i));
+  EXPECT_EQ(j["items"].get<std::vector<std::string>>(), want);
+}
+
+TEST(Serve, RecommendCommandLineReadsStdin) {
+  Fixture f;
+  test::write_text(f.dir.file("run.yaml"), to_yaml(f.config));
+  const auto r = test::run("printf 'item-1 item-2 zzz\\n' | " + std::string(SASREC_TRAINER) + " recommend " +
+                           f.dir.file("run.yaml") + " --checkpoint " + f.ckpt + " --sequences - --topk 2 --format jsonl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"user\":\"new-1\""), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("unknown item id(s) skipped: zzz"), std::string::npos) << r.output;
+}
+
+std::vector<std::string> read_h5_strings(hid_t file, const char* name) {
+  hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+  hid_t space = H5Dget_space(ds);
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  hid_t type = H5Tcopy(H5T_C_S1);
+  H5Tset_size(type, H5T_VARIABLE);
+  H5Tset_cset(type, H5T_CSET_UTF8);
+  std::vector<char*> raw(n, nullptr);
+  EXPECT_GE(H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()), 0) << name;
+  std::vector<std::string> out;
+  for (char* r : raw) out.push_back(r ? r : "<null>");
+  H5Dvlen_reclaim(type, space, H5P_DEFAULT, raw.data());
+  H5Tclose(type), H5Sclose(space), H5Dclose(ds);
+  return out;
+}
+
+torch::Tensor read_h5_matrix(hid_t file, const char* name) {
+  hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+  hid_t space = H5Dget_space(ds);
+  hsize_t dims[2] = {0, 0};
+  EXPECT_EQ(H5Sget_simple_extent_ndims(space), 2);
+  H5Sget_simple_extent_dims(space, dims, nullptr);
+  auto t = torch::empty({static_cast<int64_t>(dims[0]), static_cast<int64_t>(dims[1])}, torch::kFloat32);
+  EXPECT_GE(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>()), 0);
+  H5Sclose(space), H5Dclose(ds);
+  return t;
+}
+
+TEST(Serve, ExportFileContents) {
+  Fixture f;
+  test::write_text(f.dir.file("run.yaml"), to_yaml(f.config));
+  const std::string out = f.dir.file("emb.h5");
+  const auto r = test::run(std::string(SASREC_TRAINER) + " export " + f.dir.file("run.yaml") + " --checkpoint " +
+                           f.ckpt + " --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  hid_t file = H5Fopen(out.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  auto attr = [&](const char* name) {
+    int64_t v = -1;
+    hid_t a = H5Aopen(file, name, H5P_DEFAULT);
+    EXPECT_GE(H5Aread(a, H5T_NATIVE_INT64, &v), 0) << name;
+    H5Aclose(a);
+    return v;
+  };
+  EXPECT_EQ(attr("version"), kExportVersion);
+  EXPECT_EQ(attr("hidden"), 8);
+  EXPECT_EQ(attr("num_items"), kItems);
+  EXPECT_EQ(attr("num_users"), kUsers);
+
+  EXPECT_EQ(read_h5_strings(file, "/items/id"),
+            std::vector<std::string>(f.data.item_ids.begin() + 1, f.data.item_ids.end()));
+  EXPECT_EQ(read_h5_strings(file, "/users/id"), f.data.user_ids);
+  const auto item_vectors = read_h5_matrix(file, "/items/vector");  // [I,D]
+  const auto table = checkpoint_tensor(f.ckpt, "item.weight");      // [I+1,D]
+  ASSERT_EQ(item_vectors.size(0), kItems);
+  ASSERT_EQ(item_vectors.size(1), 8);
+  EXPECT_TRUE(torch::equal(item_vectors, table.slice(0, 1)));
+  const auto user_vectors = read_h5_matrix(file, "/users/vector");  // [U,D]
+  ASSERT_EQ(user_vectors.size(0), kUsers);
+  ASSERT_EQ(user_vectors.size(1), 8);
+  SASRec model = load_model_for_serving(f.config, f.ckpt);
+  for (int64_t u = 0; u < kUsers; ++u)
+    EXPECT_TRUE(torch::allclose(user_vectors[u].to(torch::kFloat64), reference_state(model, f.history(u)), 1e-5, 1e-5))
+        << "user " << u;
+  H5Fclose(file);
+}
+
+}  // namespace
+}  // namespace sasrec
