@@ -2,6 +2,7 @@
 #include "sasrec/metrics.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "sasrec/error.h"
 
@@ -34,8 +35,12 @@ std::map<std::string, double> RankMetrics::means() const {
   return m;
 }
 
-MetricsWriter::MetricsWriter(const std::string& path, bool append)
-    : out_(path, append ? std::ios::app : std::ios::trunc) {
+MetricsWriter::MetricsWriter(const std::string& path, bool append) {
+  // The folder of output.metrics is made as needed, as checkpoint.dir is.
+  const auto folder = std::filesystem::path(path).parent_path();
+  std::error_code ignored;  // a failure shows as the open failing, with the message below
+  if (!folder.empty()) std::filesystem::create_directories(folder, ignored);
+  out_.open(path, append ? std::ios::app : std::ios::trunc);
   if (!out_) SASREC_FAIL(Io, path, ": cannot open the metrics file for writing; check output.metrics and its folder");
 }
 

@@ -7,6 +7,8 @@
 
 #include "sasrec/comm.h"
 #include "sasrec/evaluator.h"
+#include "sasrec/metrics.h"
+#include "test_util.h"
 
 using namespace sasrec;
 
@@ -40,6 +42,17 @@ Shard make_shard(int64_t num_items = 40) {
 }
 
 }  // namespace
+
+TEST(MetricsWriter, MakesItsFolderAndWritesOneLinePerEvent) {
+  test::TempDir dir;
+  const std::string path = dir.file("runs/a/metrics.jsonl");
+  {
+    MetricsWriter w(path, /*append=*/false);
+    w.write({{"event", "x"}, {"n", 1}});
+  }
+  MetricsWriter(path, /*append=*/true).write({{"event", "y"}});
+  EXPECT_EQ(test::read_text(path), "{\"event\":\"x\",\"n\":1}\n{\"event\":\"y\"}\n");
+}
 
 TEST(Evaluator, FullRanksEqualBruteForce) {
   torch::manual_seed(7);
