@@ -83,8 +83,11 @@ TEST(Config, ValidateRefusesImpossibleValues) {
   check("model.dropout=1", "model.dropout");
   check("runtime.device=tpu", "runtime.device");
   check("checkpoint.resume=auto", "checkpoint.resume");
+  check("train.on_nonfinite=ignore", "train.on_nonfinite");
   Config missing = parse_config("data:\n  path: /no/such/file.h5\n", "r");
   EXPECT_NE(error_of([&] { missing.validate(); }).find("/no/such/file.h5"), std::string::npos);
+  Config folder = parse_config("", "r", {"data.path=" + dir.path().string()});
+  EXPECT_NE(error_of([&] { folder.validate(); }).find("a directory"), std::string::npos);
   Config ok = parse_config("", "r", {"data.path=" + data});
   EXPECT_NO_THROW(ok.validate());
 }
