@@ -4,6 +4,7 @@
 // popularity, and csv output converting (csv2h5) into the h5 output's sequences.
 #include <algorithm>
 #include <map>
+#include <regex>
 #include <set>
 
 #include "sasrec/error.h"
@@ -37,7 +38,13 @@ TEST(Synth, SameSeedSameBytesForAnyThreadCount) {
   const std::string a = test::read_text(dir.file("a.csv"));
   EXPECT_GT(a.size(), 1000u);
   EXPECT_EQ(a, test::read_text(dir.file("b.csv")));
-  EXPECT_EQ(test::read_text(dir.file("a.csv.oracle.json")), test::read_text(dir.file("b.csv.oracle.json")));
+  // The oracle files agree but for the time taken (a measurement, 0.01 vs 0.02 s under load).
+  auto without_seconds = [](const std::string& json) {
+    return std::regex_replace(json, std::regex("\"seconds\":[0-9.e+-]+"), "");
+  };
+  const std::string oracle = without_seconds(test::read_text(dir.file("a.csv.oracle.json")));
+  EXPECT_NE(oracle.find("\"oracle_hr10\""), std::string::npos) << oracle;
+  EXPECT_EQ(oracle, without_seconds(test::read_text(dir.file("b.csv.oracle.json"))));
 
   synth_generate(o, SynthFormat::H5, dir.file("a.h5"));
   o.threads = 1;
