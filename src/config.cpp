@@ -174,6 +174,7 @@ const std::vector<Field>& fields() {
       field("train", "seed", &Config::train, &TrainConfig::seed),
       field("train", "max_steps", &Config::train, &TrainConfig::max_steps),
       field("train", "threads", &Config::train, &TrainConfig::threads),
+      field("train", "on_nonfinite", &Config::train, &TrainConfig::on_nonfinite),
       field("eval", "every", &Config::eval, &EvalConfig::every),
       field("eval", "protocols", &Config::eval, &EvalConfig::protocols),
       field("eval", "ks", &Config::eval, &EvalConfig::ks),
@@ -320,6 +321,8 @@ void Config::validate() const {
   require(!data.path.empty(), "data.path", "is empty: set it to the HDF5 file written by csv2h5");
   require(std::filesystem::exists(data.path), "data.path",
           "names '" + data.path + "', which does not exist: convert your log with csv2h5 first");
+  require(!std::filesystem::is_directory(data.path), "data.path",
+          "names '" + data.path + "', a directory: give the .h5 file written by csv2h5");
   require(data.sampler_threads >= 1, "data.sampler_threads", "must be >= 1");
   require(data.prefetch >= 1, "data.prefetch", "must be >= 1");
   require(data.length_buckets >= 0, "data.length_buckets", "must be >= 0 (0: off)");
@@ -339,6 +342,8 @@ void Config::validate() const {
   require(train.negatives >= 1, "train.negatives", "must be >= 1");
   require(train.max_steps >= 0, "train.max_steps", "must be >= 0 (0: no limit)");
   require(train.threads >= 0, "train.threads", "must be >= 0 (0: all cores)");
+  require(train.on_nonfinite == "stop" || train.on_nonfinite == "skip", "train.on_nonfinite",
+          "must be stop or skip, got '" + train.on_nonfinite + "'");
   require(eval.every >= 0, "eval.every", "must be >= 0 (0: only after the last epoch)");
   require(!eval.protocols.empty(), "eval.protocols", "is empty: use [full], [sampled] or [full, sampled]");
   for (const auto& p : eval.protocols)

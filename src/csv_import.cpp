@@ -27,6 +27,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <deque>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -629,7 +630,10 @@ class CsvSplitter {
  private:
   char delim_;
   bool used_scratch_ = false;
-  std::vector<std::string> scratch_;
+  // Unquoted fields; a deque, so growing it keeps earlier fields where
+  // they are (a vector moved them, and short strings with them: the views
+  // handed out dangled; found by tools/fuzz.sh).
+  std::deque<std::string> scratch_;
 };
 
 std::string normalize(std::string_view name) {

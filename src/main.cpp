@@ -52,8 +52,9 @@ int run(const std::string& mode, const std::string& config_path, const std::vect
   try {
     sasrec::Trainer trainer(config, *comm);
     if (mode == "train") {
-      trainer.fit();
-      return sasrec::kExitOk;
+      const sasrec::TrainSummary summary = trainer.fit();
+      // Interrupted (SIGTERM / SIGINT): the checkpoint is written; a distinct exit status says so.
+      return summary.interrupted_by ? sasrec::kExitInterrupted : sasrec::kExitOk;
     }
     trainer.load_model(checkpoint);
     for (const char* split : {"valid", "test"}) {

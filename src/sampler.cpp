@@ -45,10 +45,11 @@ void Sampler::stop() {
   stopping_ = false;
 }
 
-void Sampler::start_epoch(int64_t epoch) {
+void Sampler::start_epoch(int64_t epoch, int64_t first) {
+  SASREC_CHECK(first >= 0 && first <= steps_, "batch ", first, " of an epoch of ", steps_);
   stop();
   epoch_ = epoch;
-  next_index_ = 0;
+  first_ = next_index_ = first;
   order_ = data_.trainable_users();
   Rng rng(mix_seed({opt_.seed, static_cast<uint64_t>(opt_.rank), static_cast<uint64_t>(epoch), 0x0eull}));
   auto shuffle = [&rng](auto& v) {  // Fisher-Yates
@@ -74,7 +75,9 @@ void Sampler::start_epoch(int64_t epoch) {
 
 void Sampler::work(int worker) {
   Queue& q = *queues_[worker];
-  for (int64_t b = worker; b < steps_; b += opt_.threads) {
+  // Batches b with b % threads == worker, from the epoch's first batch on (next() reads them so).
+  const int64_t T = opt_.threads;
+  for (int64_t b = first_ + ((worker - first_) % T + T) % T; b < steps_; b += T) {
     Batch batch = build(epoch_, b);
     std::unique_lock<std::mutex> lock(q.mu);
     q.cv.wait(lock, [&] { return stopping_ || static_cast<int>(q.items.size()) < opt_.prefetch; });

@@ -1,8 +1,12 @@
 // trainer.cpp: the training loop (see trainer.h for the phases).
 #include "sasrec/trainer.h"
 
+#include <unistd.h>
+
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <limits>
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
@@ -18,6 +22,7 @@
 #include "sasrec/optimizer.h"
 #include "sasrec/progress.h"
 #include "sasrec/rng.h"
+#include "sasrec/step_guard.h"
 
 namespace sasrec {
 namespace {
@@ -85,9 +90,9 @@ Trainer::Trainer(Config config, Communicator& comm)
   evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
   if (comm_.world_size() > 1)
     for (const auto& p : model_->parameters()) bytes_reduced_ += p.numel() * p.element_size();
-  // Fault injection for the tests of failure handling: SASREC_INJECT_FAULT=RANK:STEP.
-  if (const char* fault = std::getenv("SASREC_INJECT_FAULT"))
-    if (std::sscanf(fault, "%d:%lld", &fault_rank_, &fault_step_) != 2) fault_rank_ = -1;
+  if (comm_.world_size() > 1) bytes_reduced_ += 2 * sizeof(float);  // the bucket's two flags
+  // Fault injection for the tests of failure handling (fault.h).
+  fault_ = FaultPlan::parse(std::getenv("SASREC_INJECT_FAULT"));
 }
 
 void Trainer::broadcast_parameters() {
@@ -100,14 +105,17 @@ void Trainer::broadcast_parameters() {
   }
 }
 
-void Trainer::reduce_gradients() {
-  if (comm_.world_size() == 1) return;
-  // One flat bucket: a single all-reduce per step, not one per tensor.
+std::pair<double, double> Trainer::reduce_gradients(bool loss_bad, bool stop_requested) {
+  if (comm_.world_size() == 1) return {loss_bad ? 1.0 : 0.0, stop_requested ? 1.0 : 0.0};
+  // One flat bucket: a single all-reduce per step, not one per tensor; two
+  // flags ride along so that every rank takes the same decisions.
   std::vector<torch::Tensor> grads;
   for (auto& p : model_->parameters()) {
     if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
     grads.push_back(p.grad().view(-1));
   }
+  const auto options = grads.front().options();
+  grads.push_back(torch::tensor({loss_bad ? 1.0f : 0.0f, stop_requested ? 1.0f : 0.0f}).to(options.device()));
   auto flat = torch::cat(grads);
   comm_.allreduce_sum(flat);
   int64_t offset = 0;
@@ -116,9 +124,20 @@ void Trainer::reduce_gradients() {
     p.mutable_grad().view(-1).copy_(flat.slice(0, offset, offset + n));
     offset += n;
   }
+  auto flags = flat.slice(0, offset, offset + 2).to(torch::kCPU, torch::kFloat64);
+  return {flags[0].item<double>(), flags[1].item<double>()};
 }
 
-double Trainer::train_step(const Batch& batch) {
+std::string Trainer::nonfinite_gradient() const {
+  for (const auto& p : model_->named_parameters()) {
+    const auto& g = p.value().grad();
+    if (g.defined() && !torch::isfinite(g).all().item<bool>()) return p.key();
+  }
+  return "";
+}
+
+Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool stop_requested) {
+  StepOutcome out;
   auto t = Clock::now();
   const int64_t global_targets = comm_.allreduce_sum(batch.targets);
   for (auto& p : model_->parameters()) p.mutable_grad().reset();  // backward allocates them: no zero fill
@@ -141,6 +160,7 @@ double Trainer::train_step(const Batch& batch) {
       auto features = model_->forward_packed(packed, on_device(batch.users));  // [N,D]
       sum = loss_sum_rows(config_.train.loss, features, model_->item_weight(), pick(batch.pos), pick(batch.neg),
                           batch.shared.defined() ? on_device(batch.shared) : batch.shared);
+      if (fault_.due(FaultKind::Nan, comm_.rank(), step)) sum = sum * std::numeric_limits<double>::quiet_NaN();
     }
     t_forward_ += since(t);
     t = Clock::now();
@@ -152,11 +172,31 @@ double Trainer::train_step(const Batch& batch) {
     t_backward_ += since(t);
   }
   t = Clock::now();
+  std::pair<double, double> flags;
   {
     RECORD_USER_SCOPE("phase::reduce");
-    reduce_gradients();
+    flags = reduce_gradients(!std::isfinite(loss_sum_value), stop_requested);
   }
   t_reduce_ += since(t);
+  out.stop_requested = flags.second > 0;
+  // Non-finite loss or gradients: the reduced gradients and flags are the same on every rank.
+  std::string bad = flags.first > 0 ? std::string("the loss") : std::string();
+  if (bad.empty() && global_targets > 0) {
+    const std::string name = nonfinite_gradient();
+    if (!name.empty()) bad = "the gradient of '" + name + "'";
+  }
+  if (!bad.empty()) {
+    const std::string what = detail::cat("step ", step, " (epoch ", batch.epoch, ", batch ", batch.index, "): ", bad,
+                                         " is not finite (NaN or Inf)");
+    if (config_.train.on_nonfinite == "stop")
+      SASREC_FAIL(Check, what, "; stopped without updating the parameters (train.on_nonfinite: stop), the last "
+                  "checkpoint is kept. Lower train.lr, check the data, or set train.on_nonfinite: skip");
+    log_line(comm_.is_root(), what + "; step skipped (train.on_nonfinite: skip)");
+    metrics_.write({{"event", "nonfinite"}, {"step", step}, {"epoch", batch.epoch}, {"batch", batch.index},
+                    {"tensor", bad}, {"action", "skip"}});
+    out.skipped = true;
+    return out;
+  }
   t = Clock::now();
   if (global_targets > 0) {
     RECORD_USER_SCOPE("phase::step");
@@ -164,7 +204,8 @@ double Trainer::train_step(const Batch& batch) {
     model_->zero_padding();
   }
   t_step_ += since(t);
-  return loss_sum_value;
+  out.loss_sum = loss_sum_value;
+  return out;
 }
 
 std::vector<double> parameter_checksum(SASRec& model) {
@@ -193,7 +234,30 @@ std::string Trainer::resume_path() const {
   if (resume == "none") return "";
   if (resume != "auto") return resume;
   if (!std::filesystem::exists(config_.checkpoint.dir)) return "";
-  return CheckpointDir(config_.checkpoint.dir, config_.checkpoint.keep).latest();
+  // The newest intact checkpoint: a corrupt one (checksum, truncation) is
+  // passed over, saying so, for the one before it.
+  const auto all = CheckpointDir(config_.checkpoint.dir, config_.checkpoint.keep).list();
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const std::string problem = checkpoint_problem(*it);
+    if (problem.empty()) return *it;
+    log_line(comm_.is_root(), detail::cat("checkpoint.resume auto: skipping ", *it, " (", problem, "); ",
+                                          it + 1 != all.rend() ? "falling back to the previous one" : "no older one"));
+  }
+  if (!all.empty())
+    SASREC_FAIL(Io, "checkpoint.resume is auto but no checkpoint in ", config_.checkpoint.dir,
+                " is intact; move the folder away to start afresh, or set checkpoint.resume to a file");
+  return "";
+}
+
+void Trainer::inject_step_fault(int64_t step) {
+  if (fault_.rank != comm_.rank() || fault_.step != step) return;
+  switch (fault_.kind) {
+    case FaultKind::Throw: SASREC_FAIL(Check, "injected fault at step ", step, " (SASREC_INJECT_FAULT)");
+    case FaultKind::Exit: ::_exit(kExitFailure);  // a rank dying without a word
+    case FaultKind::Kill: std::raise(SIGKILL); break;
+    case FaultKind::Sigterm: std::raise(SIGTERM); break;
+    default: break;  // nan and the checkpoint kinds act elsewhere
+  }
 }
 
 void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
@@ -215,6 +279,7 @@ void Trainer::load_model(const std::string& checkpoint) { load_checkpoint(checkp
 
 TrainSummary Trainer::fit() {
   const bool root = comm_.is_root();
+  const StepGuard guard;  // SIGTERM / SIGINT: finish the step, checkpoint, return
   TrainSummary summary;
   TrainState state;
   state.config_yaml = to_yaml(config_);
@@ -224,12 +289,30 @@ TrainSummary Trainer::fit() {
     TrainState loaded = load_checkpoint(resume, model_, optimizer_.get());
     state.epoch = loaded.epoch;
     state.step = loaded.step;
-    log_line(root, detail::cat("resumed from ", resume, " after epoch ", state.epoch, ", step ", state.step));
+    state.batch = loaded.batch;
+    state.dropout_calls = loaded.dropout_calls;
+    SASREC_CHECK(state.batch < steps_per_epoch_, resume, ": resumes at batch ", state.batch, " of an epoch of ",
+                 steps_per_epoch_, " steps; it was written with another train.batch_size or rank count");
+    log_line(root, detail::cat("resumed from ", resume, " after epoch ", state.epoch, ", step ", state.step,
+                               state.batch ? detail::cat(" (batch ", state.batch, " of epoch ", state.epoch + 1, ")")
+                                           : std::string()));
   }
   if (root) metrics_ = MetricsWriter(config_.output.metrics, /*append=*/!resume.empty());
   std::unique_ptr<CheckpointDir> checkpoints;
-  if (!config_.checkpoint.dir.empty() && root)
+  if (!config_.checkpoint.dir.empty() && root) {
     checkpoints = std::make_unique<CheckpointDir>(config_.checkpoint.dir, config_.checkpoint.keep);
+    if (const int stale = checkpoints->remove_stale_temporaries())
+      log_line(root, detail::cat("removed ", stale, " unfinished checkpoint file(s) of a killed run from ",
+                                 config_.checkpoint.dir));
+  }
+  // Rank 0 writes; the checkpoint kinds of SASREC_INJECT_FAULT apply to its writes.
+  auto save = [&](const TrainState& s) {
+    FaultKind inject = FaultKind::None;
+    for (FaultKind k : {FaultKind::CkptKill, FaultKind::CkptEnospc})
+      if (fault_.due(k, comm_.rank(), s.step)) inject = k;
+    summary.checkpoint = checkpoints->save(model_, optimizer_.get(), s, inject);
+    metrics_.write({{"event", "checkpoint"}, {"epoch", s.epoch}, {"step", s.step}, {"path", summary.checkpoint}});
+  };
 
   int64_t params = 0;
   for (const auto& p : model_->parameters()) params += p.numel();
@@ -270,18 +353,23 @@ TrainSummary Trainer::fit() {
   double best_score = -1;
   bool stop = max_steps > 0 && state.step >= max_steps;
   for (int64_t epoch = state.epoch + 1; epoch <= config_.train.epochs && !stop; ++epoch) {
-    // Dropout's stream is a function of (seed, rank, epoch): a resumed run draws the same masks.
+    // Dropout's stream is a function of (seed, rank, epoch) and its call
+    // count, batches of (seed, rank, epoch, batch): a resumed run, even one
+    // resumed inside an epoch, draws the same masks and batches.
+    const int64_t first = state.batch;
     const uint64_t dropout_key =
         mix_seed({config_.train.seed, static_cast<uint64_t>(comm_.rank()), static_cast<uint64_t>(epoch), 0xd0ull});
-    model_->reseed_dropout(dropout_key);
-    torch::manual_seed(dropout_key);  // libtorch's own dropout on CUDA
+    model_->reseed_dropout(dropout_key, first > 0 ? state.dropout_calls : 0);
+    torch::manual_seed(dropout_key);  // libtorch's own dropout on CUDA (a resume inside an epoch is exact on CPU only)
     model_->train();
-    sampler.start_epoch(epoch);
+    sampler.start_epoch(epoch, first);
+    state.batch = 0;
     t_sample_ = t_forward_ = t_backward_ = t_reduce_ = t_step_ = 0;
     const auto epoch_start = Clock::now();
     double loss_sum_total = 0;
     int64_t targets = 0, sequences = 0, steps = 0;
-    for (int64_t s = 0; s < steps_per_epoch_; ++s) {
+    int stop_signal = 0;  // the step guard's request, once every rank knows of it
+    for (int64_t s = first; s < steps_per_epoch_; ++s) {
       // output.profile: a Chrome trace of steps kProfileFirst..kProfileLast, op by op.
       if (root && !config_.output.profile.empty() && state.step + 1 == kProfileFirst)
         profile = std::make_unique<torch::autograd::profiler::RecordProfile>(config_.output.profile);
@@ -292,21 +380,22 @@ TrainSummary Trainer::fit() {
         batch = sampler.next();
       }
       t_sample_ += since(t);
-      loss_sum_total += train_step(batch);
+      const StepOutcome outcome = train_step(batch, state.step + 1, guard.requested() != 0);
+      if (outcome.skipped) ++summary.skipped_steps;
+      loss_sum_total += outcome.loss_sum;
       if (profile && state.step + 1 == kProfileLast) {
         profile.reset();  // writes the trace
         progress.clear();
         log_line(root, "wrote the profile of steps " + std::to_string(kProfileFirst) + "-" +
                            std::to_string(kProfileLast) + " to " + config_.output.profile);
       }
-      targets += batch.targets;
+      if (!outcome.skipped) targets += batch.targets;
       sequences += batch.seq.size(0);
       ++steps;
       ++state.step;
       if (config_.runtime.check_replicas > 0 && state.step % config_.runtime.check_replicas == 0)
         check_replicas(state.step);
-      if (fault_rank_ == comm_.rank() && state.step == fault_step_)
-        SASREC_FAIL(Check, "injected fault at step ", state.step, " (SASREC_INJECT_FAULT)");
+      inject_step_fault(state.step);
       if (root) {
         const double elapsed = since(epoch_start);
         ProgressState ps;
@@ -315,10 +404,36 @@ TrainSummary Trainer::fit() {
         ps.seqs_per_s = static_cast<double>(sequences * comm_.world_size()) / std::max(1e-9, elapsed);
         progress.update(ps, elapsed, std::max<int64_t>(0, run_steps - state.step));
       }
+      // One rank: the guard is read here. Several: its flag travelled in this
+      // step's gradient bucket, so every rank stops after the same step.
+      const bool stop_now = comm_.world_size() == 1 ? guard.requested() != 0 : outcome.stop_requested;
+      if (stop_now) {
+        stop_signal = guard.requested() ? guard.requested() : SIGTERM;
+        state.batch = s + 1;
+        break;
+      }
       if (max_steps > 0 && state.step >= max_steps) {
         stop = true;
         break;
       }
+    }
+    if (stop_signal) {  // interrupted: checkpoint where we are and return
+      progress.clear();
+      if (state.batch == steps_per_epoch_) state.epoch = epoch, state.batch = 0;
+      state.dropout_calls = model_->dropout_calls();
+      summary.interrupted_by = stop_signal;
+      summary.epochs = state.epoch;
+      summary.steps = state.step;
+      if (checkpoints) save(state);
+      metrics_.write({{"event", "interrupted"}, {"signal", StepGuard::signal_name(stop_signal)},
+                      {"step", state.step}, {"checkpoint", summary.checkpoint}});
+      log_line(root, detail::cat("interrupted by ", StepGuard::signal_name(stop_signal), " after step ", state.step,
+                                 summary.checkpoint.empty() ? "; no checkpoint.dir, nothing saved"
+                                                            : "; checkpoint " + summary.checkpoint +
+                                                                  " written, resume with checkpoint.resume: auto"));
+      comm_.barrier();  // no rank leaves (and ends the job) before rank 0 has written
+      summary.seconds = since(start);
+      return summary;
     }
     const double seconds = since(epoch_start);
     progress.clear();
@@ -356,10 +471,7 @@ TrainSummary Trainer::fit() {
       summary.last = valid;
       summary.last.insert(summary.last.end(), test.begin(), test.end());
     }
-    if (checkpoints && (last || epoch % config_.checkpoint.every == 0)) {
-      const std::string path = checkpoints->save(model_, optimizer_.get(), state);
-      metrics_.write({{"event", "checkpoint"}, {"epoch", epoch}, {"path", path}});
-    }
+    if (checkpoints && (last || epoch % config_.checkpoint.every == 0)) save(state);
   }
   summary.steps = state.step;
   summary.seconds = since(start);

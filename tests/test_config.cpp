@@ -84,8 +84,11 @@ TEST(Config, ValidateRefusesImpossibleValues) {
   check("runtime.device=tpu", "runtime.device");
   check("checkpoint.resume=auto", "checkpoint.resume");
   check("output.progress=fancy", "output.progress");
+  check("train.on_nonfinite=ignore", "train.on_nonfinite");
   Config missing = parse_config("data:\n  path: /no/such/file.h5\n", "r");
   EXPECT_NE(error_of([&] { missing.validate(); }).find("/no/such/file.h5"), std::string::npos);
+  Config folder = parse_config("", "r", {"data.path=" + dir.path().string()});
+  EXPECT_NE(error_of([&] { folder.validate(); }).find("a directory"), std::string::npos);
   Config ok = parse_config("", "r", {"data.path=" + data});
   EXPECT_NO_THROW(ok.validate());
 }

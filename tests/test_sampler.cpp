@@ -202,3 +202,32 @@ TEST(Sampler, LengthBucketsKeepEveryUserOnceAndCutPadding) {
   EXPECT_EQ(bucketed, want);
   EXPECT_LT(pad_bucketed, pad_plain / 3) << pad_plain << " vs " << pad_bucketed;
 }
+
+TEST(Sampler, StartingInsideAnEpochGivesTheRemainingBatches) {
+  // A run resumed at batch k of an epoch must see exactly batches k.. of
+  // the uninterrupted epoch, whatever the thread count.
+  SplitData d(random_shard(500, 200, 7));
+  SamplerOptions o;
+  o.batch_size = 32;
+  o.seed = 13;
+  o.prefetch = 2;
+  o.threads = 3;
+  Sampler whole(d, o);
+  whole.start_epoch(2);
+  std::vector<Batch> all;
+  for (int64_t i = 0; i < whole.steps_per_epoch(); ++i) all.push_back(whole.next());
+  ASSERT_GT(all.size(), 5u);
+  for (int threads : {1, 3, 4}) {
+    for (int64_t first : {int64_t{1}, int64_t{4}, static_cast<int64_t>(all.size()) - 1}) {
+      o.threads = threads;
+      Sampler part(d, o);
+      part.start_epoch(2, first);
+      for (int64_t i = first; i < part.steps_per_epoch(); ++i) {
+        Batch b = part.next();
+        EXPECT_EQ(b.index, i) << threads << " threads from " << first;
+        EXPECT_TRUE(torch::equal(b.users, all[i].users)) << threads << " threads, batch " << i;
+        EXPECT_TRUE(torch::equal(b.neg, all[i].neg)) << threads << " threads, batch " << i;
+      }
+    }
+  }
+}

@@ -297,6 +297,15 @@ TEST_F(CorruptStore, NonMonotoneOffsets) {
   expect_error([&] { load_shard(path_, 0, 2); }, {path_, where});
 }
 
+TEST_F(CorruptStore, OffsetsPastTheEnd) {
+  std::vector<int64_t> off = data_.offsets;
+  off.back() += 5;  // the last user runs past the interactions
+  rewrite_dataset("/users/offsets", H5T_NATIVE_INT64, off.data());
+  const std::string where = "/users/offsets[" + std::to_string(off.size() - 1) + "]";
+  expect_error([&] { read_store(path_); }, {path_, where, "expected num_interactions"});
+  expect_error([&] { load_shard(path_, 1, 2); }, {path_, where});
+}
+
 TEST_F(CorruptStore, ItemOutOfRange) {
   std::vector<int32_t> items = data_.items;
   ASSERT_GT(items.size(), 5u);

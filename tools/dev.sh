@@ -4,6 +4,9 @@
 #   bash tools/dev.sh quickstart   install deps, build, synthetic data -> csv2h5 -> train -> metrics
 #   bash tools/dev.sh test         install deps, build, run the whole test suite (what CI runs)
 #   bash tools/dev.sh build        install deps and build only
+#   bash tools/dev.sh sanitize     unit tests under AddressSanitizer + UBSan (build-asan/),
+#                                  sampler tests under ThreadSanitizer (build-tsan/)
+#   bash tools/dev.sh fuzz [SECS]  libFuzzer on the csv2h5 readers (tools/fuzz.sh; needs clang)
 #
 # Idempotent: packages already installed are not touched, and the build
 # folder (build/, or $SASREC_BUILD_DIR) is reused.
@@ -40,6 +43,29 @@ build() {
 # threads) on a small or shared machine; passive waiting costs nothing here.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
+# Sanitizer builds in their own folders (RelWithDebInfo for readable reports).
+# Third-party libraries (libtorch, OpenMPI, HDF5) are not instrumented; their
+# leaks at exit are not ours, so LeakSanitizer is off. Any report fails the run.
+sanitize() {
+  local start=$SECONDS
+  local unit_tests=(test_store test_csv2h5 test_synth test_config test_model test_kernels test_sampler test_metrics
+                    test_step_guard)
+  cmake -S "$ROOT" -B "$ROOT/build-asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSASREC_SANITIZE=address \
+    -DSASREC_WERROR=ON >/dev/null
+  cmake --build "$ROOT/build-asan" -j"$(nproc)" --target "${unit_tests[@]}"
+  (cd "$ROOT/build-asan" &&
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L unit)
+  echo "== ASan+UBSan unit tests passed ($((SECONDS - start)) s so far)"
+  cmake -S "$ROOT" -B "$ROOT/build-tsan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSASREC_SANITIZE=thread \
+    -DSASREC_WERROR=ON >/dev/null
+  cmake --build "$ROOT/build-tsan" -j"$(nproc)" --target test_sampler
+  # setarch -R: TSan's shadow memory needs the kernel's address randomization off on recent kernels.
+  (cd "$ROOT/build-tsan" && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    setarch "$(uname -m)" -R ./tests/test_sampler)
+  echo "== sanitizers: all clean in $((SECONDS - start)) s"
+}
+
 run_tests() {
   cd "$BUILD"
   ctest --output-on-failure --timeout 900 "$@"
@@ -63,5 +89,7 @@ case "${1:-}" in
   build) deps; build ;;
   test) shift; deps; build; run_tests "$@" ;;
   quickstart) deps; build; quickstart ;;
-  *) echo "usage: bash tools/dev.sh quickstart|test|build|deps" >&2; exit 2 ;;
+  sanitize) deps; sanitize ;;
+  fuzz) shift; bash "$ROOT/tools/fuzz.sh" "$@" ;;
+  *) echo "usage: bash tools/dev.sh quickstart|test|build|deps|sanitize|fuzz" >&2; exit 2 ;;
 esac

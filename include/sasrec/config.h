@@ -45,6 +45,7 @@ struct TrainConfig {
   uint64_t seed = 42;
   int64_t max_steps = 0;     // 0: no limit (stop after this many steps in total)
   int threads = 0;           // intra-op threads for the model; 0: all cores
+  std::string on_nonfinite = "stop";  // NaN/Inf loss or gradient: stop (error, last checkpoint kept) | skip the step
 };
 
 struct EvalConfig {

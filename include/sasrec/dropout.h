@@ -21,11 +21,13 @@ namespace sasrec {
 // A stream of dropout masks: reseed it (e.g. per epoch) for reproducible runs.
 class DropoutStream {
  public:
-  void reseed(uint64_t key) {
+  // `calls`: masks already drawn from this key (an interrupted epoch resumed).
+  void reseed(uint64_t key, uint64_t calls = 0) {
     key_ = key;
-    calls_ = 0;
+    calls_ = calls;
   }
   uint64_t next_key();
+  uint64_t calls() const { return calls_; }
 
  private:
   uint64_t key_ = 0x1234;

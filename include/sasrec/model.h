@@ -112,7 +112,9 @@ class SASRecImpl : public torch::nn::Module {
   // Re-zeroes M[0] (after an optimizer step).
   void zero_padding();
   // Restarts the dropout mask stream (the trainer does it every epoch).
-  void reseed_dropout(uint64_t key) { dropout_stream_->reseed(key); }
+  // `calls`: masks already drawn from this key (resuming inside an epoch).
+  void reseed_dropout(uint64_t key, uint64_t calls = 0) { dropout_stream_->reseed(key, calls); }
+  uint64_t dropout_calls() const { return dropout_stream_->calls(); }
 
  private:
   SASRecOptions options_;

@@ -69,8 +69,9 @@ class Sampler {
   Sampler& operator=(const Sampler&) = delete;
 
   int64_t steps_per_epoch() const { return steps_; }
-  // Starts building epoch `epoch` (stopping any epoch in flight).
-  void start_epoch(int64_t epoch);
+  // Starts building epoch `epoch` from batch `first` on (stopping any epoch
+  // in flight); first > 0 resumes an interrupted epoch exactly.
+  void start_epoch(int64_t epoch, int64_t first = 0);
   // The next batch of the current epoch; blocks until it is built.
   Batch next();
 
@@ -91,6 +92,7 @@ class Sampler {
   int64_t steps_ = 0;
   int64_t epoch_ = -1;
   int64_t next_index_ = 0;
+  int64_t first_ = 0;           // the epoch's first batch (read by the workers)
   std::vector<int64_t> order_;  // this epoch's user order (local indices)
   std::vector<int64_t> slot_;   // batch index -> run of order_ it takes
   std::vector<std::unique_ptr<Queue>> queues_;

@@ -21,6 +21,7 @@
 #include "sasrec/config.h"
 #include "sasrec/dataset.h"
 #include "sasrec/evaluator.h"
+#include "sasrec/fault.h"
 #include "sasrec/metrics.h"
 #include "sasrec/model.h"
 #include "sasrec/sampler.h"
@@ -35,6 +36,9 @@ struct TrainSummary {
   std::vector<EvalResult> best_valid;   // at best_epoch
   std::vector<EvalResult> best_test;    // at best_epoch
   std::vector<EvalResult> last;         // the last evaluation (valid then test)
+  int interrupted_by = 0;               // SIGTERM / SIGINT that stopped the run after a checkpoint; 0: ran to the end
+  std::string checkpoint;               // the last checkpoint written, "" if none
+  int64_t skipped_steps = 0;            // steps skipped for non-finite gradients (train.on_nonfinite: skip)
 };
 
 class Trainer {
@@ -42,7 +46,9 @@ class Trainer {
   Trainer(Config config, Communicator& comm);
 
   // Trains for train.epochs (or until train.max_steps), resuming when the
-  // config says so; evaluates and checkpoints as configured.
+  // config says so; evaluates and checkpoints as configured. A SIGTERM or
+  // SIGINT (step_guard.h) ends the run after the step in flight, with a
+  // checkpoint that resumes exactly (summary.interrupted_by says which).
   TrainSummary fit();
   // Loads a checkpoint's parameters (no optimizer state) for evaluation.
   void load_model(const std::string& checkpoint);
@@ -54,12 +60,23 @@ class Trainer {
   torch::Device device() const { return device_; }
 
  private:
-  // One optimizer step on `batch`; returns the batch's loss SUM (not mean).
-  double train_step(const Batch& batch);
-  void reduce_gradients();
+  struct StepOutcome {
+    double loss_sum = 0;         // the batch's loss SUM (not mean)
+    bool skipped = false;        // non-finite, train.on_nonfinite: skip
+    bool stop_requested = false; // some rank got SIGTERM/SIGINT (every rank agrees)
+  };
+  // One optimizer step on `batch`, global step number `step`.
+  StepOutcome train_step(const Batch& batch, int64_t step, bool stop_requested);
+  // Sums gradients over ranks in one flat bucket that also carries two
+  // flags; returns them summed: {ranks with a non-finite loss, ranks asked to stop}.
+  std::pair<double, double> reduce_gradients(bool loss_bad, bool stop_requested);
+  // The first parameter whose gradient holds NaN/Inf, or "".
+  std::string nonfinite_gradient() const;
   void broadcast_parameters();
   // runtime.check_replicas: every rank's parameter checksum must agree.
   void check_replicas(int64_t step);
+  // SASREC_INJECT_FAULT's step kinds (throw, exit, kill, sigterm) after step `step`.
+  void inject_step_fault(int64_t step);
   void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
   std::string resume_path() const;
 
@@ -76,8 +93,7 @@ class Trainer {
   // Phase timers of the current epoch, seconds.
   double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
   int64_t bytes_reduced_ = 0;  // per step
-  int fault_rank_ = -1;         // SASREC_INJECT_FAULT (tests of failure handling)
-  long long fault_step_ = -1;
+  FaultPlan fault_;             // SASREC_INJECT_FAULT (tests of failure handling)
 };
 
 // A float64 checksum of every parameter (sum and a position-weighted sum).
