@@ -48,8 +48,9 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 # leaks at exit are not ours, so LeakSanitizer is off. Any report fails the run.
 sanitize() {
   local start=$SECONDS
+  # Every test labelled `unit` in tests/CMakeLists.txt (ctest -L unit below runs them all).
   local unit_tests=(test_store test_csv2h5 test_synth test_config test_model test_kernels test_sampler test_metrics
-                    test_step_guard)
+                    test_step_guard test_serve test_progress test_cli)
   cmake -S "$ROOT" -B "$ROOT/build-asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSASREC_SANITIZE=address \
     -DSASREC_WERROR=ON >/dev/null
   cmake --build "$ROOT/build-asan" -j"$(nproc)" --target "${unit_tests[@]}"
