@@ -48,11 +48,11 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 # leaks at exit are not ours, so LeakSanitizer is off. Any report fails the run.
 sanitize() {
   local start=$SECONDS
-  # Every test labelled `unit` in tests/CMakeLists.txt (ctest -L unit below runs them all).
-  local unit_tests=(test_store test_csv2h5 test_synth test_config test_model test_kernels test_sampler test_metrics
-                    test_step_guard test_serve test_progress test_cli)
   cmake -S "$ROOT" -B "$ROOT/build-asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSASREC_SANITIZE=address \
     -DSASREC_WERROR=ON >/dev/null
+  # Every test labelled `unit` in tests/CMakeLists.txt, as ctest lists them.
+  local unit_tests
+  mapfile -t unit_tests < <(cd "$ROOT/build-asan" && ctest -N -L unit | sed -n 's/^ *Test *#[0-9]*: *//p')
   cmake --build "$ROOT/build-asan" -j"$(nproc)" --target "${unit_tests[@]}"
   (cd "$ROOT/build-asan" &&
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1 \
