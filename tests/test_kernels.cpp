@@ -6,10 +6,12 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "sasrec/attention.h"
 #include "sasrec/model.h"
 #include "sasrec/optimizer.h"
+#include "sasrec/trainer.h"
 
 using namespace sasrec;
 
@@ -136,4 +138,23 @@ TEST(FusedAdam, MatchesTorchAdamStepForStep) {
     auto key = c10::guts::to_string(state->param_groups()[0].params()[0].unsafeGetTensorImpl());
     EXPECT_EQ(static_cast<torch::optim::AdamParamState&>(*state->state().at(key)).step(), 20);
   }
+}
+
+TEST(AllFinite, FindsEveryNonFiniteValueWherever) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t n : {1, 7, 8, 9, 1000, 1003}) {
+    auto t = torch::randn({n}) * 1e30;  // big finite values: their x * 0 is still 0
+    EXPECT_TRUE(all_finite(t)) << n;
+    for (int64_t at : {int64_t{0}, n / 2, n - 1})
+      for (float bad : {nan, inf, -inf}) {
+        auto u = t.clone();
+        u[at] = bad;
+        EXPECT_FALSE(all_finite(u)) << "n=" << n << " at=" << at << " value=" << bad;
+        EXPECT_FALSE(all_finite(u.to(torch::kFloat64))) << "float64 n=" << n;
+      }
+  }
+  auto m = torch::zeros({4, 6});
+  m[3][1] = nan;
+  EXPECT_FALSE(all_finite(m.t()));  // not contiguous
+  EXPECT_TRUE(all_finite(torch::zeros({0})));
 }

@@ -99,6 +99,11 @@ class Trainer {
 // A float64 checksum of every parameter (sum and a position-weighted sum).
 std::vector<double> parameter_checksum(SASRec& model);
 
+// Whether every element of `t` is finite: the per-step check of the gradients
+// (train.on_nonfinite). On CPU float32 a single pass, ~0.1 ms for a step's
+// gradients against ~2 ms and ~480 op calls for isfinite().all() per tensor.
+bool all_finite(const torch::Tensor& t);
+
 // The device a config asks for ("auto": CUDA when Torch sees one).
 torch::Device resolve_device(const std::string& setting, int local_rank);
 
