@@ -99,11 +99,12 @@ Norm parse_value<Norm>(const Ctx& c) {
 }
 template <>
 LossKind parse_value<LossKind>(const Ctx& c) {
-  std::string s = c.scalar("one of bce, ce, sampled_softmax");
+  std::string s = c.scalar("one of bce, ce, sampled_softmax, gbce");
   if (s == "bce") return LossKind::Bce;
   if (s == "ce") return LossKind::Ce;
   if (s == "sampled_softmax") return LossKind::SampledSoftmax;
-  c.fail("one of bce, ce, sampled_softmax");
+  if (s == "gbce") return LossKind::Gbce;
+  c.fail("one of bce, ce, sampled_softmax, gbce");
 }
 template <typename T>
 std::vector<T> parse_list(const Ctx& c, const char* expected) {
@@ -171,6 +172,10 @@ const std::vector<Field>& fields() {
       field("train", "l2_emb", &Config::train, &TrainConfig::l2_emb),
       field("train", "loss", &Config::train, &TrainConfig::loss),
       field("train", "negatives", &Config::train, &TrainConfig::negatives),
+      field("train", "proposal", &Config::train, &TrainConfig::proposal),
+      field("train", "gbce_t", &Config::train, &TrainConfig::gbce_t),
+      field("train", "exchange", &Config::train, &TrainConfig::exchange),
+      field("train", "item_optimizer", &Config::train, &TrainConfig::item_optimizer),
       field("train", "seed", &Config::train, &TrainConfig::seed),
       field("train", "max_steps", &Config::train, &TrainConfig::max_steps),
       field("train", "threads", &Config::train, &TrainConfig::threads),
@@ -189,6 +194,7 @@ const std::vector<Field>& fields() {
       field("runtime", "device", &Config::runtime, &RuntimeConfig::device),
       field("runtime", "comm", &Config::runtime, &RuntimeConfig::comm),
       field("runtime", "check_replicas", &Config::runtime, &RuntimeConfig::check_replicas),
+      field("runtime", "memory_mb", &Config::runtime, &RuntimeConfig::memory_mb),
       field("output", "metrics", &Config::output, &OutputConfig::metrics),
       field("output", "log_every", &Config::output, &OutputConfig::log_every),
       field("output", "profile", &Config::output, &OutputConfig::profile),
@@ -255,6 +261,7 @@ const char* loss_name(LossKind l) {
     case LossKind::Bce: return "bce";
     case LossKind::Ce: return "ce";
     case LossKind::SampledSoftmax: return "sampled_softmax";
+    case LossKind::Gbce: return "gbce";
   }
   return "?";
 }
@@ -342,6 +349,19 @@ void Config::validate() const {
   require(train.negatives >= 1, "train.negatives", "must be >= 1");
   require(train.max_steps >= 0, "train.max_steps", "must be >= 0 (0: no limit)");
   require(train.threads >= 0, "train.threads", "must be >= 0 (0: all cores)");
+  require(train.proposal == "uniform" || train.proposal == "popularity", "train.proposal",
+          "must be uniform or popularity, got '" + train.proposal + "'");
+  require(train.proposal == "uniform" || train.loss == LossKind::SampledSoftmax, "train.proposal",
+          "is popularity, which only sampled_softmax uses (gbce's calibration assumes uniform negatives): "
+          "set train.loss: sampled_softmax or train.proposal: uniform");
+  require(train.gbce_t >= 0 && train.gbce_t <= 1, "train.gbce_t", "must be in [0, 1]");
+  require(train.exchange == "auto" || train.exchange == "sparse" || train.exchange == "dense", "train.exchange",
+          "must be auto, sparse or dense, got '" + train.exchange + "'");
+  require(train.item_optimizer == "adam" || train.item_optimizer == "lazy_adam", "train.item_optimizer",
+          "must be adam or lazy_adam, got '" + train.item_optimizer + "'");
+  require(train.item_optimizer == "adam" || train.loss != LossKind::Ce, "train.item_optimizer",
+          "is lazy_adam, but loss ce touches every item at every step, so there is nothing to skip: "
+          "use train.item_optimizer: adam, or a sampled loss (bce, sampled_softmax, gbce)");
   require(train.on_nonfinite == "stop" || train.on_nonfinite == "skip", "train.on_nonfinite",
           "must be stop or skip, got '" + train.on_nonfinite + "'");
   require(eval.every >= 0, "eval.every", "must be >= 0 (0: only after the last epoch)");
@@ -364,6 +384,7 @@ void Config::validate() const {
           "must be auto, cpu or cuda, got '" + runtime.device + "'");
   require(runtime.comm == "auto" || runtime.comm == "mpi" || runtime.comm == "nccl" || runtime.comm == "none",
           "runtime.comm", "must be auto, mpi, nccl or none, got '" + runtime.comm + "'");
+  require(runtime.memory_mb >= 0, "runtime.memory_mb", "must be >= 0 (0: the memory the machine has)");
   require(runtime.check_replicas >= 0, "runtime.check_replicas", "must be >= 0 (0: off)");
   require(output.log_every >= 0, "output.log_every", "must be >= 0");
   require(output.progress == "auto" || output.progress == "live" || output.progress == "lines" ||

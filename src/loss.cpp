@@ -32,6 +32,8 @@ torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::
       auto logits = torch::cat({pos_logit, neg_logit}, 1);                                 // [N,1+K]
       return (torch::logsumexp(logits, 1) - pos_logit.squeeze(1)).sum();
     }
+    case LossKind::Gbce:
+      SASREC_FAIL(Config, "train.loss gbce is being built on branch issue6-loss");
   }
   SASREC_CHECK(false, "unknown loss");
   return {};

@@ -14,7 +14,7 @@
 namespace sasrec {
 
 enum class Norm { Pre, Post, Paper };
-enum class LossKind { Bce, Ce, SampledSoftmax };
+enum class LossKind { Bce, Ce, SampledSoftmax, Gbce };
 
 struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
@@ -41,7 +41,13 @@ struct TrainConfig {
   double beta2 = 0.98;
   double l2_emb = 0.0;       // L2 penalty on the item embedding table
   LossKind loss = LossKind::Bce;
-  int negatives = 256;       // shared negatives for sampled_softmax
+  int negatives = 256;       // negatives shared by the batch: sampled_softmax, gbce
+  std::string proposal = "uniform";  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
+  double gbce_t = 0.75;      // gbce calibration t in [0, 1] (0: plain BCE with `negatives` negatives)
+  // Item-table gradients across ranks: sparse (allgather of the touched rows),
+  // dense (in the all-reduce bucket), auto (sparse when its bytes are fewer, each step).
+  std::string exchange = "auto";
+  std::string item_optimizer = "adam";  // adam (dense, the paper's) | lazy_adam (touched rows only)
   uint64_t seed = 42;
   int64_t max_steps = 0;     // 0: no limit (stop after this many steps in total)
   int threads = 0;           // intra-op threads for the model; 0: all cores
@@ -69,6 +75,7 @@ struct RuntimeConfig {
   std::string device = "auto";  // auto | cpu | cuda
   std::string comm = "auto";    // auto | mpi | nccl | none
   int check_replicas = 0;       // compare a parameter checksum every N steps; 0: off
+  int64_t memory_mb = 0;        // per-rank memory budget for the plan (memory_plan.h); 0: what the machine has
 };
 
 struct OutputConfig {
