@@ -192,7 +192,10 @@ std::vector<EvalResult> Evaluator::evaluate(SASRec& model, const std::string& sp
     results.push_back(std::move(r));
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  for (auto& r : results) r.seconds = seconds;
+  for (auto& r : results) {
+    r.seconds = seconds;
+    r.users_per_s = static_cast<double>(r.metrics.count()) / std::max(1e-9, seconds);
+  }
   return results;
 }
 

@@ -61,7 +61,8 @@ int run(const std::string& mode, const std::string& config_path, const std::vect
       for (const auto& r : trainer.evaluate(split)) {
         if (!comm->is_root()) continue;
         nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},
-                         {"protocol", r.protocol}, {"users", r.metrics.count()}, {"seconds", r.seconds}};
+                         {"protocol", r.protocol}, {"users", r.metrics.count()}, {"seconds", r.seconds},
+                         {"users_per_s", r.users_per_s}};
         for (const auto& [k, v] : r.metrics.means()) j[k] = v;
         std::cout << j.dump() << std::endl;
       }

@@ -30,7 +30,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 nlohmann::json eval_event(int64_t epoch, const EvalResult& r) {
   nlohmann::json j{{"event", "eval"}, {"epoch", epoch}, {"split", r.split}, {"protocol", r.protocol},
-                   {"users", r.metrics.count()}, {"seconds", r.seconds}};
+                   {"users", r.metrics.count()}, {"seconds", r.seconds}, {"users_per_s", r.users_per_s}};
   for (const auto& [k, v] : r.metrics.means()) j[k] = v;
   return j;
 }
@@ -285,7 +285,8 @@ void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
     const std::string at = "@" + std::to_string(k);
     log_line(comm_.is_root(), detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": HR", at, " ",
                                           m["hr" + at], "  NDCG", at, " ", m["ndcg" + at], "  MRR ", m["mrr"], "  (",
-                                          r.metrics.count(), " users, ", format_duration(r.seconds), ")"));
+                                          r.metrics.count(), " users, ", format_duration(r.seconds), ", ",
+                                          static_cast<int64_t>(r.users_per_s), " users/s)"));
   }
 }
 

@@ -30,7 +30,8 @@ struct EvalResult {
   std::string split;     // valid | test
   std::string protocol;  // full | sampled
   RankMetrics metrics;
-  double seconds = 0;
+  double seconds = 0;     // the evaluation of the split, every protocol together
+  double users_per_s = 0; // global users evaluated / seconds
 };
 
 class Evaluator {
