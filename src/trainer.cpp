@@ -35,6 +35,27 @@ nlohmann::json eval_event(int64_t epoch, const EvalResult& r) {
   return j;
 }
 
+// The memory plan every rank makes alike (memory_plan.h): the largest
+// shard's interactions; a budget of runtime.memory_mb, else what the device
+// has, on CPU split among the ranks of a machine (local ranks 0..L-1, the
+// same L on every machine assumed); the smallest over ranks counts.
+std::pair<MemoryPlan, MemoryBudget> plan_rank_memory(const Config& config, const SplitData& data, Communicator& comm,
+                                                     torch::Device device) {
+  MemoryBudget budget = memory_budget(config, device);
+  const bool shared = config.runtime.memory_mb == 0 && device.is_cpu();
+  auto mine = torch::tensor({data.num_interactions(), int64_t{comm.local_rank()}, budget.bytes}, torch::kInt64);
+  auto all = comm.allgather(mine.view({1, 3})).view({-1, 3});  // [world,3]
+  const int64_t largest_shard = all.select(1, 0).max().item<int64_t>();
+  const int64_t per_machine = all.select(1, 1).max().item<int64_t>() + 1;
+  budget.bytes = all.select(1, 2).min().item<int64_t>();
+  if (budget.bytes > 0 && shared && per_machine > 1) {
+    budget.bytes /= per_machine;
+    budget.source += detail::cat(" / ", per_machine, " ranks on the machine");
+  }
+  return {plan_memory(config, data.num_items(), data.num_users_total(), largest_shard, comm.world_size(), device),
+          budget};
+}
+
 // NDCG@10 of the first protocol, the model-selection figure (MRR where 10 is not among eval.ks).
 double selection_score(const std::vector<EvalResult>& valid) {
   if (valid.empty()) return -1;
@@ -67,6 +88,11 @@ Trainer::Trainer(Config config, Communicator& comm)
     SASREC_FAIL(Input, config_.data.path, ": no user has 2 or more training interactions; nothing to train on");
   const int64_t per_step = static_cast<int64_t>(config_.train.batch_size) * comm_.world_size();
   steps_per_epoch_ = (global_trainable_ + per_step - 1) / per_step;
+
+  // Before the model exists: a config that cannot fit stops here, on every rank alike.
+  std::tie(memory_plan_, memory_budget_) = plan_rank_memory(config_, *data_, comm_, device_);
+  for (const auto& line : format_memory_plan(memory_plan_, memory_budget_)) log_line(comm_.is_root(), line);
+  check_memory_plan(memory_plan_, memory_budget_);
 
   model_ = SASRec(SASRecOptions::from(config_.model, data_->num_items(), data_->num_users_total()));
   model_->to(device_);
@@ -338,6 +364,7 @@ TrainSummary Trainer::fit() {
                   {"users", data_->num_users_total()}, {"items", data_->num_items()},
                   {"trainable_users", global_trainable_}, {"steps_per_epoch", steps_per_epoch_},
                   {"resumed_from", resume}, {"config", state.config_yaml}});
+  metrics_.write(memory_plan_event(memory_plan_, memory_budget_));
   log_line(root, detail::cat("sasrec_ddp: ", data_->num_users_total(), " users, ", data_->num_items(), " items, ",
                              params, " parameters, ", comm_.world_size(), " rank(s) on ", device_.str(), ", ",
                              torch::get_num_threads(), " thread(s) each, ", steps_per_epoch_, " steps/epoch, loss ",

@@ -21,6 +21,7 @@
 #include "sasrec/config.h"
 #include "sasrec/dataset.h"
 #include "sasrec/evaluator.h"
+#include "sasrec/memory_plan.h"
 #include "sasrec/fault.h"
 #include "sasrec/metrics.h"
 #include "sasrec/model.h"
@@ -93,6 +94,8 @@ class Trainer {
   // Phase timers of the current epoch, seconds.
   double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
   int64_t bytes_reduced_ = 0;  // per step
+  MemoryPlan memory_plan_;      // made and checked in the constructor, written with the start event
+  MemoryBudget memory_budget_;
   FaultPlan fault_;             // SASREC_INJECT_FAULT (tests of failure handling)
 };
 

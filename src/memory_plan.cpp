@@ -1,0 +1,308 @@
+// memory_plan.cpp: the per-rank memory estimate and its check (see memory_plan.h).
+#include "sasrec/memory_plan.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "sasrec/error.h"
+
+namespace sasrec {
+namespace {
+
+constexpr int64_t kFloat = 4;
+constexpr int64_t kMiB = int64_t{1} << 20;
+// libtorch, OpenBLAS, MPI and the process itself: peak RSS of a run on a
+// 100-user, 50-item store (docs/large_catalogs.md, "Memory plan").
+constexpr int64_t kFixedOverhead = 150 * kMiB;
+// The CPU evaluator's score block (evaluator.cpp: 64 users x 1024 items).
+constexpr int64_t kEvalBlock = 64 * 1024 * kFloat;
+
+bool is_sampled(LossKind l) { return l == LossKind::SampledSoftmax || l == LossKind::Gbce; }
+
+// Parameters other than the item table, in floats (model.cpp): positions
+// n*d; per block q (d*d+d), k (d*d, no bias), v (d*d+d), FFN w1, w2
+// (d*d+d each), two LayerNorms (2d each); the final LayerNorm 2d; the user
+// table U*d with model.user_embedding.
+int64_t dense_parameter_floats(const ModelConfig& m, int64_t num_users) {
+  const int64_t d = m.hidden;
+  const int64_t block = 5 * d * d + 4 * d + 2 * 2 * d;
+  return int64_t{m.maxlen} * d + m.blocks * block + 2 * d + (m.user_embedding ? num_users * d : 0);
+}
+
+// The most rows of the item table one step on one rank touches (sampled
+// losses): the batch's inputs/targets (and bce's per-position negatives)
+// plus the shared negatives, at most the whole table.
+int64_t touched_rows(const TrainConfig& t, int64_t tokens, int64_t table_rows) {
+  const int64_t per_token = t.loss == LossKind::Bce ? 2 : 1;
+  const int64_t shared = is_sampled(t.loss) ? t.negatives : 0;
+  return std::min(table_rows, tokens * per_token + shared);
+}
+
+int64_t read_meminfo_available(const std::string& path) {
+  std::ifstream in(path);
+  std::string key;
+  int64_t value = 0;
+  std::string unit;
+  while (in >> key >> value) {
+    std::getline(in, unit);
+    if (key == "MemAvailable:") return value * 1024;  // kB
+  }
+  return -1;
+}
+
+// A cgroup limit file holds a byte count, or "max" (v2) / a huge number (v1) when unlimited.
+int64_t read_cgroup_limit(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (!(in >> text) || text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return -1;
+  try {
+    const long long v = std::stoll(text);
+    return v >= (int64_t{1} << 60) ? -1 : static_cast<int64_t>(v);
+  } catch (const std::exception&) {
+    return -1;  // out of range: unlimited
+  }
+}
+
+}  // namespace
+
+int64_t MemoryPlan::total() const {
+  int64_t sum = 0;
+  for (const auto& c : components) sum += c.bytes;
+  return sum;
+}
+
+const MemoryComponent* MemoryPlan::find(const std::string& name) const {
+  for (const auto& c : components)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_users_total, int64_t local_interactions,
+                       int world_size, torch::Device device) {
+  const ModelConfig& m = config.model;
+  const TrainConfig& t = config.train;
+  const EvalConfig& e = config.eval;
+  const int64_t d = m.hidden, n = m.maxlen, I = num_items, B = t.batch_size, K = t.negatives;
+  const int64_t rows = I + 1;      // the table has a padding row
+  const int64_t N = B * n;         // tokens of a step, upper bound (every sequence maxlen long)
+  const bool ce = t.loss == LossKind::Ce;
+  const bool dropout = m.dropout > 0;
+  const int64_t table = rows * d * kFloat;
+  const int64_t rest = dense_parameter_floats(m, num_users_total) * kFloat;
+  const int64_t U = touched_rows(t, N, rows);
+  MemoryPlan plan;
+  auto add = [&](std::string name, int64_t bytes, std::string keys, std::string advice) {
+    plan.components.push_back({std::move(name), bytes, std::move(keys), std::move(advice)});
+  };
+
+  add("item table", table, "model.hidden, items",
+      "the table (I+1) x d x 4 bytes is replicated on every rank, so more ranks do not shrink it: lower model.hidden");
+  add("other parameters", rest, m.user_embedding ? "model.hidden, model.blocks, model.user_embedding" : "model.hidden, model.blocks",
+      m.user_embedding ? "model.user_embedding: false drops the U x d user table" : "lower model.hidden or model.blocks");
+  add("optimizer state", 2 * (table + rest), "model.hidden, train.item_optimizer",
+      "Adam keeps two full-size moments of every parameter (lazy_adam too: it keeps Adam's layout); they are "
+      "replicated, so more ranks do not help: lower model.hidden");
+
+  // Gradients: everything but the table at its size; the table dense for ce
+  // (it scores every item), as touched rows for the sampled losses plus the
+  // dense gradient they are scattered into under item_optimizer adam.
+  add("gradients (other parameters)", rest, "model.hidden, model.blocks", "lower model.hidden or model.blocks");
+  if (ce) {
+    add("item gradient (dense)", table, "train.loss",
+        "train.loss ce needs the dense (I+1) x d gradient; a sampled loss (sampled_softmax, gbce, bce) with "
+        "train.exchange: sparse and train.item_optimizer: lazy_adam avoids it");
+  } else {
+    add("item gradient (rows)", U * d * kFloat, "train.batch_size, model.maxlen, train.negatives",
+        "lower train.batch_size or train.negatives");
+    if (t.item_optimizer == "adam")
+      add("item gradient (dense)", table, "train.item_optimizer",
+          "train.item_optimizer: adam scatters the rows into a dense (I+1) x d gradient; train.exchange: sparse and "
+          "train.item_optimizer: lazy_adam avoid it");
+  }
+
+  // Exchange buffers, several ranks only: the dense all-reduce's flat bucket
+  // is a copy of every gradient; the sparse exchange gathers every rank's
+  // ids (int64) and rows and sums them into the touched rows of all ranks.
+  if (world_size > 1) {
+    const int64_t dense = table + rest;
+    const int64_t sparse = world_size * U * (8 + d * kFloat) + std::min(rows, world_size * U) * d * kFloat;
+    const std::string& x = t.exchange;
+    if (ce || x == "dense")
+      add("exchange buffers (dense)", dense, "train.exchange",
+          ce ? "train.loss ce always exchanges densely: use a sampled loss with train.exchange: sparse"
+             : "train.exchange: sparse sends only the touched rows");
+    else if (x == "sparse")
+      add("exchange buffers (sparse)", sparse, "train.exchange, train.batch_size, world size",
+          "lower train.batch_size or train.negatives");
+    else
+      add("exchange buffers (auto: the larger of dense and sparse)", std::max(dense, sparse), "train.exchange",
+          "train.exchange: sparse never builds the dense bucket");
+  }
+
+  // Activations kept for backward, per token of the N (model.cpp): the
+  // embedding's dropout mask and output; per block the LayerNorm output,
+  // q, k, v, the residual sum, the FFN's LayerNorm output, ReLU output,
+  // two dropout masks, the first dropout's output and the block output
+  // (11 d; 8 d without dropout); the final LayerNorm output; about 4 d of
+  // gradients in flight during backward. Attention keeps its softmax
+  // (and the weights after dropout) per sequence and head: n x n each.
+  // Batch tensors (seq, pos, neg [B,n]) and the packing (4 x [N]) are int64.
+  {
+    const int64_t per_block = dropout ? 11 : 8;
+    const int64_t per_token = (dropout ? 2 : 1) + m.blocks * per_block + 1 + 4;
+    const int64_t attention = m.blocks * (dropout ? 2 : 1) * int64_t{m.heads} * B * n * n;
+    const int64_t bytes = (per_token * N * d + attention) * kFloat + (3 * B * n + 4 * N) * 8;
+    add("activations", bytes, "train.batch_size, model.maxlen, model.hidden, model.blocks, model.heads",
+        "lower train.batch_size or model.maxlen (N = batch_size x maxlen tokens, an upper bound)");
+  }
+
+  // The loss's own buffers.
+  switch (t.loss) {
+    case LossKind::Bce:  // gathered positive and negative rows [2N,d], their product, then their gradients
+      add("loss buffers (bce)", 4 * N * d * kFloat, "train.batch_size, model.maxlen, model.hidden",
+          "lower train.batch_size");
+      break;
+    case LossKind::SampledSoftmax:
+    case LossKind::Gbce:  // logits [N,K+1], their gradient and a copy, the accidental-hit mask; the K rows and their gradient
+      add(std::string("loss buffers (") + loss_name(t.loss) + ")", 3 * N * (K + 1) * kFloat + N * K + 2 * K * d * kFloat,
+          "train.negatives, train.batch_size, model.maxlen", "lower train.negatives or train.batch_size");
+      break;
+    case LossKind::Ce:  // logits, log-softmax and the gradient, each [N,I]
+      add("loss buffers (ce)", 3 * N * I * kFloat, "train.loss, train.batch_size, model.maxlen",
+          detail::cat("train.loss ce scores every item: N x I x 4 bytes for the logits, the log-softmax and their "
+                      "gradient (N = ", N, " tokens, I = ", I,
+                      "); use train.loss sampled_softmax or gbce, or lower train.batch_size; more ranks do not help "
+                      "(batch_size is per rank)"));
+      break;
+  }
+
+  // Data: the shard's items (int32), its offsets and the split's user lists
+  // (three int64 a user), the whole store's offsets read at load, the
+  // sampler's queued batches (seq, pos, neg [B,n] int64). The id maps are
+  // not loaded for training.
+  {
+    const int64_t local_users = (num_users_total + world_size - 1) / world_size;
+    const int64_t queued = int64_t{std::max(1, config.data.sampler_threads)} * (config.data.prefetch + 1) * 3 * B * n * 8;
+    add("data", local_interactions * 4 + local_users * 3 * 8 + (num_users_total + 1) * 8 + queued,
+        "data.path (interactions), data.prefetch",
+        "each rank holds only its shard: more ranks shrink this one");
+  }
+
+  // Evaluation: CPU, one score block per thread, the users' vectors, the
+  // forward pass of batch_users sequences (no graph: a few [users,n,d] at a
+  // time) and the sampled protocol's gathered negatives and their products.
+  {
+    const int64_t users = e.batch_users;
+    int64_t bytes = users * d * kFloat + 4 * users * n * d * kFloat + users * n * 4;
+    for (const auto& p : e.protocols)
+      if (p == "sampled") bytes += 2 * users * int64_t{e.sampled_negatives} * d * kFloat + users * e.sampled_negatives * 8;
+    std::string keys = "eval.batch_users";
+    if (device.is_cpu()) {
+      const int64_t threads = t.threads > 0 ? t.threads : std::max(1u, std::thread::hardware_concurrency());
+      bytes += threads * kEvalBlock;
+    } else {
+      bytes += e.memory_mb * kMiB;
+      keys += ", eval.memory_mb";
+    }
+    add("evaluation buffers", bytes, keys,
+        device.is_cpu() ? "lower eval.batch_users" : "lower eval.memory_mb or eval.batch_users");
+  }
+
+  // Checkpoints are built in memory (parameters and both moments), then
+  // copied into one string: about twice the three tables while one is written.
+  if (!config.checkpoint.dir.empty())
+    add("checkpoint buffers", 2 * 3 * (table + rest), "checkpoint.dir",
+        "checkpoints are built in memory: leave checkpoint.dir empty, or lower model.hidden");
+
+  add("fixed overhead", kFixedOverhead, "", "libtorch, BLAS and MPI themselves: nothing to change");
+  return plan;
+}
+
+int64_t available_cpu_memory(const std::string& meminfo_path, const std::vector<std::string>& cgroup_limit_paths) {
+  int64_t available = read_meminfo_available(meminfo_path);
+  for (const auto& p : cgroup_limit_paths) {
+    const int64_t limit = read_cgroup_limit(p);
+    if (limit < 0) continue;
+    available = available < 0 ? limit : std::min(available, limit);
+    break;
+  }
+  return available;
+}
+
+int64_t available_memory(torch::Device device) {
+  if (device.is_cuda()) return detail::cuda_free_memory(device.has_index() ? device.index() : 0);
+  if (!device.is_cpu()) return -1;
+  return available_cpu_memory("/proc/meminfo", {"/sys/fs/cgroup/memory.max",                      // v2
+                                                "/sys/fs/cgroup/memory/memory.limit_in_bytes"});  // v1
+}
+
+MemoryBudget memory_budget(const Config& config, torch::Device device) {
+  if (config.runtime.memory_mb > 0) return {config.runtime.memory_mb * kMiB, "runtime.memory_mb"};
+  const int64_t available = available_memory(device);
+  if (available < 0) return {-1, "unknown (set runtime.memory_mb to check the plan)"};
+  return {available, device.is_cpu() ? "the machine's available memory (MemAvailable, cgroup limit)"
+                                     : "the device's free memory"};
+}
+
+std::string format_bytes(int64_t bytes) {
+  char buf[32];
+  const double b = static_cast<double>(bytes);
+  if (bytes >= (int64_t{1} << 30))
+    std::snprintf(buf, sizeof(buf), "%.2f GiB", b / (1 << 30));
+  else if (bytes >= (int64_t{1} << 20))
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", b / (1 << 20));
+  else
+    std::snprintf(buf, sizeof(buf), "%.1f KiB", b / (1 << 10));
+  return buf;
+}
+
+void check_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget) {
+  const int64_t total = plan.total();
+  if (budget.bytes < 0 || total <= budget.bytes) return;
+  std::vector<const MemoryComponent*> by_size;
+  for (const auto& c : plan.components)
+    if (!c.keys.empty()) by_size.push_back(&c);  // the fixed overhead has no setting to change
+  std::stable_sort(by_size.begin(), by_size.end(),
+                   [](const MemoryComponent* a, const MemoryComponent* b) { return a->bytes > b->bytes; });
+  std::ostringstream os;
+  os << "memory plan: this config needs about " << format_bytes(total) << " per rank (an estimate), over the budget of "
+     << format_bytes(budget.bytes) << " (" << budget.source << "). Largest:";
+  for (size_t i = 0; i < std::min<size_t>(3, by_size.size()); ++i) {
+    const MemoryComponent& c = *by_size[i];
+    os << (i ? ";" : "") << " " << c.name << " " << format_bytes(c.bytes);
+    if (!c.keys.empty()) os << " [" << c.keys << "]";
+    os << ": " << c.advice;
+  }
+  os << ". Change one of these settings";
+  if (budget.source == "runtime.memory_mb") os << ", or raise runtime.memory_mb if the machine has the memory";
+  throw Error(ErrorDomain::Config, os.str());
+}
+
+std::vector<std::string> format_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget) {
+  std::vector<std::string> lines;
+  size_t width = 0;
+  for (const auto& c : plan.components) width = std::max(width, c.name.size());
+  for (const auto& c : plan.components) {
+    std::string line = "memory plan: " + c.name + std::string(width - c.name.size(), ' ') + "  ";
+    const std::string size = format_bytes(c.bytes);
+    line += std::string(size.size() < 10 ? 10 - size.size() : 0, ' ') + size;
+    if (!c.keys.empty()) line += "  (" + c.keys + ")";
+    lines.push_back(line);
+  }
+  lines.push_back(detail::cat("memory plan: total ", format_bytes(plan.total()), " per rank (estimate), budget ",
+                              budget.bytes < 0 ? std::string("unknown") : format_bytes(budget.bytes), " (",
+                              budget.source, ")"));
+  return lines;
+}
+
+nlohmann::json memory_plan_event(const MemoryPlan& plan, const MemoryBudget& budget) {
+  nlohmann::json components = nlohmann::json::array();
+  for (const auto& c : plan.components) components.push_back({{"name", c.name}, {"bytes", c.bytes}, {"keys", c.keys}});
+  return {{"event", "memory_plan"}, {"total_bytes", plan.total()}, {"budget_bytes", budget.bytes},
+          {"budget_source", budget.source}, {"components", components}};
+}
+
+}  // namespace sasrec

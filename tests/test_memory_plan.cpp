@@ -1,0 +1,177 @@
+// test_memory_plan.cpp: the memory plan's components against hand-worked
+// numbers, its verdicts at 1M items, runtime.memory_mb, the available-memory
+// rule over /proc and cgroup files, and the trainer refusing a config over
+// budget before it trains.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "sasrec/config.h"
+#include "sasrec/error.h"
+#include "sasrec/memory_plan.h"
+#include "sasrec/model.h"
+#include "test_util.h"
+
+namespace sasrec {
+namespace {
+
+const torch::Device kCpu(torch::kCPU);
+
+// Parsed, not validated: validate() wants data.path to exist, and the plan needs no file.
+Config config_of(const std::vector<std::string>& sets) { return parse_config("", "test", sets); }
+
+int64_t bytes_of(const MemoryPlan& plan, const std::string& name) {
+  const MemoryComponent* c = plan.find(name);
+  EXPECT_NE(c, nullptr) << "no component '" << name << "'";
+  return c ? c->bytes : -1;
+}
+
+// d=8, 1 block, 1 head, n=5, B=4 (N=20 tokens), I=20 items, 10 users, bce, dropout on.
+Config small() {
+  return config_of({"model.hidden=8", "model.blocks=1", "model.heads=1", "model.maxlen=5", "model.dropout=0.5",
+                    "train.batch_size=4", "train.loss=bce", "train.threads=2", "eval.batch_users=16",
+                    "eval.protocols=[full]", "data.sampler_threads=1", "data.prefetch=2"});
+}
+
+TEST(MemoryPlan, ComponentsOfASmallConfigByHand) {
+  const MemoryPlan plan = plan_memory(small(), /*items=*/20, /*users=*/10, /*local_interactions=*/70, 1, kCpu);
+  // Item table: 21 rows x 8 x 4 bytes.
+  EXPECT_EQ(bytes_of(plan, "item table"), 21 * 8 * 4);
+  // Positions 5x8 = 40; the block: q 8x8+8, k 8x8 (no bias), v 8x8+8, w1, w2 8x8+8 each,
+  // two LayerNorms 16 each = 72+64+72+72+72+32 = 384; final LayerNorm 16. 440 floats.
+  EXPECT_EQ(bytes_of(plan, "other parameters"), 440 * 4);
+  EXPECT_EQ(bytes_of(plan, "optimizer state"), 2 * (672 + 1760));
+  EXPECT_EQ(bytes_of(plan, "gradients (other parameters)"), 1760);
+  // bce touches at most 2 x 20 rows, capped by the 21 of the table; adam adds the dense gradient.
+  EXPECT_EQ(bytes_of(plan, "item gradient (rows)"), 21 * 8 * 4);
+  EXPECT_EQ(bytes_of(plan, "item gradient (dense)"), 21 * 8 * 4);
+  // bce: rows and product [2N,d], then their gradients: 4 x 20 x 8 floats.
+  EXPECT_EQ(bytes_of(plan, "loss buffers (bce)"), 4 * 20 * 8 * 4);
+  // Per token: embedding mask+output 2, block 11, final LN 1, backward 4 = 18 x 8 floats;
+  // attention: softmax and dropped weights, 4 sequences x 5 x 5; int64 batch 3 x 20 + packing 4 x 20.
+  EXPECT_EQ(bytes_of(plan, "activations"), (18 * 20 * 8 + 2 * 4 * 25) * 4 + (60 + 80) * 8);
+  // 70 int32 items, 3 int64 per user, 11 offsets of the store, (1 thread x 3 batches) of 3 x [4,5] int64.
+  EXPECT_EQ(bytes_of(plan, "data"), 70 * 4 + 10 * 24 + 11 * 8 + 3 * 3 * 20 * 8);
+  // Evaluation: 16 user vectors, the forward 4 x [16,5,8], histories 16 x 5 int32, 2 threads x 256 KiB blocks.
+  EXPECT_EQ(bytes_of(plan, "evaluation buffers"), 16 * 8 * 4 + 4 * 16 * 5 * 8 * 4 + 16 * 5 * 4 + 2 * 262144);
+  EXPECT_EQ(plan.find("exchange buffers (dense)"), nullptr);  // one rank: nothing exchanged
+  EXPECT_EQ(plan.find("checkpoint buffers"), nullptr);
+  int64_t sum = 0;
+  for (const auto& c : plan.components) sum += c.bytes;
+  EXPECT_EQ(plan.total(), sum);
+}
+
+TEST(MemoryPlan, ParametersMatchTheModel) {
+  for (bool user : {false, true}) {
+    Config c = small();
+    c.model.user_embedding = user;
+    c.model.blocks = 2;
+    c.model.heads = 2;
+    const MemoryPlan plan = plan_memory(c, 20, 10, 70, 1, kCpu);
+    SASRec model(SASRecOptions::from(c.model, 20, 10));
+    int64_t floats = 0;
+    for (const auto& p : model->parameters()) floats += p.numel();
+    EXPECT_EQ(bytes_of(plan, "item table") + bytes_of(plan, "other parameters"), floats * 4) << "user " << user;
+  }
+}
+
+TEST(MemoryPlan, ExchangeBuffersWithTwoRanks) {
+  Config c = small();
+  c.train.exchange = "sparse";
+  const MemoryPlan sparse = plan_memory(c, 20, 10, 70, 2, kCpu);
+  // 2 ranks x 21 rows x (8 + 32) bytes gathered, the sum over min(21, 42) rows x 32.
+  EXPECT_EQ(bytes_of(sparse, "exchange buffers (sparse)"), 2 * 21 * 40 + 21 * 32);
+  c.train.exchange = "dense";
+  EXPECT_EQ(bytes_of(plan_memory(c, 20, 10, 70, 2, kCpu), "exchange buffers (dense)"), 672 + 1760);
+}
+
+Config million(const std::string& loss) {
+  return config_of({"model.hidden=64", "model.maxlen=50", "train.batch_size=128", "train.loss=" + loss,
+                    "train.negatives=256", "runtime.memory_mb=4096"});
+}
+
+TEST(MemoryPlan, CeAtOneMillionItemsIsRefusedNamingTheLoss) {
+  const Config c = million("ce");
+  const MemoryPlan plan = plan_memory(c, 1000000, 1000000, 20000000, 1, kCpu);
+  // 3 x N x I x 4 bytes, N = 128 x 50.
+  EXPECT_EQ(bytes_of(plan, "loss buffers (ce)"), 3LL * 6400 * 1000000 * 4);
+  const MemoryBudget budget = memory_budget(c, kCpu);
+  try {
+    check_memory_plan(plan, budget);
+    FAIL() << "a 77 GB plan passed a 4 GiB budget";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.domain(), ErrorDomain::Config);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("train.loss"), std::string::npos) << m;
+    EXPECT_NE(m.find("sampled_softmax"), std::string::npos) << m;
+    EXPECT_NE(m.find("4.00 GiB"), std::string::npos) << m;
+    EXPECT_NE(m.find("runtime.memory_mb"), std::string::npos) << m;
+  }
+}
+
+TEST(MemoryPlan, SampledSoftmaxAtOneMillionItemsFits) {
+  const Config c = million("sampled_softmax");
+  const MemoryPlan plan = plan_memory(c, 1000000, 1000000, 20000000, 1, kCpu);
+  EXPECT_LT(plan.total(), 4096LL << 20);
+  EXPECT_NO_THROW(check_memory_plan(plan, memory_budget(c, kCpu)));
+  // The table (256 MB) and Adam's two moments dominate.
+  EXPECT_EQ(bytes_of(plan, "item table"), 1000001LL * 64 * 4);
+}
+
+TEST(MemoryPlan, RuntimeMemoryMbIsTheBudget) {
+  Config c = small();
+  c.runtime.memory_mb = 100;
+  const MemoryBudget b = memory_budget(c, kCpu);
+  EXPECT_EQ(b.bytes, 100LL << 20);
+  EXPECT_EQ(b.source, "runtime.memory_mb");
+  c.runtime.memory_mb = 1;  // below the fixed overhead alone
+  const MemoryPlan plan = plan_memory(c, 20, 10, 70, 1, kCpu);
+  EXPECT_THROW(check_memory_plan(plan, memory_budget(c, kCpu)), Error);
+  EXPECT_NO_THROW(check_memory_plan(plan, MemoryBudget{-1, "unknown"}));  // unknown: nothing checked
+}
+
+TEST(MemoryPlan, AvailableMemoryIsMemAvailableCappedByTheCgroup) {
+  test::TempDir dir;
+  test::write_text(dir.file("meminfo"), "MemTotal:       2048000 kB\nMemFree:  100 kB\nMemAvailable:    1000000 kB\n");
+  test::write_text(dir.file("v2max"), "max\n");
+  test::write_text(dir.file("v2limit"), "524288000\n");
+  test::write_text(dir.file("v1none"), "9223372036854771712\n");
+  const std::string mi = dir.file("meminfo");
+  EXPECT_EQ(available_cpu_memory(mi, {}), 1000000LL * 1024);
+  EXPECT_EQ(available_cpu_memory(mi, {dir.file("v2max"), dir.file("v1none")}), 1000000LL * 1024);
+  EXPECT_EQ(available_cpu_memory(mi, {dir.file("missing"), dir.file("v2limit")}), 524288000);
+  EXPECT_EQ(available_cpu_memory(dir.file("missing"), {dir.file("v2limit")}), 524288000);
+  EXPECT_EQ(available_cpu_memory(dir.file("missing"), {}), -1);
+  EXPECT_GT(available_memory(kCpu), 0);  // this machine's
+}
+
+// The trainer refuses before it trains: exit code 2 (a config error), the
+// key to change on the terminal, no training line, no metrics file.
+TEST(MemoryPlan, TrainerRefusesAConfigOverBudget) {
+  test::TempDir dir;
+  const std::string data = dir.file("synth.h5");
+  auto r = test::run(std::string(SASREC_SYNTH) + " --users 300 --items 3000 --mean-length 8 --seed 3 --out " + data);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string metrics = dir.file("metrics.jsonl");
+  // ce: 3 x (128 x 50) x 3000 x 4 bytes = 230 MB of logits alone, over 200 MiB.
+  const std::string base = std::string(SASREC_TRAINER) + " " + std::string(SASREC_SOURCE_DIR) +
+                           "/configs/default.yaml --set data.path=" + data + " --set output.metrics=" + metrics +
+                           " --set train.epochs=1 --set train.threads=1 --set output.progress=off";
+  r = test::run(base + " --set train.loss=ce --set runtime.memory_mb=200");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("memory plan: total"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("over the budget"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("train.loss"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("epoch 1/1"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(metrics));
+  // The same with a sampled loss fits and trains one step, writing the plan to the metrics file.
+  r = test::run(base + " --set train.loss=sampled_softmax --set runtime.memory_mb=1000 --set train.max_steps=1"
+                       " --set eval.max_users=50 --set eval.protocols=[full]");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string events = test::read_text(metrics);
+  EXPECT_NE(events.find("\"event\":\"memory_plan\""), std::string::npos) << events;
+  EXPECT_NE(events.find("\"users_per_s\""), std::string::npos) << events;
+}
+
+}  // namespace
+}  // namespace sasrec
