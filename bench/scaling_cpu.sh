@@ -37,11 +37,11 @@ def totals(path):
         e = json.loads(line)
         if e["event"] == "train_epoch":
             seqs += e["seqs_per_s"] * e["seconds"]; secs += e["seconds"]; steps += e["steps"]
-            comm += e["phase_seconds"]["reduce"]; bytes_ = e["bytes_reduced_per_step"]
+            comm += e["phase_seconds"]["reduce"]; bytes_ = e["exchange"]["bytes_per_step"]
     return seqs / secs, comm, steps, bytes_, secs
 a = totals(sys.argv[1]); b = totals(sys.argv[2]); t = sys.argv[3]
 print(f"-np 1 x {t} threads: {a[0]:8.0f} seq/s  {a[4]:6.1f} s for {a[2]} steps  comm {a[1]:5.2f} s")
 print(f"-np {t} x 1 thread : {b[0]:8.0f} seq/s  {b[4]:6.1f} s for {b[2]} steps  comm {b[1]:5.2f} s "
-      f"({100*b[1]/b[4]:.1f}% of the time), {b[3]:,} bytes all-reduced per step")
+      f"({100*b[1]/b[4]:.1f}% of the time), {b[3]:,} bytes exchanged per step and rank")
 print(f"ratio (np {t} / np 1): {b[0]/a[0]:.2f}")
 PY

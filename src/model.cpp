@@ -155,8 +155,10 @@ Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
   return p;
 }
 
-torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users) {
-  auto x = item_->forward(packing.items) * std::sqrt(static_cast<double>(options_.hidden)) +
+torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
+                                         const torch::Tensor& item_rows) {
+  auto items = item_rows.defined() ? torch::embedding(item_rows, packing.items) : item_->forward(packing.items);
+  auto x = items * std::sqrt(static_cast<double>(options_.hidden)) +
            position_->forward(packing.positions);  // [N,D]
   x = dropout(x, options_.dropout, is_training(), *dropout_stream_);
   for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, packing);

@@ -8,11 +8,62 @@
 #include "sasrec/error.h"
 
 namespace sasrec {
+namespace {
+
+// One Adam step's constants: torch's update with L2 weight decay added to the
+// gradient, bias-corrected moments, eps outside the square root.
+struct AdamCoefficients {
+  float b1, b2, c1, c2, wd, eps, step_size, inv_sqrt_bias2;
+  AdamCoefficients(const torch::optim::AdamOptions& o, int64_t step) {
+    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+    const double bias1 = 1 - std::pow(beta1, static_cast<double>(step));
+    const double bias2 = 1 - std::pow(beta2, static_cast<double>(step));
+    b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+    c1 = static_cast<float>(1 - beta1), c2 = static_cast<float>(1 - beta2);
+    wd = static_cast<float>(o.weight_decay()), eps = static_cast<float>(o.eps());
+    step_size = static_cast<float>(o.lr() / bias1);
+    inv_sqrt_bias2 = static_cast<float>(1 / std::sqrt(bias2));
+  }
+  // n elements: weights w, their gradient g, moments m and v.
+  void apply(float* w, const float* g, float* m, float* v, int64_t n) const {
+    for (int64_t i = 0; i < n; ++i) {  // branch-free: vectorizes (no errno from sqrt)
+      const float grad = g[i] + wd * w[i];
+      m[i] = m[i] * b1 + grad * c1;
+      v[i] = v[i] * b2 + grad * grad * c2;
+      w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
+    }
+  }
+};
+
+bool fused_supported(const torch::Tensor& p) { return p.device().is_cpu() && p.scalar_type() == torch::kFloat32; }
+
+}  // namespace
+
+torch::optim::AdamParamState& FusedAdam::state_for(const torch::Tensor& p) {
+  // The state lives where torch::optim::Adam keeps it, so save/load are Adam's.
+  const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
+  auto it = state_.find(key);
+  if (it == state_.end()) {
+    auto fresh = std::make_unique<torch::optim::AdamParamState>();
+    fresh->step(0);
+    fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    it = state_.emplace(key, std::move(fresh)).first;
+  }
+  return static_cast<torch::optim::AdamParamState&>(*it->second);
+}
+
+const torch::optim::AdamOptions& FusedAdam::options_for(const torch::Tensor& p) const {
+  for (const auto& group : param_groups_)
+    for (const auto& q : group.params())
+      if (q.is_same(p)) return static_cast<const torch::optim::AdamOptions&>(group.options());
+  SASREC_FAIL(Check, "FusedAdam: the tensor is not one of the optimizer's parameters");
+}
 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   for (const auto& group : param_groups_)
     for (const auto& p : group.params())
-      if (!p.device().is_cpu() || p.scalar_type() != torch::kFloat32) return Adam::step(std::move(closure));
+      if (p.grad().defined() && !fused_supported(p)) return Adam::step(std::move(closure));
   torch::NoGradGuard no_grad;
   torch::Tensor loss;
   if (closure) {
@@ -22,44 +73,64 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
     SASREC_CHECK(!o.amsgrad(), "FusedAdam does not implement amsgrad");
-    const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       SASREC_CHECK(p.is_contiguous() && p.grad().is_contiguous(), "FusedAdam needs contiguous parameters");
-      // The state lives where torch::optim::Adam keeps it, so save/load are Adam's.
-      const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
-      auto it = state_.find(key);
-      if (it == state_.end()) {
-        auto fresh = std::make_unique<torch::optim::AdamParamState>();
-        fresh->step(0);
-        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        it = state_.emplace(key, std::move(fresh)).first;
-      }
-      auto& state = static_cast<torch::optim::AdamParamState&>(*it->second);
+      auto& state = state_for(p);
       state.step(state.step() + 1);
-      const double bias1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
-      const double bias2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
-      const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
-      const float c1 = static_cast<float>(1 - beta1), c2 = static_cast<float>(1 - beta2);
-      const float wd = static_cast<float>(o.weight_decay()), eps = static_cast<float>(o.eps());
-      const float step_size = static_cast<float>(o.lr() / bias1);
-      const float inv_sqrt_bias2 = static_cast<float>(1 / std::sqrt(bias2));
+      const AdamCoefficients adam(o, state.step());
       float* w = p.data_ptr<float>();
       const float* g = p.grad().data_ptr<float>();
       float* m = state.exp_avg().data_ptr<float>();
       float* v = state.exp_avg_sq().data_ptr<float>();
       at::parallel_for(0, p.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {  // branch-free: vectorizes (no errno from sqrt)
-          const float grad = g[i] + wd * w[i];
-          m[i] = m[i] * b1 + grad * c1;
-          v[i] = v[i] * b2 + grad * grad * c2;
-          w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
-        }
+        adam.apply(w + begin, g + begin, m + begin, v + begin, end - begin);
       });
     }
   }
   return loss;
+}
+
+void FusedAdam::step_rows(const torch::Tensor& param, const torch::Tensor& ids, const torch::Tensor& grad_rows) {
+  SASREC_CHECK(param.dim() == 2 && ids.dim() == 1 && grad_rows.dim() == 2 && grad_rows.size(0) == ids.size(0) &&
+                   grad_rows.size(1) == param.size(1),
+               "FusedAdam::step_rows: param [R,d], ids [U], grad_rows [U,d]");
+  torch::NoGradGuard no_grad;
+  const auto& o = options_for(param);
+  SASREC_CHECK(!o.amsgrad(), "FusedAdam does not implement amsgrad");
+  auto& state = state_for(param);
+  state.step(state.step() + 1);
+  if (!fused_supported(param)) {  // tensor ops on the rows (CUDA)
+    const AdamCoefficients c(o, state.step());
+    auto w = param.index_select(0, ids), m = state.exp_avg().index_select(0, ids);
+    auto v = state.exp_avg_sq().index_select(0, ids);
+    auto g = grad_rows + c.wd * w;
+    m.mul_(c.b1).add_(g, c.c1);
+    v.mul_(c.b2).addcmul_(g, g, c.c2);
+    w.sub_(c.step_size * m / (v.sqrt() * c.inv_sqrt_bias2 + c.eps));
+    param.index_copy_(0, ids, w);
+    state.exp_avg().index_copy_(0, ids, m);
+    state.exp_avg_sq().index_copy_(0, ids, v);
+    return;
+  }
+  SASREC_CHECK(param.is_contiguous(), "FusedAdam needs contiguous parameters");
+  const AdamCoefficients adam(o, state.step());
+  const int64_t d = param.size(1), rows = param.size(0);
+  auto grad = grad_rows.contiguous();
+  auto index = ids.to(torch::kInt64).contiguous();
+  const int64_t* id = index.data_ptr<int64_t>();
+  const float* g = grad.data_ptr<float>();
+  float* w = param.data_ptr<float>();
+  float* m = state.exp_avg().data_ptr<float>();
+  float* v = state.exp_avg_sq().data_ptr<float>();
+  for (int64_t r = 0; r < index.size(0); ++r)
+    SASREC_CHECK(id[r] >= 0 && id[r] < rows, "FusedAdam::step_rows: row ", id[r], " outside [0, ", rows, ")");
+  at::parallel_for(0, index.size(0), std::max<int64_t>(1, (1 << 15) / d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t at = id[r] * d;
+      adam.apply(w + at, g + r * d, m + at, v + at, d);
+    }
+  });
 }
 
 }  // namespace sasrec

@@ -110,11 +110,12 @@ Trainer::Trainer(Config config, Communicator& comm)
   groups.emplace_back(table, options(2 * config_.train.l2_emb));
   groups.emplace_back(rest, options(0));
   optimizer_ = std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(config_.train.lr));
+  item_rows_ = config_.train.loss != LossKind::Ce;
+  lazy_item_adam_ = config_.train.item_optimizer == "lazy_adam";  // validate(): never with ce
 
   evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
-  if (comm_.world_size() > 1)
-    for (const auto& p : model_->parameters()) bytes_reduced_ += p.numel() * p.element_size();
-  if (comm_.world_size() > 1) bytes_reduced_ += 2 * sizeof(float);  // the bucket's two flags
+  for (const auto& p : model_->parameters()) dense_bucket_bytes_ += p.numel() * p.element_size();
+  dense_bucket_bytes_ += 2 * sizeof(float);  // the bucket's two flags
   // Fault injection for the tests of failure handling (fault.h).
   fault_ = FaultPlan::parse(std::getenv("SASREC_INJECT_FAULT"));
 }
@@ -129,30 +130,90 @@ void Trainer::broadcast_parameters() {
   }
 }
 
-std::pair<double, double> Trainer::reduce_gradients(bool loss_bad, bool stop_requested) {
-  if (comm_.world_size() == 1) return {loss_bad ? 1.0 : 0.0, stop_requested ? 1.0 : 0.0};
+bool Trainer::exchange_sparse(int64_t total_rows) const {
+  const auto& mode = config_.train.exchange;
+  if (mode != "auto") return mode == "sparse";
+  const int world = comm_.world_size();
+  const auto& table = model_->item_weight();
+  const int64_t row_bytes = sizeof(int64_t) + table.size(1) * table.element_size();
+  return allgather_wire_bytes(total_rows * row_bytes, world) <
+         allreduce_wire_bytes(table.numel() * table.element_size(), world);
+}
+
+void Trainer::set_dense_item_grad(const RowGradient& g) {
+  const auto& table = model_->item_weight();
+  table.mutable_grad() = torch::zeros_like(table).index_copy_(0, g.ids, g.values);
+}
+
+std::pair<double, double> Trainer::reduce_gradients(bool loss_bad, bool stop_requested, const ItemRows& rows) {
+  const int world = comm_.world_size();
+  const auto& table = model_->item_weight();
+  // This rank's item rows (none on a rank without targets this step).
+  RowGradient mine;
+  if (item_rows_) {
+    mine.ids = rows.ids.defined() ? rows.ids : torch::empty({0}, table.options().dtype(torch::kInt64));
+    mine.values = rows.ids.defined() ? rows.table.grad() : torch::empty({0, table.size(1)}, table.options());
+  }
+  if (world == 1) {
+    if (item_rows_) {
+      if (lazy_item_adam_) item_grad_ = mine;
+      else set_dense_item_grad(mine);
+    }
+    return {loss_bad ? 1.0 : 0.0, stop_requested ? 1.0 : 0.0};
+  }
+  bool sparse = false;
+  if (item_rows_) {
+    const int64_t total_rows = comm_.allreduce_sum(mine.ids.size(0));
+    wire_bytes_ += allreduce_wire_bytes(sizeof(int64_t), world);
+    exchanged_rows_ += total_rows;
+    sparse = exchange_sparse(total_rows);
+    if (sparse) {
+      // Sparse: every rank's (ids, rows), gathered and summed in rank order.
+      item_grad_ = allgather_rows(comm_, mine.ids, mine.values);
+      wire_bytes_ += allgather_wire_bytes(total_rows * (sizeof(int64_t) + table.size(1) * table.element_size()), world);
+      if (!lazy_item_adam_) set_dense_item_grad(item_grad_);
+    } else {
+      set_dense_item_grad(mine);  // all-reduced in the bucket below
+    }
+  }
+  ++(sparse ? sparse_steps_ : dense_steps_);
   // One flat bucket: a single all-reduce per step, not one per tensor; two
-  // flags ride along so that every rank takes the same decisions.
+  // flags ride along so that every rank takes the same decisions. Sparse
+  // steps leave the item table out of it.
   std::vector<torch::Tensor> grads;
+  std::vector<torch::Tensor> bucketed;
   for (auto& p : model_->parameters()) {
+    if (sparse && p.is_same(table)) continue;
     if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
     grads.push_back(p.grad().view(-1));
+    bucketed.push_back(p);
   }
   const auto options = grads.front().options();
   grads.push_back(torch::tensor({loss_bad ? 1.0f : 0.0f, stop_requested ? 1.0f : 0.0f}).to(options.device()));
   auto flat = torch::cat(grads);
   comm_.allreduce_sum(flat);
+  wire_bytes_ += allreduce_wire_bytes(flat.numel() * flat.element_size(), world);
   int64_t offset = 0;
-  for (auto& p : model_->parameters()) {
+  for (auto& p : bucketed) {
     const int64_t n = p.numel();
     p.mutable_grad().view(-1).copy_(flat.slice(0, offset, offset + n));
     offset += n;
+  }
+  if (item_rows_ && !sparse && lazy_item_adam_) {
+    // Dense exchange, lazy Adam: the rows any rank touched (their ids are
+    // 8 bytes a row) take their summed gradient; M's dense one goes away.
+    auto ids = comm_.allgather(mine.ids.contiguous());
+    wire_bytes_ += allgather_wire_bytes(ids.numel() * ids.element_size(), world);
+    item_grad_.ids = std::get<0>(at::_unique(ids, /*sorted=*/true));
+    item_grad_.values = table.grad().index_select(0, item_grad_.ids);
+    table.mutable_grad().reset();
   }
   auto flags = flat.slice(0, offset, offset + 2).to(torch::kCPU, torch::kFloat64);
   return {flags[0].item<double>(), flags[1].item<double>()};
 }
 
 std::string Trainer::nonfinite_gradient() const {
+  if (lazy_item_adam_ && item_grad_.values.defined() && !all_finite(item_grad_.values)) return "item.weight";
   for (const auto& p : model_->named_parameters()) {
     const auto& g = p.value().grad();
     if (g.defined() && !all_finite(g)) return p.key();
@@ -165,6 +226,8 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
   auto t = Clock::now();
   const int64_t global_targets = comm_.allreduce_sum(batch.targets);
   for (auto& p : model_->parameters()) p.mutable_grad().reset();  // backward allocates them: no zero fill
+  item_grad_ = RowGradient{};
+  ItemRows rows;  // the item rows of a sampled loss's step
   double loss_sum_value = 0;
   if (batch.targets > 0) {
     torch::Tensor sum;
@@ -181,9 +244,14 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
       auto pick = [&](const torch::Tensor& x) {  // [B,T] -> the [N] packed rows
         return x.defined() ? on_device(x.reshape({-1}).index_select(0, packing.index)) : x;
       };
-      auto features = model_->forward_packed(packed, on_device(batch.users));  // [N,D]
-      sum = loss_sum_rows(config_.train.loss, features, model_->item_weight(), pick(batch.pos), pick(batch.neg),
-                          batch.shared.defined() ? on_device(batch.shared) : batch.shared);
+      auto pos = pick(batch.pos), neg = pick(batch.neg);
+      auto shared = batch.shared.defined() ? on_device(batch.shared) : batch.shared;
+      // The sampled losses read M only at the batch's items: through a copy
+      // of those rows, so the gradient is [U,D], not [I+1,D] (item_rows.h).
+      if (item_rows_) rows = gather_item_rows(model_->item_weight(), {&packed.items, &pos, &neg, &shared});
+      auto features = model_->forward_packed(packed, on_device(batch.users), rows.table);  // [N,D]
+      sum = loss_sum_rows(config_.train.loss, features, item_rows_ ? rows.table : model_->item_weight(), pos, neg,
+                          shared);
       if (fault_.due(FaultKind::Nan, comm_.rank(), step)) sum = sum * std::numeric_limits<double>::quiet_NaN();
     }
     t_forward_ += since(t);
@@ -199,7 +267,7 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
   std::pair<double, double> flags;
   {
     RECORD_USER_SCOPE("phase::reduce");
-    flags = reduce_gradients(!std::isfinite(loss_sum_value), stop_requested);
+    flags = reduce_gradients(!std::isfinite(loss_sum_value), stop_requested, rows);
   }
   t_reduce_ += since(t);
   out.stop_requested = flags.second > 0;
@@ -224,7 +292,8 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
   t = Clock::now();
   if (global_targets > 0) {
     RECORD_USER_SCOPE("phase::step");
-    optimizer_->step();
+    optimizer_->step();  // the item table too unless lazy (its dense gradient is then undefined)
+    if (lazy_item_adam_) optimizer_->step_rows(model_->item_weight(), item_grad_.ids, item_grad_.values);
     model_->zero_padding();
   }
   t_step_ += since(t);
@@ -409,6 +478,7 @@ TrainSummary Trainer::fit() {
     sampler.start_epoch(epoch, first);
     state.batch = 0;
     t_sample_ = t_forward_ = t_backward_ = t_reduce_ = t_step_ = 0;
+    sparse_steps_ = dense_steps_ = wire_bytes_ = exchanged_rows_ = 0;
     const auto epoch_start = Clock::now();
     double loss_sum_total = 0;
     int64_t targets = 0, sequences = 0, steps = 0;
@@ -490,11 +560,16 @@ TrainSummary Trainer::fit() {
     const double seq_per_s = sums[2] / std::max(1e-9, seconds);
     state.epoch = epoch;
     summary.epochs = epoch;
+    // The exchange, bytes one rank moved per step (ring algorithms, item_rows.h).
+    const nlohmann::json exchange{{"sparse_steps", sparse_steps_}, {"dense_steps", dense_steps_},
+                                  {"bytes_per_step", wire_bytes_ / std::max<int64_t>(1, steps)},
+                                  {"dense_bytes_per_step", allreduce_wire_bytes(dense_bucket_bytes_, comm_.world_size())},
+                                  {"item_rows_per_step", exchanged_rows_ / std::max<int64_t>(1, steps)}};
     metrics_.write({{"event", "train_epoch"}, {"epoch", epoch}, {"steps", steps}, {"step", state.step},
                     {"loss", loss}, {"seqs_per_s", seq_per_s}, {"seconds", seconds},
                     {"phase_seconds", {{"sample", t_sample_}, {"forward", t_forward_}, {"backward", t_backward_},
                                        {"reduce", t_reduce_}, {"step", t_step_}}},
-                    {"bytes_reduced_per_step", bytes_reduced_}});
+                    {"exchange", exchange}});
     log_line(root, detail::cat("epoch ", epoch, "/", config_.train.epochs, "  loss ", loss, "  ",
                                static_cast<int64_t>(seq_per_s), " seq/s  ", format_duration(seconds)));
 

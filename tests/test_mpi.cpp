@@ -5,7 +5,10 @@
 // data, computed on rank 0 inside the same job.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "sasrec/checkpoint.h"
 #include "sasrec/comm.h"
@@ -174,6 +177,81 @@ TEST(Mpi, ResumedRunEndsBitIdentical) {
   Trainer b(part, *g_comm);
   b.fit();
   for (auto& [name, t] : params(b)) EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
+}
+
+namespace {
+// The `exchange` object of the last train_epoch event of a metrics file.
+nlohmann::json last_exchange(const std::string& metrics) {
+  std::ifstream in(metrics);
+  nlohmann::json found;
+  for (std::string line; std::getline(in, line);) {
+    auto e = nlohmann::json::parse(line);
+    if (e["event"] == "train_epoch") found = e["exchange"];
+  }
+  return found;
+}
+}  // namespace
+
+// The item rows' gradient gathered (sparse) or all-reduced in the bucket
+// (dense): the same sums, so the same parameters bit for bit at 2 ranks,
+// with dense Adam and with lazy Adam.
+TEST(Mpi, SparseAndDenseExchangeGiveIdenticalParameters) {
+  SKIP_IF_ONE_RANK();
+  const std::string data = make_store("exchange.h5", 200, 500, 5);
+  for (const char* optimizer : {"adam", "lazy_adam"}) {
+    for (const char* loss : {"bce", "sampled_softmax"}) {
+      std::map<std::string, std::map<std::string, torch::Tensor>> got;
+      for (const char* exchange : {"sparse", "dense"}) {
+        const std::string run = std::string("exchange_") + optimizer + "_" + loss + "_" + exchange;
+        Config c = base_config(data, run);
+        c.train.epochs = 2;
+        c.train.batch_size = 16;
+        c.train.negatives = 32;
+        c.train.l2_emb = 0.01;
+        c.train.loss = std::string(loss) == "bce" ? LossKind::Bce : LossKind::SampledSoftmax;
+        c.train.exchange = exchange;
+        c.train.item_optimizer = optimizer;
+        Trainer t(c, *g_comm);
+        t.fit();
+        got[exchange] = params(t);
+        g_comm->barrier();
+        if (g_comm->is_root()) {
+          auto ex = last_exchange(c.output.metrics);
+          const int64_t steps = ex["sparse_steps"].get<int64_t>() + ex["dense_steps"].get<int64_t>();
+          EXPECT_EQ(ex[std::string(exchange) + "_steps"].get<int64_t>(), steps) << run;
+          EXPECT_GT(ex["item_rows_per_step"].get<int64_t>(), 0) << run;
+          // 500 items x 16 x 4 bytes dense; a step touches far fewer rows.
+          if (std::string(exchange) == "sparse")
+            EXPECT_LT(ex["bytes_per_step"].get<int64_t>(), ex["dense_bytes_per_step"].get<int64_t>()) << run;
+        }
+      }
+      for (auto& [name, want] : got["dense"])
+        EXPECT_TRUE(torch::equal(got["sparse"].at(name), want))
+            << optimizer << " " << loss << " " << name << ": max diff "
+            << (got["sparse"].at(name) - want).abs().max().item<double>();
+    }
+  }
+}
+
+// auto picks per step whichever moves fewer bytes: sparse for a large
+// catalog, dense when the batch touches most of a tiny one.
+TEST(Mpi, AutoExchangePicksTheCheaperWay) {
+  SKIP_IF_ONE_RANK();
+  const std::string large = make_store("auto_large.h5", 100, 2000, 6);
+  const std::string tiny = make_store("auto_tiny.h5", 100, 12, 7);
+  for (auto [data, expect_sparse] : {std::pair{large, true}, std::pair{tiny, false}}) {
+    Config c = base_config(data, expect_sparse ? "auto_large" : "auto_tiny");
+    c.train.epochs = 1;
+    c.train.batch_size = 16;
+    Trainer t(c, *g_comm);
+    t.fit();
+    g_comm->barrier();
+    if (g_comm->is_root()) {
+      auto ex = last_exchange(c.output.metrics);
+      EXPECT_GT(ex[expect_sparse ? "sparse_steps" : "dense_steps"].get<int64_t>(), 0) << data;
+      EXPECT_EQ(ex[expect_sparse ? "dense_steps" : "sparse_steps"].get<int64_t>(), 0) << data;
+    }
+  }
 }
 
 int main(int argc, char** argv) {

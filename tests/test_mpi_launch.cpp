@@ -42,7 +42,7 @@ TEST(MpiLaunch, TwoRankTrainingRunsEndToEnd) {
   const std::string metrics = test::read_text(job.dir.file("m.jsonl"));
   EXPECT_NE(metrics.find("\"world_size\":2"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\"comm\":\"mpi\""), std::string::npos);
-  EXPECT_NE(metrics.find("\"bytes_reduced_per_step\""), std::string::npos);
+  EXPECT_NE(metrics.find("\"dense_bytes_per_step\""), std::string::npos);
   EXPECT_TRUE(std::filesystem::exists(job.dir.file("ckpt/epoch-000002.pt")));
 }
 

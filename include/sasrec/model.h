@@ -97,8 +97,11 @@ class SASRecImpl : public torch::nn::Module {
   explicit SASRecImpl(const SASRecOptions& options);
 
   // The items of a packed batch; users [B] (only with user_embedding)
-  // -> F [N,D], the vectors scored against M, row for row.
-  torch::Tensor forward_packed(const Packing& packing, const torch::Tensor& users = {});
+  // -> F [N,D], the vectors scored against M, row for row. With `item_rows`
+  // (a [U,D] copy of some rows of M, item_rows.h) packing.items index that
+  // table instead of M, and the gradient goes to it.
+  torch::Tensor forward_packed(const Packing& packing, const torch::Tensor& users = {},
+                               const torch::Tensor& item_rows = {});
   // seq [B,T] int64, left-padded with 0, T <= maxlen -> F [B,T,D] (0 at padding).
   torch::Tensor forward(const torch::Tensor& seq, const torch::Tensor& users = {});
 

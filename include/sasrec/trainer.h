@@ -1,9 +1,12 @@
 // trainer.h: one rank's training loop, data-parallel over a Communicator.
 //
 // A step reads as its phases: (1) sample: the next batch from the sampler
-// threads; (2) forward: features and the loss sum; (3) backward, scaled by
-// the GLOBAL target count; (4) reduce: every gradient in one flat bucket,
-// summed over ranks; (5) step: Adam, then M[0] re-zeroed. Phase times are
+// threads; (2) forward: features and the loss sum (the sampled losses read
+// the item table through a copy of the rows the batch touches, item_rows.h);
+// (3) backward, scaled by the GLOBAL target count; (4) reduce: every
+// gradient in one flat bucket summed over ranks, the item rows' gradient
+// either in it (dense) or gathered (sparse), train.exchange; (5) step: Adam
+// (the item table dense or lazy, train.item_optimizer), then M[0] re-zeroed. Phase times are
 // kept and written with each epoch. Rank 0's initial parameters are
 // broadcast, so every replica starts identical. Evaluation, checkpoints and
 // the metrics file follow the config; only rank 0 writes files.
@@ -23,8 +26,10 @@
 #include "sasrec/evaluator.h"
 #include "sasrec/memory_plan.h"
 #include "sasrec/fault.h"
+#include "sasrec/item_rows.h"
 #include "sasrec/metrics.h"
 #include "sasrec/model.h"
+#include "sasrec/optimizer.h"
 #include "sasrec/sampler.h"
 
 namespace sasrec {
@@ -70,7 +75,15 @@ class Trainer {
   StepOutcome train_step(const Batch& batch, int64_t step, bool stop_requested);
   // Sums gradients over ranks in one flat bucket that also carries two
   // flags; returns them summed: {ranks with a non-finite loss, ranks asked to stop}.
-  std::pair<double, double> reduce_gradients(bool loss_bad, bool stop_requested);
+  // `rows`: the item rows of this rank's step (sampled losses; else empty),
+  // exchanged sparse or dense; leaves their sum in item_grad_ (lazy_adam) or
+  // in M's gradient (adam).
+  std::pair<double, double> reduce_gradients(bool loss_bad, bool stop_requested, const ItemRows& rows);
+  // Whether this step sends the item rows sparse: train.exchange, and for
+  // auto the bytes of both ways (`total_rows` summed over ranks).
+  bool exchange_sparse(int64_t total_rows) const;
+  // M's dense gradient holding `g`'s rows (zero elsewhere).
+  void set_dense_item_grad(const RowGradient& g);
   // The first parameter whose gradient holds NaN/Inf, or "".
   std::string nonfinite_gradient() const;
   void broadcast_parameters();
@@ -86,14 +99,22 @@ class Trainer {
   torch::Device device_;
   std::unique_ptr<SplitData> data_;
   SASRec model_{nullptr};
-  std::unique_ptr<torch::optim::Adam> optimizer_;
+  std::unique_ptr<FusedAdam> optimizer_;
   std::unique_ptr<Evaluator> evaluator_;
   MetricsWriter metrics_;
   int64_t steps_per_epoch_ = 0;
   int64_t global_trainable_ = 0;
   // Phase timers of the current epoch, seconds.
   double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
-  int64_t bytes_reduced_ = 0;  // per step
+  // The item table's gradient arrives as rows (bce, sampled_softmax, gbce: every
+  // use of M is a gather) rather than dense (ce); lazy_adam steps only those rows.
+  bool item_rows_ = false;
+  bool lazy_item_adam_ = false;
+  RowGradient item_grad_;       // this step's summed item rows (lazy_adam)
+  int64_t dense_bucket_bytes_ = 0;  // every gradient + the two flags
+  // Exchange figures of the current epoch: steps each way, wire bytes of one
+  // rank (ring algorithms, item_rows.h), item rows summed over ranks.
+  int64_t sparse_steps_ = 0, dense_steps_ = 0, wire_bytes_ = 0, exchanged_rows_ = 0;
   MemoryPlan memory_plan_;      // made and checked in the constructor, written with the start event
   MemoryBudget memory_budget_;
   FaultPlan fault_;             // SASREC_INJECT_FAULT (tests of failure handling)
