@@ -85,6 +85,18 @@ Trainer::Trainer(Config config, Communicator& comm)
   groups.emplace_back(rest, options(0));
   optimizer_ = std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(config_.train.lr));
 
+  // Sampled losses: the popularity proposal counts every rank's training
+  // interactions (each rank holds a shard of the users); gbce's beta.
+  if (config_.train.proposal == "popularity") {
+    std::vector<int64_t> counts = data_->train_item_counts();  // [I+1]
+    auto all = torch::from_blob(counts.data(), {static_cast<int64_t>(counts.size())}, torch::kInt64).clone();
+    comm_.allreduce_sum(all);
+    item_counts_.assign(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
+    log_kq_ = log_expected_counts(item_counts_, config_.train.negatives).to(device_);  // [I+1]
+  }
+  if (config_.train.loss == LossKind::Gbce)
+    gbce_beta_ = gbce_beta(config_.train.negatives, data_->num_items(), config_.train.gbce_t);
+
   evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
   if (comm_.world_size() > 1)
     for (const auto& p : model_->parameters()) bytes_reduced_ += p.numel() * p.element_size();
@@ -157,7 +169,9 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
       };
       auto features = model_->forward_packed(packed, on_device(batch.users));  // [N,D]
       sum = loss_sum_rows(config_.train.loss, features, model_->item_weight(), pick(batch.pos), pick(batch.neg),
-                          batch.shared.defined() ? on_device(batch.shared) : batch.shared);
+                          batch.shared.defined() ? on_device(batch.shared) : batch.shared,
+                          SampledTerms{log_kq_.defined() ? log_kq_.index_select(0, pick(batch.pos)) : log_kq_,
+                                       log_kq_.defined() ? on_device(batch.shared_log_q) : log_kq_, gbce_beta_});
       if (fault_.due(FaultKind::Nan, comm_.rank(), step)) sum = sum * std::numeric_limits<double>::quiet_NaN();
     }
     t_forward_ += since(t);
@@ -347,7 +361,9 @@ TrainSummary Trainer::fit() {
   so.batch_size = config_.train.batch_size;
   so.maxlen = config_.model.maxlen;
   so.per_position_negatives = config_.train.loss == LossKind::Bce;
-  so.shared_negatives = config_.train.loss == LossKind::SampledSoftmax ? config_.train.negatives : 0;
+  const bool shared = config_.train.loss == LossKind::SampledSoftmax || config_.train.loss == LossKind::Gbce;
+  so.shared_negatives = shared ? config_.train.negatives : 0;
+  so.proposal_counts = item_counts_;  // empty: uniform
   so.seed = config_.train.seed;
   so.rank = comm_.rank();
   so.threads = config_.data.sampler_threads;

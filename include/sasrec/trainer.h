@@ -90,6 +90,12 @@ class Trainer {
   MetricsWriter metrics_;
   int64_t steps_per_epoch_ = 0;
   int64_t global_trainable_ = 0;
+  // Sampled losses: the popularity proposal's counts over all ranks [I+1]
+  // (empty: uniform) and log(K q(i)) by item id on device_ (undefined:
+  // uniform); gbce's beta (1 otherwise).
+  std::vector<int64_t> item_counts_;
+  torch::Tensor log_kq_;
+  double gbce_beta_ = 1;
   // Phase timers of the current epoch, seconds.
   double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
   int64_t bytes_reduced_ = 0;  // per step
