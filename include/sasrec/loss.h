@@ -23,7 +23,9 @@
 //                   per position; here one uniform draw of K serves the whole
 //                   batch, so each target's negatives are still a uniform
 //                   sample of K items (minus accidental hits), as the
-//                   calibration assumes.
+//                   calibration assumes; but the rows share one noisy draw,
+//                   and on Beauty that keeps gbce from learning where
+//                   per-row negatives learn (docs/large_catalogs.md, Losses).
 #pragma once
 
 #include <torch/torch.h>
