@@ -58,6 +58,8 @@ class Trainer {
   const SplitData& data() const { return *data_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   torch::Device device() const { return device_; }
+  // The popularity proposal's training interactions per item over all ranks, [I+1]; empty: uniform.
+  const std::vector<int64_t>& proposal_counts() const { return item_counts_; }
 
  private:
   struct StepOutcome {
