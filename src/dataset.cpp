@@ -16,4 +16,11 @@ ItemSpan SplitData::train(int64_t u) const {
   return s;
 }
 
+std::vector<int64_t> SplitData::train_item_counts() const {
+  std::vector<int64_t> counts(num_items() + 1, 0);
+  for (int64_t u = 0; u < num_users(); ++u)
+    for (int32_t item : train(u)) ++counts[item];
+  return counts;
+}
+
 }  // namespace sasrec

@@ -1,4 +1,4 @@
-// loss.cpp: bce, ce and sampled_softmax (see loss.h).
+// loss.cpp: bce, ce, sampled_softmax and gbce (see loss.h).
 #include "sasrec/loss.h"
 
 #include <limits>
@@ -6,47 +6,87 @@
 #include "sasrec/error.h"
 
 namespace sasrec {
+namespace {
 
-torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& item_weight,
-                            const torch::Tensor& pos, const torch::Tensor& neg, const torch::Tensor& shared) {
+// The logits of the shared-negative losses: target [N,1], negatives [N,K],
+// and the accidental hits [N,K] (a negative equal to the row's target; ids
+// compared, so local row indices work as well as item ids).
+struct SharedLogits {
+  torch::Tensor pos, neg, hit;
+};
+SharedLogits shared_logits(const char* loss, const torch::Tensor& h, const torch::Tensor& rows,
+                           const torch::Tensor& pos, const torch::Tensor& shared) {
+  SASREC_CHECK(shared.defined(), loss, " needs shared negatives");
+  return {(h * rows.index_select(0, pos)).sum(-1, /*keepdim=*/true),  // [N,1]
+          torch::matmul(h, rows.index_select(0, shared).t()),        // [N,K]
+          pos.unsqueeze(1) == shared.unsqueeze(0)};                  // [N,K]
+}
+
+}  // namespace
+
+double gbce_beta(int64_t negatives, int64_t num_items, double t) {
+  SASREC_CHECK(negatives >= 1 && num_items >= 2 && t >= 0 && t <= 1, "gbce_beta(", negatives, ", ", num_items,
+               ", ", t, ")");
+  const double alpha = static_cast<double>(negatives) / static_cast<double>(num_items - 1);
+  return alpha * (t * (1 - 1 / alpha) + 1 / alpha);
+}
+
+torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& rows,
+                            const torch::Tensor& pos, const torch::Tensor& neg, const torch::Tensor& shared,
+                            const SampledTerms& terms) {
+  SASREC_CHECK(terms.pos_log_q.defined() == terms.shared_log_q.defined(),
+               "log-Q needs both the targets' and the negatives' values");
   switch (kind) {
     case LossKind::Bce: {
       SASREC_CHECK(neg.defined(), "bce needs per-position negatives");
       // One gather for both: a single dense gradient for the item table instead of two.
-      auto rows = item_weight.index_select(0, torch::cat({pos, neg})).view({2, pos.size(0), -1});  // [2,N,D]
-      auto logits = (h.unsqueeze(0) * rows).sum(-1);                                               // [2,N]
+      auto both = rows.index_select(0, torch::cat({pos, neg})).view({2, pos.size(0), -1});  // [2,N,D]
+      auto logits = (h.unsqueeze(0) * both).sum(-1);                                        // [2,N]
       // -log sigmoid(p) = softplus(-p); -log(1 - sigmoid(n)) = softplus(n)
       return torch::softplus(logits[0].neg()).sum() + torch::softplus(logits[1]).sum();
     }
     case LossKind::Ce: {
-      auto logits = torch::matmul(h, item_weight.slice(0, 1).t());  // [N,I] items 1..I
+      auto logits = torch::matmul(h, rows.slice(0, 1).t());  // [N,I] items 1..I: rows is the full table
       return torch::nn::functional::cross_entropy(
           logits, pos - 1, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     }
     case LossKind::SampledSoftmax: {
-      SASREC_CHECK(shared.defined(), "sampled_softmax needs shared negatives");
-      auto pos_logit = (h * item_weight.index_select(0, pos)).sum(-1, /*keepdim=*/true);  // [N,1]
-      auto neg_logit = torch::matmul(h, item_weight.index_select(0, shared).t());         // [N,K]
-      auto hit = pos.unsqueeze(1) == shared.unsqueeze(0);                                 // [N,K]
+      auto [pos_logit, neg_logit, hit] = shared_logits("sampled_softmax", h, rows, pos, shared);
+      if (terms.pos_log_q.defined()) {  // log-Q: minus log(K q(x)) on every logit, the target's too
+        SASREC_CHECK(terms.pos_log_q.size(0) == pos.size(0) && terms.shared_log_q.size(0) == shared.size(0));
+        pos_logit = pos_logit - terms.pos_log_q.unsqueeze(1);
+        neg_logit = neg_logit - terms.shared_log_q.unsqueeze(0);
+      }
       neg_logit = neg_logit.masked_fill(hit, -std::numeric_limits<float>::infinity());
-      auto logits = torch::cat({pos_logit, neg_logit}, 1);                                 // [N,1+K]
+      auto logits = torch::cat({pos_logit, neg_logit}, 1);  // [N,1+K]
       return (torch::logsumexp(logits, 1) - pos_logit.squeeze(1)).sum();
     }
-    case LossKind::Gbce:
-      SASREC_FAIL(Config, "train.loss gbce is being built on branch issue6-loss");
+    case LossKind::Gbce: {
+      SASREC_CHECK(!terms.pos_log_q.defined(), "gbce takes uniform negatives, without log-Q");
+      auto [pos_logit, neg_logit, hit] = shared_logits("gbce", h, rows, pos, shared);
+      // -log sig(s)^beta = beta softplus(-s); -log(1 - sig(s)) = softplus(s); hits count 0.
+      return torch::softplus(pos_logit.neg()).sum() * terms.gbce_beta +
+             torch::softplus(neg_logit).masked_fill(hit, 0).sum();
+    }
   }
   SASREC_CHECK(false, "unknown loss");
   return {};
 }
 
 torch::Tensor loss_sum(LossKind kind, const torch::Tensor& features, const torch::Tensor& item_weight,
-                       const Batch& batch) {
+                       const Batch& batch, const torch::Tensor& log_kq, double gbce_beta) {
   // Only positions with a target take part: gather them once.
   auto where = (batch.pos.view(-1) != 0).nonzero().squeeze(1);                 // [N]
   auto h = features.reshape({-1, features.size(-1)}).index_select(0, where);  // [N,D]
   auto pos = batch.pos.view(-1).index_select(0, where);                       // [N]
   auto neg = batch.neg.defined() ? batch.neg.view(-1).index_select(0, where) : torch::Tensor();
-  return loss_sum_rows(kind, h, item_weight, pos, neg, batch.shared);
+  SampledTerms terms;
+  terms.gbce_beta = gbce_beta;
+  if (log_kq.defined()) {
+    terms.pos_log_q = log_kq.index_select(0, pos);
+    terms.shared_log_q = batch.shared_log_q.defined() ? batch.shared_log_q : log_kq.index_select(0, batch.shared);
+  }
+  return loss_sum_rows(kind, h, item_weight, pos, neg, batch.shared, terms);
 }
 
 }  // namespace sasrec

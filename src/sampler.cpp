@@ -2,6 +2,8 @@
 #include "sasrec/sampler.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "sasrec/error.h"
@@ -24,8 +26,63 @@ void sample_negatives(Rng& rng, int64_t num_items, const std::vector<int32_t>& h
   }
 }
 
+AliasTable::AliasTable(const std::vector<int64_t>& weights) : threshold_(weights.size()), alias_(weights.size()) {
+  const int64_t n = static_cast<int64_t>(weights.size());
+  SASREC_CHECK(n >= 1 && n <= std::numeric_limits<int32_t>::max(), "alias table of ", n, " entries");
+  for (int64_t w : weights) {
+    SASREC_CHECK(w >= 0, "negative weight ", w);
+    total_ += w;
+  }
+  SASREC_CHECK(total_ > 0 && total_ <= std::numeric_limits<int64_t>::max() / n,
+               "alias table: weights sum to ", total_, " over ", n, " entries");
+  // Vose: every slot holds mass total_ (weights scaled by n); a light slot is
+  // topped up from a heavy one, which becomes its alias. Integers, so the
+  // leftover slots hold exactly total_ and nothing is lost to rounding.
+  std::vector<int64_t> small, large;
+  for (int64_t i = 0; i < n; ++i) {
+    threshold_[i] = weights[i] * n;
+    alias_[i] = static_cast<int32_t>(i);
+    (threshold_[i] < total_ ? small : large).push_back(i);
+  }
+  while (!small.empty() && !large.empty()) {
+    const int64_t s = small.back(), l = large.back();
+    small.pop_back();
+    alias_[s] = static_cast<int32_t>(l);
+    threshold_[l] -= total_ - threshold_[s];
+    if (threshold_[l] < total_) {
+      large.pop_back();
+      small.push_back(l);
+    }
+  }
+  SASREC_CHECK(small.empty(), "alias table construction left ", small.size(), " light slots");
+}
+
+int64_t AliasTable::draw(Rng& rng) const {
+  const int64_t slot = static_cast<int64_t>(rng.below(alias_.size()));
+  return static_cast<int64_t>(rng.below(static_cast<uint64_t>(total_))) < threshold_[slot] ? slot : alias_[slot];
+}
+
+torch::Tensor log_expected_counts(const std::vector<int64_t>& counts, int64_t k) {
+  double total = 0;
+  for (int64_t c : counts) total += static_cast<double>(c);
+  SASREC_CHECK(total > 0 && k >= 1, "log_expected_counts: ", total, " interactions, k ", k);
+  auto out = torch::empty({static_cast<int64_t>(counts.size())}, torch::kFloat32);
+  float* o = out.data_ptr<float>();
+  for (size_t i = 0; i < counts.size(); ++i)
+    o[i] = static_cast<float>(std::log(static_cast<double>(k) * static_cast<double>(counts[i]) / total));
+  return out;
+}
+
 Sampler::Sampler(const SplitData& data, SamplerOptions options) : data_(data), opt_(options) {
   SASREC_CHECK(opt_.batch_size >= 1 && opt_.maxlen >= 1 && opt_.threads >= 1 && opt_.prefetch >= 1);
+  if (!opt_.proposal_counts.empty()) {
+    SASREC_CHECK(static_cast<int64_t>(opt_.proposal_counts.size()) == data_.num_items() + 1,
+                 "popularity proposal of ", opt_.proposal_counts.size(), " counts for ", data_.num_items(), " items");
+    SASREC_CHECK(opt_.proposal_counts[0] == 0, "the padding item 0 has a proposal weight");
+    proposal_ = std::make_unique<AliasTable>(opt_.proposal_counts);
+    log_kq_ = log_expected_counts(opt_.proposal_counts, std::max<int64_t>(1, opt_.shared_negatives));
+    std::vector<int64_t>().swap(opt_.proposal_counts);  // the table has what it needs
+  }
   const int64_t users = static_cast<int64_t>(data_.trainable_users().size());
   steps_ = opt_.steps_per_epoch > 0 ? opt_.steps_per_epoch : (users + opt_.batch_size - 1) / opt_.batch_size;
   steps_ = std::max<int64_t>(steps_, 1);
@@ -151,7 +208,12 @@ Batch Sampler::build(int64_t epoch, int64_t index) const {
   if (opt_.shared_negatives > 0) {
     b.shared = torch::empty({opt_.shared_negatives}, torch::kInt64);
     int64_t* out = b.shared.data_ptr<int64_t>();
-    for (int64_t k = 0; k < opt_.shared_negatives; ++k) out[k] = rng.between(1, data_.num_items());
+    if (proposal_) {
+      for (int64_t k = 0; k < opt_.shared_negatives; ++k) out[k] = proposal_->draw(rng);
+      b.shared_log_q = log_kq_.index_select(0, b.shared);
+    } else {
+      for (int64_t k = 0; k < opt_.shared_negatives; ++k) out[k] = rng.between(1, data_.num_items());
+    }
   }
   return b;
 }

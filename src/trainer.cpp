@@ -113,6 +113,18 @@ Trainer::Trainer(Config config, Communicator& comm)
   item_rows_ = config_.train.loss != LossKind::Ce;
   lazy_item_adam_ = config_.train.item_optimizer == "lazy_adam";  // validate(): never with ce
 
+  // Sampled losses: the popularity proposal counts every rank's training
+  // interactions (each rank holds a shard of the users); gbce's beta.
+  if (config_.train.proposal == "popularity") {
+    std::vector<int64_t> counts = data_->train_item_counts();  // [I+1]
+    auto all = torch::from_blob(counts.data(), {static_cast<int64_t>(counts.size())}, torch::kInt64).clone();
+    comm_.allreduce_sum(all);
+    item_counts_.assign(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
+    log_kq_ = log_expected_counts(item_counts_, config_.train.negatives).to(device_);  // [I+1]
+  }
+  if (config_.train.loss == LossKind::Gbce)
+    gbce_beta_ = gbce_beta(config_.train.negatives, data_->num_items(), config_.train.gbce_t);
+
   evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
   for (const auto& p : model_->parameters()) dense_bucket_bytes_ += p.numel() * p.element_size();
   dense_bucket_bytes_ += 2 * sizeof(float);  // the bucket's two flags
@@ -246,12 +258,15 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
       };
       auto pos = pick(batch.pos), neg = pick(batch.neg);
       auto shared = batch.shared.defined() ? on_device(batch.shared) : batch.shared;
+      // log-Q of the popularity proposal, looked up by GLOBAL item id (before the remap below).
+      const SampledTerms terms{log_kq_.defined() ? log_kq_.index_select(0, pos) : log_kq_,
+                               log_kq_.defined() ? on_device(batch.shared_log_q) : log_kq_, gbce_beta_};
       // The sampled losses read M only at the batch's items: through a copy
       // of those rows, so the gradient is [U,D], not [I+1,D] (item_rows.h).
       if (item_rows_) rows = gather_item_rows(model_->item_weight(), {&packed.items, &pos, &neg, &shared});
       auto features = model_->forward_packed(packed, on_device(batch.users), rows.table);  // [N,D]
       sum = loss_sum_rows(config_.train.loss, features, item_rows_ ? rows.table : model_->item_weight(), pos, neg,
-                          shared);
+                          shared, terms);
       if (fault_.due(FaultKind::Nan, comm_.rank(), step)) sum = sum * std::numeric_limits<double>::quiet_NaN();
     }
     t_forward_ += since(t);
@@ -444,7 +459,9 @@ TrainSummary Trainer::fit() {
   so.batch_size = config_.train.batch_size;
   so.maxlen = config_.model.maxlen;
   so.per_position_negatives = config_.train.loss == LossKind::Bce;
-  so.shared_negatives = config_.train.loss == LossKind::SampledSoftmax ? config_.train.negatives : 0;
+  const bool shared = config_.train.loss == LossKind::SampledSoftmax || config_.train.loss == LossKind::Gbce;
+  so.shared_negatives = shared ? config_.train.negatives : 0;
+  so.proposal_counts = item_counts_;  // empty: uniform
   so.seed = config_.train.seed;
   so.rank = comm_.rank();
   so.threads = config_.data.sampler_threads;

@@ -92,3 +92,19 @@ TEST(Config, ValidateRefusesImpossibleValues) {
   Config ok = parse_config("", "r", {"data.path=" + data});
   EXPECT_NO_THROW(ok.validate());
 }
+
+TEST(Config, PopularityProposalOnlyForSampledSoftmax) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  Config gbce = parse_config("", "r", {"data.path=" + data, "train.loss=gbce", "train.proposal=popularity"});
+  const std::string msg = error_of([&] { gbce.validate(); });
+  EXPECT_NE(msg.find("train.proposal"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gbce"), std::string::npos) << msg;
+  Config bce = parse_config("", "r", {"data.path=" + data, "train.proposal=popularity"});
+  EXPECT_NE(error_of([&] { bce.validate(); }).find("train.proposal"), std::string::npos);
+  Config ok = parse_config("", "r", {"data.path=" + data, "train.loss=sampled_softmax", "train.proposal=popularity"});
+  EXPECT_NO_THROW(ok.validate());
+  Config t = parse_config("", "r", {"data.path=" + data, "train.loss=gbce", "train.gbce_t=1.5"});
+  EXPECT_NE(error_of([&] { t.validate(); }).find("train.gbce_t"), std::string::npos);
+}

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "sasrec/loss.h"
 #include "sasrec/model.h"
@@ -146,6 +147,74 @@ TEST(Loss, SampledSoftmaxRemovesAccidentalHits) {
   f.batch.shared = torch::tensor({1, 2, 3}, torch::kInt64);  // 2 is the target: removed
   const double lse = std::log(std::exp(-1.0) + std::exp(-1.5) + std::exp(-0.125));
   EXPECT_NEAR(loss_sum(LossKind::SampledSoftmax, f.features, f.weight, f.batch).item<double>(), lse + 1.0, 1e-6);
+}
+
+// Logits of the fixture's h = (0.5, -1): item 1 -1.5, item 2 (the target) -1.0, item 3 -0.125.
+TEST(Loss, SampledSoftmaxPopularityLogQ) {
+  LossFixture f;
+  // Proposal counts (0, 5, 3, 2): q = (.5, .3, .2); K = 3 draws, log(K q) by hand.
+  const std::vector<double> log_kq{0.0, std::log(1.5), std::log(0.9), std::log(0.6)};
+  EXPECT_TRUE(torch::allclose(log_expected_counts({0, 5, 3, 2}, 3).slice(0, 1),
+                              torch::tensor({log_kq[1], log_kq[2], log_kq[3]}, torch::kFloat32)));
+  EXPECT_EQ(log_expected_counts({0, 5, 3, 2}, 3)[0].item<float>(), -std::numeric_limits<float>::infinity());
+  auto table = torch::tensor(log_kq, torch::kFloat32);
+  f.batch.shared = torch::tensor({1, 3, 3}, torch::kInt64);
+  const double pos = -1.0 - log_kq[2];
+  double z = std::exp(pos) + std::exp(-1.5 - log_kq[1]) + 2 * std::exp(-0.125 - log_kq[3]);
+  EXPECT_NEAR(loss_sum(LossKind::SampledSoftmax, f.features, f.weight, f.batch, table).item<double>(),
+              std::log(z) - pos, 1e-6);
+  // The batch's own shared_log_q (what the sampler sets) wins over the table.
+  f.batch.shared_log_q = torch::tensor({log_kq[1], log_kq[3], log_kq[3]}, torch::kFloat32);
+  EXPECT_NEAR(loss_sum(LossKind::SampledSoftmax, f.features, f.weight, f.batch, table).item<double>(),
+              std::log(z) - pos, 1e-6);
+  // An accidental hit (item 2) leaves the negatives; the target keeps its correction.
+  f.batch.shared = torch::tensor({1, 2, 3}, torch::kInt64);
+  f.batch.shared_log_q = torch::Tensor();
+  z = std::exp(pos) + std::exp(-1.5 - log_kq[1]) + std::exp(-0.125 - log_kq[3]);
+  EXPECT_NEAR(loss_sum(LossKind::SampledSoftmax, f.features, f.weight, f.batch, table).item<double>(),
+              std::log(z) - pos, 1e-6);
+}
+
+TEST(Loss, SampledLossesOnALocalTable) {
+  // The trainer may pass a batch-local table with remapped indices; log-Q
+  // comes from global ids. Local rows: 0 = item 3, 1 = item 1, 2 = item 2.
+  LossFixture f;
+  auto h = torch::tensor({{0.5, -1.0}}, torch::kFloat32);  // the one target
+  auto local = f.weight.index_select(0, torch::tensor({3, 1, 2}, torch::kInt64));
+  auto pos = torch::tensor({2}, torch::kInt64), shared = torch::tensor({1, 0, 0}, torch::kInt64);  // items 1, 3, 3
+  const double lq1 = std::log(1.5), lq2 = std::log(0.9), lq3 = std::log(0.6);
+  SampledTerms terms{torch::tensor({lq2}, torch::kFloat32), torch::tensor({lq1, lq3, lq3}, torch::kFloat32), 1};
+  const double p = -1.0 - lq2;
+  const double z = std::exp(p) + std::exp(-1.5 - lq1) + 2 * std::exp(-0.125 - lq3);
+  EXPECT_NEAR(loss_sum_rows(LossKind::SampledSoftmax, h, local, pos, {}, shared, terms).item<double>(),
+              std::log(z) - p, 1e-6);
+  SampledTerms g;
+  g.gbce_beta = 0.5;
+  EXPECT_NEAR(loss_sum_rows(LossKind::Gbce, h, local, pos, {}, shared, g).item<double>(),
+              0.5 * softplus(1.0) + softplus(-1.5) + 2 * softplus(-0.125), 1e-6);
+}
+
+TEST(Loss, GbceBetaFollowsThePaper) {
+  // alpha = K / (I - 1) = 25 / 100; beta = alpha (t (1 - 1/alpha) + 1/alpha) = 0.25 (0.75 * -3 + 4).
+  EXPECT_NEAR(gbce_beta(25, 101, 0.75), 0.4375, 1e-12);
+  EXPECT_NEAR(gbce_beta(25, 101, 1.0), 0.25, 1e-12);  // t = 1: beta = alpha
+  EXPECT_NEAR(gbce_beta(25, 101, 0.0), 1.0, 1e-12);   // t = 0: plain BCE
+  // Beauty: K = 256, I = 12101.
+  const double alpha = 256.0 / 12100.0;
+  EXPECT_NEAR(gbce_beta(256, 12101, 0.75), alpha * (0.75 * (1 - 1 / alpha) + 1 / alpha), 1e-12);
+}
+
+TEST(Loss, GbceHandWorkedAndHitsMasked) {
+  LossFixture f;
+  f.batch.shared = torch::tensor({1, 2, 3, 3}, torch::kInt64);  // 2 is the target: left out
+  const double beta = 0.4375;
+  const double negs = softplus(-1.5) + 2 * softplus(-0.125);
+  EXPECT_NEAR(loss_sum(LossKind::Gbce, f.features, f.weight, f.batch, {}, beta).item<double>(),
+              beta * softplus(1.0) + negs, 1e-6);
+  // t = 0 (beta 1) with K = 1 negative is the paper's BCE with that negative (BceHandWorked's value).
+  f.batch.shared = torch::tensor({3}, torch::kInt64);
+  EXPECT_NEAR(loss_sum(LossKind::Gbce, f.features, f.weight, f.batch, {}, gbce_beta(1, 3, 0.0)).item<double>(),
+              softplus(1.0) + softplus(-0.125), 1e-6);
 }
 
 // ---- dropout ------------------------------------------------------------------------

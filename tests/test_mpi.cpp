@@ -155,6 +155,30 @@ TEST(Mpi, ShardedEvaluationEqualsSingleRank) {
   }
 }
 
+TEST(Mpi, PopularityProposalCountsEveryRanksInteractions) {
+  SKIP_IF_ONE_RANK();
+  const std::string data = make_store("popularity.h5", 101, 40, 5);
+  Config c = base_config(data, "popularity");
+  c.train.loss = LossKind::SampledSoftmax;
+  c.train.proposal = "popularity";
+  c.validate();
+  Trainer multi(c, *g_comm);
+  std::vector<int64_t> mine = multi.proposal_counts();
+  // Every rank must hold the same counts: rank 0's, broadcast, compared on each rank.
+  auto root = torch::from_blob(mine.data(), {static_cast<int64_t>(mine.size())}, torch::kInt64).clone();
+  g_comm->broadcast(root, 0);
+  EXPECT_TRUE(torch::equal(root, torch::from_blob(mine.data(), {root.size(0)}, torch::kInt64)));
+  if (g_comm->is_root()) {  // the whole file's train parts, counted here: all but each user's last two
+    Interactions d = read_store(data);
+    std::vector<int64_t> want(d.num_items() + 1, 0);
+    for (int64_t u = 0; u < d.num_users(); ++u) {
+      const int64_t b = d.offsets[u], e = d.offsets[u + 1];
+      for (int64_t i = b; i < (e - b >= 3 ? e - 2 : e); ++i) ++want[d.items[i]];
+    }
+    EXPECT_EQ(mine, want);
+  }
+}
+
 TEST(Mpi, ResumedRunEndsBitIdentical) {
   SKIP_IF_ONE_RANK();
   const std::string data = make_store("resume.h5", 200, 60, 4);

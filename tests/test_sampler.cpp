@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "sasrec/rng.h"
@@ -230,4 +231,96 @@ TEST(Sampler, StartingInsideAnEpochGivesTheRemainingBatches) {
       }
     }
   }
+}
+
+// ---- the popularity proposal ------------------------------------------------------
+
+namespace {
+// Pearson's chi-square of `draws` draws from `table` against weights / sum.
+double chi_square(const AliasTable& table, const std::vector<int64_t>& weights, int64_t draws, uint64_t seed,
+                  int64_t* dof) {
+  std::vector<int64_t> seen(weights.size(), 0);
+  Rng rng(seed);
+  for (int64_t i = 0; i < draws; ++i) ++seen.at(table.draw(rng));
+  double total = 0;
+  for (int64_t w : weights) total += w;
+  double chi2 = 0;
+  *dof = -1;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] == 0) {
+      EXPECT_EQ(seen[i], 0) << "item " << i << " has weight 0 but was drawn";
+      continue;
+    }
+    const double expected = draws * weights[i] / total;
+    chi2 += (seen[i] - expected) * (seen[i] - expected) / expected;
+    ++*dof;
+  }
+  return chi2;
+}
+}  // namespace
+
+TEST(AliasTable, FrequenciesMatchTheWeights) {
+  // Small: 3 degrees of freedom, 0.1% critical value 16.27.
+  const std::vector<int64_t> small{0, 5, 1, 0, 10, 4};
+  int64_t dof = 0;
+  EXPECT_LT(chi_square(AliasTable(small), small, 200000, 1, &dof), 16.27);
+  EXPECT_EQ(dof, 3);
+  // Zipf-like over 2000 items with zeros: below dof + 5 sqrt(2 dof) (about 1e-6 by chance).
+  std::vector<int64_t> zipf(2001, 0);
+  for (int64_t i = 1; i <= 2000; ++i) zipf[i] = i % 7 == 0 ? 0 : 100000 / i;
+  const double chi2 = chi_square(AliasTable(zipf), zipf, 2000000, 2, &dof);
+  EXPECT_LT(chi2, dof + 5 * std::sqrt(2.0 * dof)) << dof << " degrees of freedom";
+  // A single item with all the weight.
+  Rng rng(3);
+  AliasTable one({0, 0, 7});
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(one.draw(rng), 2);
+}
+
+TEST(Sampler, TrainItemCountsCountTheTrainParts) {
+  // Users: {5} train-only; {5,6} train-only; {5,6,7}: train {5}; {1,2,3,4,8}: train {1,2,3}.
+  SplitData d(shard_of({{5}, {5, 6}, {5, 6, 7}, {1, 2, 3, 4, 8}}, 10));
+  const std::vector<int64_t> want{0, 1, 1, 1, 0, 3, 1, 0, 0, 0, 0};
+  EXPECT_EQ(d.train_item_counts(), want);
+}
+
+TEST(Sampler, PopularityNegativesAreDeterministicAndCarryLogQ) {
+  SplitData d(random_shard(400, 120, 11));
+  std::vector<int64_t> counts = d.train_item_counts();
+  counts[7] = 0;  // an item never drawn
+  double total = 0;
+  for (int64_t c : counts) total += c;
+  SamplerOptions o;
+  o.batch_size = 32;
+  o.per_position_negatives = false;
+  o.shared_negatives = 64;
+  o.proposal_counts = counts;
+  o.seed = 21;
+  auto epoch = [&](int threads) {
+    o.threads = threads;
+    Sampler s(d, o);
+    s.start_epoch(3);
+    std::vector<Batch> out;
+    for (int64_t i = 0; i < s.steps_per_epoch(); ++i) out.push_back(s.next());
+    return out;
+  };
+  const auto one = epoch(1), three = epoch(3);
+  ASSERT_EQ(one.size(), three.size());
+  ASSERT_GT(one.size(), 5u);
+  for (size_t b = 0; b < one.size(); ++b) {
+    EXPECT_TRUE(torch::equal(one[b].shared, three[b].shared)) << "batch " << b;
+    EXPECT_TRUE(torch::equal(one[b].shared_log_q, three[b].shared_log_q)) << "batch " << b;
+    ASSERT_EQ(one[b].shared.size(0), 64);
+    for (int64_t k = 0; k < 64; ++k) {
+      const int64_t item = one[b].shared[k].item<int64_t>();
+      ASSERT_GT(counts.at(item), 0) << "item " << item << " drawn with count 0";
+      EXPECT_NEAR(one[b].shared_log_q[k].item<float>(), std::log(64.0 * counts[item] / total), 1e-5);
+    }
+  }
+  EXPECT_FALSE(torch::equal(one[0].shared, one[1].shared));
+  // Uniform (no counts) stays as it was: no log-Q.
+  o.proposal_counts.clear();
+  o.threads = 1;
+  Sampler u(d, o);
+  u.start_epoch(3);
+  EXPECT_FALSE(u.next().shared_log_q.defined());
 }

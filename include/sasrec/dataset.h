@@ -40,6 +40,9 @@ class SplitData {
   const std::vector<int64_t>& trainable_users() const { return trainable_; }
   // Local indices of users with a valid and a test item, ascending.
   const std::vector<int64_t>& holdout_users() const { return holdout_; }
+  // [I+1]: how often each item occurs in this shard's train parts (the
+  // popularity proposal sums it over ranks).
+  std::vector<int64_t> train_item_counts() const;
 
  private:
   Shard shard_;

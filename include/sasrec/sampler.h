@@ -9,6 +9,12 @@
 // builds batches w, w+W, w+2W, ... into its own bounded queue; next() takes
 // them back in order. Batches are trimmed to their longest input (never
 // wider than maxlen) and left-padded with item 0.
+//
+// Shared negatives (sampled_softmax, gbce) are K items drawn with
+// replacement from the proposal: uniform over 1..I, or (popularity) item i
+// with q(i) = count(i) / sum(count), drawn in O(1) from a Walker alias table
+// built once here; then the batch also carries log(K q(i)) of each, the
+// log-Q correction of the sampled softmax (loss.h).
 #pragma once
 
 #include <torch/torch.h>
@@ -32,7 +38,8 @@ struct Batch {
   torch::Tensor seq;     // [B,T] int64: inputs, left-padded with 0
   torch::Tensor pos;     // [B,T] int64: next-item targets, 0 where ignored
   torch::Tensor neg;     // [B,T] int64: one negative per target (bce), 0 where ignored; undefined otherwise
-  torch::Tensor shared;  // [K]  int64: negatives shared by the batch (sampled_softmax); undefined otherwise
+  torch::Tensor shared;  // [K]  int64: negatives shared by the batch (sampled_softmax, gbce); undefined otherwise
+  torch::Tensor shared_log_q;  // [K] float: log(K q(shared_k)) under the popularity proposal; undefined otherwise
   torch::Tensor users;   // [B]  int64: global user indices
   int64_t targets = 0;   // number of non-ignored targets
 };
@@ -41,7 +48,10 @@ struct SamplerOptions {
   int64_t batch_size = 128;
   int64_t maxlen = 50;
   bool per_position_negatives = true;  // bce
-  int64_t shared_negatives = 0;        // sampled_softmax: K, 0 for none
+  int64_t shared_negatives = 0;        // sampled_softmax, gbce: K, 0 for none
+  // Popularity proposal for the shared negatives: [I+1] weights (training
+  // interactions per item, all ranks; item 0 weighs 0). Empty: uniform.
+  std::vector<int64_t> proposal_counts;
   uint64_t seed = 42;
   int rank = 0;
   int threads = 1;
@@ -60,6 +70,26 @@ struct SamplerOptions {
 // covers nearly the whole catalog. Exposed for tests.
 void sample_negatives(class Rng& rng, int64_t num_items, const std::vector<int32_t>& history_sorted, int64_t n,
                       int64_t* out);
+
+// Walker's alias method (Vose's construction), in exact integer arithmetic:
+// draw() returns i with probability weights[i] / sum(weights) exactly (up to
+// the RNG), in O(1) with two RNG calls; zero weights are never drawn.
+class AliasTable {
+ public:
+  explicit AliasTable(const std::vector<int64_t>& weights);
+  int64_t draw(class Rng& rng) const;
+  int64_t size() const { return static_cast<int64_t>(alias_.size()); }
+
+ private:
+  int64_t total_ = 0;              // sum of the weights
+  std::vector<int64_t> threshold_; // slot i keeps i when a draw below total_ is < threshold_[i] ...
+  std::vector<int32_t> alias_;     // ... else it gives alias_[i]
+};
+
+// log(k * counts[i] / sum(counts)) for every i, float [I+1] (-inf where the
+// count is 0): the log of item i's expected count among k draws from the
+// popularity proposal. The sampler and the trainer both take it from here.
+torch::Tensor log_expected_counts(const std::vector<int64_t>& counts, int64_t k);
 
 class Sampler {
  public:
@@ -89,6 +119,8 @@ class Sampler {
 
   const SplitData& data_;
   SamplerOptions opt_;
+  std::unique_ptr<AliasTable> proposal_;  // popularity proposal; null: uniform
+  torch::Tensor log_kq_;                  // [I+1] float log(K q(i)), popularity only
   int64_t steps_ = 0;
   int64_t epoch_ = -1;
   int64_t next_index_ = 0;

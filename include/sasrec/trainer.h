@@ -64,6 +64,8 @@ class Trainer {
   const SplitData& data() const { return *data_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   torch::Device device() const { return device_; }
+  // The popularity proposal's training interactions per item over all ranks, [I+1]; empty: uniform.
+  const std::vector<int64_t>& proposal_counts() const { return item_counts_; }
 
  private:
   struct StepOutcome {
@@ -104,6 +106,12 @@ class Trainer {
   MetricsWriter metrics_;
   int64_t steps_per_epoch_ = 0;
   int64_t global_trainable_ = 0;
+  // Sampled losses: the popularity proposal's counts over all ranks [I+1]
+  // (empty: uniform) and log(K q(i)) by item id on device_ (undefined:
+  // uniform); gbce's beta (1 otherwise).
+  std::vector<int64_t> item_counts_;
+  torch::Tensor log_kq_;
+  double gbce_beta_ = 1;
   // Phase timers of the current epoch, seconds.
   double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
   // The item table's gradient arrives as rows (bce, sampled_softmax, gbce: every
