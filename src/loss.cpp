@@ -8,7 +8,7 @@
 namespace sasrec {
 namespace {
 
-// The logits of the shared-negative losses: target [N,1], negatives [N,K],
+// The logits of the shared-negative loss (sampled_softmax): target [N,1], negatives [N,K],
 // and the accidental hits [N,K] (a negative equal to the row's target; ids
 // compared, so local row indices work as well as item ids).
 struct SharedLogits {
@@ -63,10 +63,17 @@ torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::
     }
     case LossKind::Gbce: {
       SASREC_CHECK(!terms.pos_log_q.defined(), "gbce takes uniform negatives, without log-Q");
-      auto [pos_logit, neg_logit, hit] = shared_logits("gbce", h, rows, pos, shared);
-      // -log sig(s)^beta = beta softplus(-s); -log(1 - sig(s)) = softplus(s); hits count 0.
-      return torch::softplus(pos_logit.neg()).sum() * terms.gbce_beta +
-             torch::softplus(neg_logit).masked_fill(hit, 0).sum();
+      SASREC_CHECK(neg.defined() && neg.dim() == 2 && neg.size(0) == pos.size(0),
+                   "gbce needs k negatives per target, [N,k]");
+      const int64_t n = pos.size(0), k = neg.size(1), d = rows.size(1);
+      // One gather for the target and its k negatives (one dense gradient
+      // for the rows), then one batched product: logits [N,1+k].
+      auto ids = torch::cat({pos.unsqueeze(1), neg}, 1).view(-1);                          // [N(1+k)]
+      auto logits = torch::bmm(rows.index_select(0, ids).view({n, 1 + k, d}), h.unsqueeze(2)).squeeze(2);
+      auto hit = neg == pos.unsqueeze(1);  // [N,k] accidental hits: their term is removed
+      // -log sig(s)^beta = beta softplus(-s); -log(1 - sig(s)) = softplus(s).
+      return torch::softplus(logits.select(1, 0).neg()).sum() * terms.gbce_beta +
+             torch::softplus(logits.slice(1, 1)).masked_fill(hit, 0).sum();
     }
   }
   SASREC_CHECK(false, "unknown loss");
@@ -79,7 +86,10 @@ torch::Tensor loss_sum(LossKind kind, const torch::Tensor& features, const torch
   auto where = (batch.pos.view(-1) != 0).nonzero().squeeze(1);                 // [N]
   auto h = features.reshape({-1, features.size(-1)}).index_select(0, where);  // [N,D]
   auto pos = batch.pos.view(-1).index_select(0, where);                       // [N]
-  auto neg = batch.neg.defined() ? batch.neg.view(-1).index_select(0, where) : torch::Tensor();
+  torch::Tensor neg;  // [N] (bce) or [N,k] (gbce, from [B,T,k])
+  if (batch.neg.defined())
+    neg = batch.neg.dim() == 3 ? batch.neg.reshape({-1, batch.neg.size(2)}).index_select(0, where)
+                               : batch.neg.view(-1).index_select(0, where);
   SampledTerms terms;
   terms.gbce_beta = gbce_beta;
   if (log_kq.defined()) {

@@ -21,8 +21,6 @@ constexpr int64_t kFixedOverhead = 180 * kMiB;
 // The CPU evaluator's score block (evaluator.cpp: 64 users x 1024 items).
 constexpr int64_t kEvalBlock = 64 * 1024 * kFloat;
 
-bool is_sampled(LossKind l) { return l == LossKind::SampledSoftmax || l == LossKind::Gbce; }
-
 // Parameters other than the item table, in floats (model.cpp): positions
 // n*d; per block q (d*d+d), k (d*d, no bias), v (d*d+d), FFN w1, w2
 // (d*d+d each), two LayerNorms (2d each); the final LayerNorm 2d; the user
@@ -34,12 +32,20 @@ int64_t dense_parameter_floats(const ModelConfig& m, int64_t num_users) {
 }
 
 // The most rows of the item table one step on one rank touches (sampled
-// losses): the batch's inputs/targets (and bce's per-position negatives)
-// plus the shared negatives, at most the whole table.
+// losses): the batch's inputs/targets plus bce's one negative per token,
+// gbce's k per token or sampled_softmax's K shared ones, at most the whole table.
 int64_t touched_rows(const TrainConfig& t, int64_t tokens, int64_t table_rows) {
-  const int64_t per_token = t.loss == LossKind::Bce ? 2 : 1;
-  const int64_t shared = is_sampled(t.loss) ? t.negatives : 0;
-  return std::min(table_rows, tokens * per_token + shared);
+  int64_t touched = tokens;
+  if (t.loss == LossKind::Bce) touched += tokens;
+  if (t.loss == LossKind::Gbce) touched += tokens * t.negatives;
+  if (t.loss == LossKind::SampledSoftmax) touched += t.negatives;
+  return std::min(table_rows, touched);
+}
+
+// Negatives a batch carries per [B,n] cell (sampler.h): gbce k; bce 1 (the
+// losses without per-target negatives are counted as bce, an upper bound).
+int64_t negatives_per_cell(const TrainConfig& t) {
+  return t.loss == LossKind::Gbce ? t.negatives : 1;
 }
 
 int64_t read_meminfo_available(const std::string& path) {
@@ -154,12 +160,13 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   // (11 d; 8 d without dropout); the final LayerNorm output; about 4 d of
   // gradients in flight during backward. Attention keeps its softmax
   // (and the weights after dropout) per sequence and head: n x n each.
-  // Batch tensors (seq, pos, neg [B,n]) and the packing (4 x [N]) are int64.
+  // Batch tensors (seq, pos [B,n], neg [B,n] bce or [B,n,k] gbce) and the
+  // packing (4 x [N]) are int64.
   {
     const int64_t per_block = dropout ? 11 : 8;
     const int64_t per_token = (dropout ? 2 : 1) + m.blocks * per_block + 1 + 4;
     const int64_t attention = m.blocks * (dropout ? 2 : 1) * int64_t{m.heads} * B * n * n;
-    const int64_t bytes = (per_token * N * d + attention) * kFloat + (3 * B * n + 4 * N) * 8;
+    const int64_t bytes = (per_token * N * d + attention) * kFloat + ((2 + negatives_per_cell(t)) * B * n + 4 * N) * 8;
     add("activations", bytes, "train.batch_size, model.maxlen, model.hidden, model.blocks, model.heads",
         "lower train.batch_size or model.maxlen (N = batch_size x maxlen tokens, an upper bound)");
   }
@@ -170,10 +177,16 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
       add("loss buffers (bce)", 4 * N * d * kFloat, "train.batch_size, model.maxlen, model.hidden",
           "lower train.batch_size");
       break;
-    case LossKind::SampledSoftmax:
-    case LossKind::Gbce:  // logits [N,K+1], their gradient and a copy, the accidental-hit mask; the K rows and their gradient
-      add(std::string("loss buffers (") + loss_name(t.loss) + ")", 3 * N * (K + 1) * kFloat + N * K + 2 * K * d * kFloat,
+    case LossKind::SampledSoftmax:  // logits [N,K+1], their gradient and a copy, the accidental-hit mask; the K rows and their gradient
+      add("loss buffers (sampled_softmax)", 3 * N * (K + 1) * kFloat + N * K + 2 * K * d * kFloat,
           "train.negatives, train.batch_size, model.maxlen", "lower train.negatives or train.batch_size");
+      break;
+    case LossKind::Gbce:  // k negatives per target: the gathered rows [N,k+1,d], their gradient and a
+                          // product-sized workspace; logits [N,k+1], their gradient and softplus; their ids
+                          // (int64) and the accidental-hit mask [N,k]
+      add("loss buffers (gbce)", 3 * N * (K + 1) * d * kFloat + 3 * N * (K + 1) * kFloat + N * (K + 1) * 8 + N * K,
+          "train.negatives, train.batch_size, model.maxlen, model.hidden",
+          "gbce draws train.negatives per target: lower train.negatives or train.batch_size");
       break;
     case LossKind::Ce:  // logits, log-softmax and the gradient, each [N,I]
       add("loss buffers (ce)", 3 * N * I * kFloat, "train.loss, train.batch_size, model.maxlen",
@@ -186,11 +199,12 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
 
   // Data: the shard's items (int32), its offsets and the split's user lists
   // (three int64 a user), the whole store's offsets read at load, the
-  // sampler's queued batches (seq, pos, neg [B,n] int64). The id maps are
+  // sampler's queued batches (seq, pos [B,n], neg [B,n] or [B,n,k] int64). The id maps are
   // not loaded for training.
   {
     const int64_t local_users = (num_users_total + world_size - 1) / world_size;
-    const int64_t queued = int64_t{std::max(1, config.data.sampler_threads)} * (config.data.prefetch + 1) * 3 * B * n * 8;
+    const int64_t queued = int64_t{std::max(1, config.data.sampler_threads)} * (config.data.prefetch + 1) *
+                          (2 + negatives_per_cell(t)) * B * n * 8;
     add("data", local_interactions * 4 + local_users * 3 * 8 + (num_users_total + 1) * 8 + queued,
         "data.path (interactions), data.prefetch",
         "each rank holds only its shard: more ranks shrink this one");

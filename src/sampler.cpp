@@ -75,6 +75,8 @@ torch::Tensor log_expected_counts(const std::vector<int64_t>& counts, int64_t k)
 
 Sampler::Sampler(const SplitData& data, SamplerOptions options) : data_(data), opt_(options) {
   SASREC_CHECK(opt_.batch_size >= 1 && opt_.maxlen >= 1 && opt_.threads >= 1 && opt_.prefetch >= 1);
+  SASREC_CHECK(opt_.negatives_per_target >= 0 && !(opt_.negatives_per_target > 0 && opt_.per_position_negatives),
+               "negatives_per_target ", opt_.negatives_per_target, " with per_position_negatives: one or the other");
   if (!opt_.proposal_counts.empty()) {
     SASREC_CHECK(static_cast<int64_t>(opt_.proposal_counts.size()) == data_.num_items() + 1,
                  "popularity proposal of ", opt_.proposal_counts.size(), " counts for ", data_.num_items(), " items");
@@ -178,11 +180,14 @@ Batch Sampler::build(int64_t epoch, int64_t index) const {
   b.index = index;
   b.seq = torch::zeros({rows, width}, torch::kInt64);
   b.pos = torch::zeros({rows, width}, torch::kInt64);
+  // k negatives per target position: bce 1 ([B,T]), gbce negatives_per_target ([B,T,k]).
+  const int64_t k = opt_.per_position_negatives ? 1 : opt_.negatives_per_target;
   if (opt_.per_position_negatives) b.neg = torch::zeros({rows, width}, torch::kInt64);
+  if (opt_.negatives_per_target > 0) b.neg = torch::zeros({rows, width, k}, torch::kInt64);
   b.users = torch::empty({rows}, torch::kInt64);
   int64_t* seq = b.seq.data_ptr<int64_t>();
   int64_t* pos = b.pos.data_ptr<int64_t>();
-  int64_t* neg = opt_.per_position_negatives ? b.neg.data_ptr<int64_t>() : nullptr;
+  int64_t* neg = b.neg.defined() ? b.neg.data_ptr<int64_t>() : nullptr;
   int64_t* user_out = b.users.data_ptr<int64_t>();
 
   Rng rng(mix_seed({opt_.seed, static_cast<uint64_t>(opt_.rank), static_cast<uint64_t>(epoch),
@@ -202,7 +207,7 @@ Batch Sampler::build(int64_t epoch, int64_t index) const {
     if (neg) {
       history.assign(s.begin(), s.end());
       std::sort(history.begin(), history.end());
-      sample_negatives(rng, data_.num_items(), history, len, neg + r * width + off);
+      sample_negatives(rng, data_.num_items(), history, len * k, neg + (r * width + off) * k);
     }
   }
   if (opt_.shared_negatives > 0) {

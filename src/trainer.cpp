@@ -253,8 +253,10 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
       auto on_device = [&](const torch::Tensor& x) { return x.to(device_, /*non_blocking=*/true); };
       Packing packed = packing;
       for (auto* x : {&packed.items, &packed.positions, &packed.index, &packed.sequence}) *x = on_device(*x);
-      auto pick = [&](const torch::Tensor& x) {  // [B,T] -> the [N] packed rows
-        return x.defined() ? on_device(x.reshape({-1}).index_select(0, packing.index)) : x;
+      auto pick = [&](const torch::Tensor& x) {  // [B,T] -> the [N] packed rows; [B,T,k] -> [N,k]
+        if (!x.defined()) return x;
+        auto flat = x.dim() == 3 ? x.reshape({-1, x.size(2)}) : x.reshape({-1});
+        return on_device(flat.index_select(0, packing.index));
       };
       auto pos = pick(batch.pos), neg = pick(batch.neg);
       auto shared = batch.shared.defined() ? on_device(batch.shared) : batch.shared;
@@ -458,9 +460,9 @@ TrainSummary Trainer::fit() {
   SamplerOptions so;
   so.batch_size = config_.train.batch_size;
   so.maxlen = config_.model.maxlen;
-  so.per_position_negatives = config_.train.loss == LossKind::Bce;
-  const bool shared = config_.train.loss == LossKind::SampledSoftmax || config_.train.loss == LossKind::Gbce;
-  so.shared_negatives = shared ? config_.train.negatives : 0;
+  so.per_position_negatives = config_.train.loss == LossKind::Bce;  // neg [B,T]
+  so.negatives_per_target = config_.train.loss == LossKind::Gbce ? config_.train.negatives : 0;  // neg [B,T,k]
+  so.shared_negatives = config_.train.loss == LossKind::SampledSoftmax ? config_.train.negatives : 0;
   so.proposal_counts = item_counts_;  // empty: uniform
   so.seed = config_.train.seed;
   so.rank = comm_.rank();

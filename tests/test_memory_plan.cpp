@@ -118,6 +118,30 @@ TEST(MemoryPlan, SampledSoftmaxAtOneMillionItemsFits) {
   EXPECT_EQ(bytes_of(plan, "item table"), 1000001LL * 64 * 4);
 }
 
+TEST(MemoryPlan, GbceCountsItsNegativesPerTarget) {
+  // The small config with gbce, k = 3 negatives per target: N = 20 tokens, d = 8, I = 20.
+  Config c = small();
+  c.train.loss = LossKind::Gbce;
+  c.train.negatives = 3;
+  const MemoryPlan plan = plan_memory(c, 20, 10, 70, 1, kCpu);
+  // Rows [N,k+1,d] gathered, their gradient and a workspace: 3 x 20 x 4 x 8 floats; logits [N,k+1], their
+  // gradient and softplus: 3 x 20 x 4 floats; the ids, 20 x 4 int64; the hit mask, 20 x 3 bytes.
+  EXPECT_EQ(bytes_of(plan, "loss buffers (gbce)"), 3 * 20 * 4 * 8 * 4 + 3 * 20 * 4 * 4 + 20 * 4 * 8 + 20 * 3);
+  // Touched rows: 20 x (1 + 3) = 80, capped by the table's 21.
+  EXPECT_EQ(bytes_of(plan, "item gradient (rows)"), 21 * 8 * 4);
+  // Batches carry seq, pos [4,5] and neg [4,5,3]: 5 x 20 int64 each, 3 queued.
+  EXPECT_EQ(bytes_of(plan, "data"), 70 * 4 + 10 * 24 + 11 * 8 + 3 * 5 * 20 * 8);
+  EXPECT_EQ(bytes_of(plan, "activations"), (18 * 20 * 8 + 2 * 4 * 25) * 4 + (5 * 20 + 80) * 8);
+  // Under the cap: 1M items, B = 128, n = 50, k = 256 touch N (1 + k) = 6400 x 257 rows, more than the
+  // table, so all 1000001; the loss buffers are about 3 N (k+1) d x 4 bytes = 1.26 GB.
+  const MemoryPlan big = plan_memory(million("gbce"), 1000000, 1000000, 20000000, 1, kCpu);
+  EXPECT_EQ(bytes_of(big, "item gradient (rows)"), 1000001LL * 64 * 4);
+  const int64_t N = 6400, k1 = 257;
+  EXPECT_EQ(bytes_of(big, "loss buffers (gbce)"), 3 * N * k1 * 64 * 4 + 3 * N * k1 * 4 + N * k1 * 8 + N * 256);
+  c.train.negatives = 1;  // 20 x 2 = 40 rows: still capped; with I = 100 not
+  EXPECT_EQ(bytes_of(plan_memory(c, 100, 10, 70, 1, kCpu), "item gradient (rows)"), 40 * 8 * 4);
+}
+
 TEST(MemoryPlan, RuntimeMemoryMbIsTheBudget) {
   Config c = small();
   c.runtime.memory_mb = 100;

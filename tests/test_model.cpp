@@ -188,10 +188,15 @@ TEST(Loss, SampledLossesOnALocalTable) {
   const double z = std::exp(p) + std::exp(-1.5 - lq1) + 2 * std::exp(-0.125 - lq3);
   EXPECT_NEAR(loss_sum_rows(LossKind::SampledSoftmax, h, local, pos, {}, shared, terms).item<double>(),
               std::log(z) - p, 1e-6);
+  // gbce: k = 3 negatives for the one target, [N,k] local rows: items 1, 3, 3; then 1, 2 (a hit), 3.
   SampledTerms g;
   g.gbce_beta = 0.5;
-  EXPECT_NEAR(loss_sum_rows(LossKind::Gbce, h, local, pos, {}, shared, g).item<double>(),
+  auto neg = torch::tensor({{1, 0, 0}}, torch::kInt64);
+  EXPECT_NEAR(loss_sum_rows(LossKind::Gbce, h, local, pos, neg, {}, g).item<double>(),
               0.5 * softplus(1.0) + softplus(-1.5) + 2 * softplus(-0.125), 1e-6);
+  neg = torch::tensor({{1, 2, 0}}, torch::kInt64);
+  EXPECT_NEAR(loss_sum_rows(LossKind::Gbce, h, local, pos, neg, {}, g).item<double>(),
+              0.5 * softplus(1.0) + softplus(-1.5) + softplus(-0.125), 1e-6);
 }
 
 TEST(Loss, GbceBetaFollowsThePaper) {
@@ -206,15 +211,42 @@ TEST(Loss, GbceBetaFollowsThePaper) {
 
 TEST(Loss, GbceHandWorkedAndHitsMasked) {
   LossFixture f;
-  f.batch.shared = torch::tensor({1, 2, 3, 3}, torch::kInt64);  // 2 is the target: left out
   const double beta = 0.4375;
-  const double negs = softplus(-1.5) + 2 * softplus(-0.125);
+  // k = 2 negatives per target, [B,T,k]; position 0 ignored (0s). Items 1 and 3: logits -1.5, -0.125.
+  f.batch.neg = torch::tensor({{{0, 0}, {1, 3}}}, torch::kInt64);
   EXPECT_NEAR(loss_sum(LossKind::Gbce, f.features, f.weight, f.batch, {}, beta).item<double>(),
-              beta * softplus(1.0) + negs, 1e-6);
-  // t = 0 (beta 1) with K = 1 negative is the paper's BCE with that negative (BceHandWorked's value).
-  f.batch.shared = torch::tensor({3}, torch::kInt64);
+              beta * softplus(1.0) + softplus(-1.5) + softplus(-0.125), 1e-6);
+  // Item 2 is the target: an accidental hit, its term removed.
+  f.batch.neg = torch::tensor({{{0, 0}, {3, 2}}}, torch::kInt64);
+  EXPECT_NEAR(loss_sum(LossKind::Gbce, f.features, f.weight, f.batch, {}, beta).item<double>(),
+              beta * softplus(1.0) + softplus(-0.125), 1e-6);
+  // t = 0 (beta 1) with k = 1 negative is the paper's BCE with that negative (BceHandWorked's value).
+  f.batch.neg = torch::tensor({{{0}, {3}}}, torch::kInt64);
   EXPECT_NEAR(loss_sum(LossKind::Gbce, f.features, f.weight, f.batch, {}, gbce_beta(1, 3, 0.0)).item<double>(),
               softplus(1.0) + softplus(-0.125), 1e-6);
+}
+
+TEST(Loss, GbceTwoNegativesPerTargetByHand) {
+  // Both positions are targets, each with its own k = 2 negatives.
+  // h0 = (1, 0): item 1 -> 1, item 2 -> -1, item 3 -> 0.25.
+  // h1 = (0.5, -1): item 1 -> -1.5, item 2 -> -1.0, item 3 -> -0.125.
+  LossFixture f;
+  f.batch.seq = torch::tensor({{3, 1}}, torch::kInt64);
+  f.batch.pos = torch::tensor({{1, 2}}, torch::kInt64);
+  f.batch.neg = torch::tensor({{{2, 3}, {1, 2}}}, torch::kInt64);  // target 1's second negative is its target
+  f.batch.targets = 2;
+  const double beta = 0.25;
+  const double t0 = beta * softplus(-1.0) + softplus(-1.0) + softplus(0.25);
+  const double t1 = beta * softplus(1.0) + softplus(-1.5);  // the hit (item 2) counts 0
+  EXPECT_NEAR(loss_sum(LossKind::Gbce, f.features, f.weight, f.batch, {}, beta).item<double>(), t0 + t1, 1e-6);
+  // The gradient of the hit's row comes only from its positive term: d/ds beta softplus(-s) = -beta sig(-s).
+  auto w = f.weight.clone().requires_grad_(true);
+  loss_sum(LossKind::Gbce, f.features, w, f.batch, {}, beta).backward();
+  auto sig = [](double x) { return 1 / (1 + std::exp(-x)); };
+  // Item 2: target of h1 (s = -1.0, weight -beta sig(1.0)), negative of h0 (s = -1, weight sig(-1)).
+  const double c1 = -beta * sig(1.0), c0 = sig(-1.0);
+  EXPECT_NEAR(w.grad()[2][0].item<double>(), c1 * 0.5 + c0 * 1.0, 1e-6);
+  EXPECT_NEAR(w.grad()[2][1].item<double>(), c1 * -1.0 + c0 * 0.0, 1e-6);
 }
 
 // ---- dropout ------------------------------------------------------------------------

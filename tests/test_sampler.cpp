@@ -5,6 +5,7 @@
 #include <cmath>
 #include <set>
 
+#include "sasrec/error.h"
 #include "sasrec/rng.h"
 #include "sasrec/sampler.h"
 
@@ -32,6 +33,16 @@ Shard random_shard(int users, int num_items, uint64_t seed) {
     for (int t = 0; t < len; ++t) q.push_back(static_cast<int32_t>(rng.between(1, num_items)));
   }
   return shard_of(seqs, num_items);
+}
+
+// Every batch of `epoch`, built by `threads` sampler threads.
+std::vector<Batch> epoch_batches(const SplitData& d, SamplerOptions o, int64_t epoch, int threads) {
+  o.threads = threads;
+  Sampler s(d, o);
+  s.start_epoch(epoch);
+  std::vector<Batch> out;
+  for (int64_t i = 0; i < s.steps_per_epoch(); ++i) out.push_back(s.next());
+  return out;
 }
 
 }  // namespace
@@ -179,6 +190,55 @@ TEST(Sampler, SharedNegativesForSampledSoftmax) {
   EXPECT_LE(b.shared.max().item<int64_t>(), 50);
 }
 
+TEST(Sampler, GbceDrawsKNegativesPerTarget) {
+  // gbce: neg [B,T,k], 0 exactly where pos is 0, never in the user's
+  // history, the same for 1 and 3 sampler threads; no shared negatives.
+  SplitData d(random_shard(300, 120, 12));
+  const int64_t k = 5;
+  SamplerOptions o;
+  o.batch_size = 40;
+  o.per_position_negatives = false;
+  o.negatives_per_target = k;
+  o.seed = 17;
+  const auto one = epoch_batches(d, o, 2, 1), three = epoch_batches(d, o, 2, 3);
+  ASSERT_EQ(one.size(), three.size());
+  ASSERT_GT(one.size(), 5u);
+  std::set<int64_t> seen;
+  for (size_t i = 0; i < one.size(); ++i) {
+    const Batch& b = one[i];
+    EXPECT_TRUE(torch::equal(b.neg, three[i].neg)) << "batch " << i;
+    EXPECT_TRUE(torch::equal(b.pos, three[i].pos)) << "batch " << i;
+    EXPECT_FALSE(b.shared.defined());
+    ASSERT_EQ(b.neg.dim(), 3);
+    ASSERT_EQ(b.neg.size(0), b.pos.size(0));
+    ASSERT_EQ(b.neg.size(1), b.pos.size(1));
+    ASSERT_EQ(b.neg.size(2), k);
+    auto neg = b.neg.accessor<int64_t, 3>();
+    auto pos = b.pos.accessor<int64_t, 2>();
+    for (int64_t r = 0; r < b.pos.size(0); ++r) {
+      const int64_t local = b.users[r].item<int64_t>() - 100;
+      ItemSpan train = d.train(local);
+      const std::set<int64_t> hist(train.begin(), train.end());
+      for (int64_t t = 0; t < b.pos.size(1); ++t)
+        for (int64_t j = 0; j < k; ++j) {
+          if (pos[r][t] == 0) {
+            EXPECT_EQ(neg[r][t][j], 0) << "batch " << i << " row " << r << " position " << t;
+            continue;
+          }
+          EXPECT_GE(neg[r][t][j], 1);
+          EXPECT_LE(neg[r][t][j], 120);
+          EXPECT_EQ(hist.count(neg[r][t][j]), 0u) << "negative " << neg[r][t][j] << " in user " << local << "'s history";
+          seen.insert(neg[r][t][j]);
+        }
+    }
+  }
+  EXPECT_GT(seen.size(), 60u);  // spread over the catalog, not one shared draw
+  EXPECT_FALSE(torch::equal(one[0].neg.select(2, 0), one[0].neg.select(2, 1)));
+  // bce's [B,T] and gbce's [B,T,k] are one or the other.
+  o.per_position_negatives = true;
+  EXPECT_THROW(Sampler s(d, o), sasrec::Error);
+}
+
 TEST(Sampler, LengthBucketsKeepEveryUserOnceAndCutPadding) {
   SplitData d(random_shard(2000, 300, 9));
   auto padding = [&](int64_t buckets, std::multiset<int64_t>* users) {
@@ -295,15 +355,7 @@ TEST(Sampler, PopularityNegativesAreDeterministicAndCarryLogQ) {
   o.shared_negatives = 64;
   o.proposal_counts = counts;
   o.seed = 21;
-  auto epoch = [&](int threads) {
-    o.threads = threads;
-    Sampler s(d, o);
-    s.start_epoch(3);
-    std::vector<Batch> out;
-    for (int64_t i = 0; i < s.steps_per_epoch(); ++i) out.push_back(s.next());
-    return out;
-  };
-  const auto one = epoch(1), three = epoch(3);
+  const auto one = epoch_batches(d, o, 3, 1), three = epoch_batches(d, o, 3, 3);
   ASSERT_EQ(one.size(), three.size());
   ASSERT_GT(one.size(), 5u);
   for (size_t b = 0; b < one.size(); ++b) {

@@ -41,7 +41,7 @@ struct TrainConfig {
   double beta2 = 0.98;
   double l2_emb = 0.0;       // L2 penalty on the item embedding table
   LossKind loss = LossKind::Bce;
-  int negatives = 256;       // negatives shared by the batch: sampled_softmax, gbce
+  int negatives = 256;       // sampled_softmax: K shared by the batch; gbce: k per target
   std::string proposal = "uniform";  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
   double gbce_t = 0.75;      // gbce calibration t in [0, 1] (0: plain BCE with `negatives` negatives)
   // Item-table gradients across ranks: sparse (allgather of the touched rows),

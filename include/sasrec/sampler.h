@@ -10,7 +10,13 @@
 // them back in order. Batches are trimmed to their longest input (never
 // wider than maxlen) and left-padded with item 0.
 //
-// Shared negatives (sampled_softmax, gbce) are K items drawn with
+// Negatives per target: bce draws one for each target position, neg [B,T];
+// gbce draws k (train.negatives) for each, neg [B,T,k], as gSASRec does.
+// Both are uniform over 1..I and never in the user's history
+// (sample_negatives), 0 where the position is ignored, drawn row after row
+// from the batch's RNG (positions in order, a position's k in a row).
+//
+// Shared negatives (sampled_softmax) are K items drawn with
 // replacement from the proposal: uniform over 1..I, or (popularity) item i
 // with q(i) = count(i) / sum(count), drawn in O(1) from a Walker alias table
 // built once here; then the batch also carries log(K q(i)) of each, the
@@ -37,8 +43,9 @@ struct Batch {
   int64_t index = 0;     // batch within the epoch
   torch::Tensor seq;     // [B,T] int64: inputs, left-padded with 0
   torch::Tensor pos;     // [B,T] int64: next-item targets, 0 where ignored
-  torch::Tensor neg;     // [B,T] int64: one negative per target (bce), 0 where ignored; undefined otherwise
-  torch::Tensor shared;  // [K]  int64: negatives shared by the batch (sampled_softmax, gbce); undefined otherwise
+  torch::Tensor neg;     // int64, 0 where ignored: [B,T] one negative per target (bce), [B,T,k] k per
+                         // target (gbce: negatives_per_target); undefined otherwise
+  torch::Tensor shared;  // [K]  int64: negatives shared by the batch (sampled_softmax); undefined otherwise
   torch::Tensor shared_log_q;  // [K] float: log(K q(shared_k)) under the popularity proposal; undefined otherwise
   torch::Tensor users;   // [B]  int64: global user indices
   int64_t targets = 0;   // number of non-ignored targets
@@ -47,8 +54,9 @@ struct Batch {
 struct SamplerOptions {
   int64_t batch_size = 128;
   int64_t maxlen = 50;
-  bool per_position_negatives = true;  // bce
-  int64_t shared_negatives = 0;        // sampled_softmax, gbce: K, 0 for none
+  bool per_position_negatives = true;  // bce: neg [B,T]
+  int64_t negatives_per_target = 0;    // gbce: k > 0 gives neg [B,T,k] (per_position_negatives must be off)
+  int64_t shared_negatives = 0;        // sampled_softmax: K, 0 for none
   // Popularity proposal for the shared negatives: [I+1] weights (training
   // interactions per item, all ranks; item 0 weighs 0). Empty: uniform.
   std::vector<int64_t> proposal_counts;
