@@ -120,7 +120,6 @@ Trainer::Trainer(Config config, Communicator& comm)
     auto all = torch::from_blob(counts.data(), {static_cast<int64_t>(counts.size())}, torch::kInt64).clone();
     comm_.allreduce_sum(all);
     item_counts_.assign(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
-    log_kq_ = log_expected_counts(item_counts_, config_.train.negatives).to(device_);  // [I+1]
   }
   if (config_.train.loss == LossKind::Gbce)
     gbce_beta_ = gbce_beta(config_.train.negatives, data_->num_items(), config_.train.gbce_t);
@@ -471,6 +470,8 @@ TrainSummary Trainer::fit() {
   so.steps_per_epoch = steps_per_epoch_;
   so.length_buckets = config_.data.length_buckets;
   Sampler sampler(*data_, so);
+  // The targets' log(K q) come from the table the sampler draws with (popularity only).
+  if (sampler.proposal_log_q().defined()) log_kq_ = sampler.proposal_log_q().to(device_);
 
   // Rank 0's live line or plain lines (progress.h); sequences/s counts this
   // rank's sequences times the rank count, so it needs no collective.

@@ -116,6 +116,10 @@ class Sampler {
   // Builds batch `index` of `epoch` on the calling thread (what the workers run).
   Batch build(int64_t epoch, int64_t index) const;
 
+  // [I+1] float log(K q(i)) of the popularity proposal (what each batch's
+  // shared_log_q is drawn from); undefined for uniform.
+  const torch::Tensor& proposal_log_q() const { return log_kq_; }
+
  private:
   struct Queue {
     std::mutex mu;

@@ -107,7 +107,7 @@ class Trainer {
   int64_t steps_per_epoch_ = 0;
   int64_t global_trainable_ = 0;
   // Sampled losses: the popularity proposal's counts over all ranks [I+1]
-  // (empty: uniform) and log(K q(i)) by item id on device_ (undefined:
+  // (empty: uniform) and log(K q(i)) by item id on device_, the sampler's table (undefined:
   // uniform); gbce's beta (1 otherwise).
   std::vector<int64_t> item_counts_;
   torch::Tensor log_kq_;
