@@ -98,6 +98,20 @@ Norm parse_value<Norm>(const Ctx& c) {
   c.fail("one of pre, post, paper");
 }
 template <>
+Activation parse_value<Activation>(const Ctx& c) {
+  std::string s = c.scalar("one of relu, gelu");
+  if (s == "relu") return Activation::Relu;
+  if (s == "gelu") return Activation::Gelu;
+  c.fail("one of relu, gelu");
+}
+template <>
+Init parse_value<Init>(const Ctx& c) {
+  std::string s = c.scalar("one of xavier, normal");
+  if (s == "xavier") return Init::Xavier;
+  if (s == "normal") return Init::Normal;
+  c.fail("one of xavier, normal");
+}
+template <>
 LossKind parse_value<LossKind>(const Ctx& c) {
   std::string s = c.scalar("one of bce, ce, sampled_softmax, gbce");
   if (s == "bce") return LossKind::Bce;
@@ -129,6 +143,8 @@ YAML::Node to_node(uint64_t v) { return YAML::Node(static_cast<unsigned long lon
 YAML::Node to_node(double v) { return YAML::Node(v); }
 YAML::Node to_node(bool v) { return YAML::Node(v); }
 YAML::Node to_node(Norm v) { return YAML::Node(std::string(norm_name(v))); }
+YAML::Node to_node(Activation v) { return YAML::Node(std::string(activation_name(v))); }
+YAML::Node to_node(Init v) { return YAML::Node(std::string(init_name(v))); }
 YAML::Node to_node(LossKind v) { return YAML::Node(std::string(loss_name(v))); }
 template <typename T>
 YAML::Node to_node(const std::vector<T>& v) {
@@ -164,6 +180,12 @@ const std::vector<Field>& fields() {
       field("model", "dropout", &Config::model, &ModelConfig::dropout),
       field("model", "norm", &Config::model, &ModelConfig::norm),
       field("model", "user_embedding", &Config::model, &ModelConfig::user_embedding),
+      field("model", "activation", &Config::model, &ModelConfig::activation),
+      field("model", "ffn_hidden", &Config::model, &ModelConfig::ffn_hidden),
+      field("model", "attention_output", &Config::model, &ModelConfig::attention_output),
+      field("model", "embedding_norm", &Config::model, &ModelConfig::embedding_norm),
+      field("model", "init", &Config::model, &ModelConfig::init),
+      field("model", "init_std", &Config::model, &ModelConfig::init_std),
       field("train", "epochs", &Config::train, &TrainConfig::epochs),
       field("train", "batch_size", &Config::train, &TrainConfig::batch_size),
       field("train", "lr", &Config::train, &TrainConfig::lr),
@@ -187,6 +209,7 @@ const std::vector<Field>& fields() {
       field("eval", "sampled_negatives", &Config::eval, &EvalConfig::sampled_negatives),
       field("eval", "batch_users", &Config::eval, &EvalConfig::batch_users),
       field("eval", "memory_mb", &Config::eval, &EvalConfig::memory_mb),
+      field("eval", "patience", &Config::eval, &EvalConfig::patience),
       field("checkpoint", "dir", &Config::checkpoint, &CheckpointConfig::dir),
       field("checkpoint", "every", &Config::checkpoint, &CheckpointConfig::every),
       field("checkpoint", "keep", &Config::checkpoint, &CheckpointConfig::keep),
@@ -252,6 +275,22 @@ const char* norm_name(Norm n) {
     case Norm::Pre: return "pre";
     case Norm::Post: return "post";
     case Norm::Paper: return "paper";
+  }
+  return "?";
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::Relu: return "relu";
+    case Activation::Gelu: return "gelu";
+  }
+  return "?";
+}
+
+const char* init_name(Init i) {
+  switch (i) {
+    case Init::Xavier: return "xavier";
+    case Init::Normal: return "normal";
   }
   return "?";
 }
@@ -340,6 +379,9 @@ void Config::validate() const {
           detail::cat("(", model.heads, ") must divide model.hidden (", model.hidden, ")"));
   require(model.maxlen >= 1, "model.maxlen", "must be >= 1");
   require(model.dropout >= 0 && model.dropout < 1, "model.dropout", "must be in [0, 1)");
+  require(eval.patience >= 0, "eval.patience", "must be >= 0 (0: off)");
+  require(model.ffn_hidden >= 0, "model.ffn_hidden", "must be >= 0 (0: model.hidden)");
+  require(model.init_std > 0, "model.init_std", "must be > 0");
   require(train.epochs >= 1, "train.epochs", "must be >= 1");
   require(train.batch_size >= 1, "train.batch_size", "must be >= 1");
   require(train.lr > 0, "train.lr", "must be > 0");

@@ -22,13 +22,16 @@ constexpr int64_t kFixedOverhead = 180 * kMiB;
 constexpr int64_t kEvalBlock = 64 * 1024 * kFloat;
 
 // Parameters other than the item table, in floats (model.cpp): positions
-// n*d; per block q (d*d+d), k (d*d, no bias), v (d*d+d), FFN w1, w2
-// (d*d+d each), two LayerNorms (2d each); the final LayerNorm 2d; the user
-// table U*d with model.user_embedding.
+// n*d; per block q (d*d+d), k (d*d, no bias), v (d*d+d), W_O (d*d+d, with
+// model.attention_output), FFN w1 (f*d+f), w2 (d*f+d) with f the inner
+// width, two LayerNorms (2d each); the final LayerNorm 2d, the embedding
+// LayerNorm 2d (model.embedding_norm); the user table U*d with
+// model.user_embedding.
 int64_t dense_parameter_floats(const ModelConfig& m, int64_t num_users) {
-  const int64_t d = m.hidden;
-  const int64_t block = 5 * d * d + 4 * d + 2 * 2 * d;
-  return int64_t{m.maxlen} * d + m.blocks * block + 2 * d + (m.user_embedding ? num_users * d : 0);
+  const int64_t d = m.hidden, f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
+  const int64_t block = 3 * d * d + 2 * d + (m.attention_output ? d * d + d : 0) + 2 * d * f + f + d + 2 * 2 * d;
+  return int64_t{m.maxlen} * d + m.blocks * block + 2 * d + (m.embedding_norm ? 2 * d : 0) +
+         (m.user_embedding ? num_users * d : 0);
 }
 
 // The most rows of the item table one step on one rank touches (sampled
@@ -163,10 +166,15 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   // Batch tensors (seq, pos [B,n], neg [B,n] bce or [B,n,k] gbce) and the
   // packing (4 x [N]) are int64.
   {
-    const int64_t per_block = dropout ? 11 : 8;
-    const int64_t per_token = (dropout ? 2 : 1) + m.blocks * per_block + 1 + 4;
+    // Of those, the activation output, its dropout mask and output have the
+    // FFN's inner width f (3 f; 1 f without dropout). The variants add W_O's
+    // output and its dropout (2 d a block) and the embedding LayerNorm's
+    // output (d).
+    const int64_t f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
+    const int64_t per_block = (dropout ? 8 : 7) * d + (dropout ? 3 : 1) * f + (m.attention_output ? 2 * d : 0);
+    const int64_t per_token = ((dropout ? 2 : 1) + 1 + 4 + (m.embedding_norm ? 1 : 0)) * d + m.blocks * per_block;
     const int64_t attention = m.blocks * (dropout ? 2 : 1) * int64_t{m.heads} * B * n * n;
-    const int64_t bytes = (per_token * N * d + attention) * kFloat + ((2 + negatives_per_cell(t)) * B * n + 4 * N) * 8;
+    const int64_t bytes = (per_token * N + attention) * kFloat + ((2 + negatives_per_cell(t)) * B * n + 4 * N) * 8;
     add("activations", bytes, "train.batch_size, model.maxlen, model.hidden, model.blocks, model.heads",
         "lower train.batch_size or model.maxlen (N = batch_size x maxlen tokens, an upper bound)");
   }

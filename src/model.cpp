@@ -27,6 +27,12 @@ SASRecOptions SASRecOptions::from(const ModelConfig& m, int64_t num_items, int64
   o.dropout = m.dropout;
   o.norm = m.norm;
   o.user_embedding = m.user_embedding;
+  o.activation = m.activation;
+  o.ffn_hidden = m.ffn_hidden;
+  o.attention_output = m.attention_output;
+  o.embedding_norm = m.embedding_norm;
+  o.init = m.init;
+  o.init_std = m.init_std;
   return o;
 }
 
@@ -42,7 +48,8 @@ torch::Tensor attention_mask(const torch::Tensor& seq) {
   return mask.unsqueeze(1);                               // [B,1,T,T]
 }
 
-AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout, std::shared_ptr<DropoutStream> stream)
+AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout, bool output,
+                             std::shared_ptr<DropoutStream> stream)
     : heads_(heads), dropout_(dropout), stream_(std::move(stream)) {
   SASREC_CHECK(hidden % heads == 0, "heads must divide hidden");
   q_ = register_module("q", torch::nn::Linear(hidden, hidden));
@@ -51,9 +58,16 @@ AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout, std:
   // the float noise in it into full-size steps.
   k_ = register_module("k", torch::nn::Linear(torch::nn::LinearOptions(hidden, hidden).bias(false)));
   v_ = register_module("v", torch::nn::Linear(hidden, hidden));
+  if (output) o_ = register_module("o", torch::nn::Linear(hidden, hidden));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing) {
+  auto heads = attend(q_in, kv_in, packing);
+  if (!o_) return heads;
+  return dropout(o_->forward(heads), dropout_, is_training(), *stream_);
+}
+
+torch::Tensor AttentionImpl::attend(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing) {
   auto q = q_->forward(q_in), k = k_->forward(kv_in), v = v_->forward(kv_in);  // [N,D]
   const double p = is_training() ? dropout_ : 0.0;
   if (q.device().is_cpu()) return packed_causal_attention(q, k, v, packing.offsets, heads_, p, p > 0 ? stream_->next_key() : 0);
@@ -69,23 +83,26 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in, const torch::Ten
   return out.view({B * T, D}).index_select(0, packing.index);
 }
 
-FeedForwardImpl::FeedForwardImpl(int64_t hidden, double dropout, std::shared_ptr<DropoutStream> stream)
-    : dropout_(dropout), stream_(std::move(stream)) {
-  w1_ = register_module("w1", torch::nn::Linear(hidden, hidden));
-  w2_ = register_module("w2", torch::nn::Linear(hidden, hidden));
+FeedForwardImpl::FeedForwardImpl(int64_t hidden, int64_t inner, Activation activation, double dropout,
+                                 std::shared_ptr<DropoutStream> stream)
+    : activation_(activation), dropout_(dropout), stream_(std::move(stream)) {
+  w1_ = register_module("w1", torch::nn::Linear(hidden, inner));
+  w2_ = register_module("w2", torch::nn::Linear(inner, hidden));
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  auto h = dropout(torch::relu(w1_->forward(x)), dropout_, is_training(), *stream_);
+  auto a = w1_->forward(x);
+  a = activation_ == Activation::Gelu ? torch::gelu(a) : torch::relu(a);  // gelu: the exact (erf) form
+  auto h = dropout(a, dropout_, is_training(), *stream_);
   return dropout(w2_->forward(h), dropout_, is_training(), *stream_);
 }
 
-BlockImpl::BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm, std::shared_ptr<DropoutStream> stream)
-    : norm_(norm) {
-  ln_attn_ = register_module("ln_attn", layer_norm(hidden));
-  attn_ = register_module("attn", Attention(hidden, heads, dropout, stream));
-  ln_ffn_ = register_module("ln_ffn", layer_norm(hidden));
-  ffn_ = register_module("ffn", FeedForward(hidden, dropout, stream));
+BlockImpl::BlockImpl(const SASRecOptions& o, std::shared_ptr<DropoutStream> stream) : norm_(o.norm) {
+  ln_attn_ = register_module("ln_attn", layer_norm(o.hidden));
+  attn_ = register_module("attn", Attention(o.hidden, o.heads, o.dropout, o.attention_output, stream));
+  ln_ffn_ = register_module("ln_ffn", layer_norm(o.hidden));
+  const int64_t inner = o.ffn_hidden > 0 ? o.ffn_hidden : o.hidden;
+  ffn_ = register_module("ffn", FeedForward(o.hidden, inner, o.activation, o.dropout, stream));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Packing& packing) {
@@ -120,15 +137,24 @@ SASRecImpl::SASRecImpl(const SASRecOptions& options) : options_(options) {
   }
   blocks_ = register_module("blocks", torch::nn::ModuleList());
   for (int64_t b = 0; b < options.blocks; ++b)
-    blocks_->push_back(Block(options.hidden, options.heads, options.dropout, options.norm, dropout_stream_));
+    blocks_->push_back(Block(options, dropout_stream_));
   final_ln_ = register_module("final_ln", layer_norm(options.hidden));
+  if (options.embedding_norm) embedding_ln_ = register_module("embedding_ln", layer_norm(options.hidden));
   reset_parameters();
 }
 
 void SASRecImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
-  for (auto& p : parameters())
-    if (p.dim() >= 2) torch::nn::init::xavier_normal_(p);
+  for (auto& named : named_parameters()) {
+    auto& p = named.value();
+    if (options_.init == Init::Xavier) {
+      if (p.dim() >= 2) torch::nn::init::xavier_normal_(p);
+    } else if (p.dim() >= 2) {
+      torch::nn::init::normal_(p, 0.0, options_.init_std);
+    } else if (named.key().size() >= 4 && named.key().compare(named.key().size() - 4, 4, "bias") == 0) {
+      p.zero_();  // BERT's init; LayerNorm weights keep 1
+    }
+  }
   zero_padding();
 }
 
@@ -158,8 +184,9 @@ Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
 torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
                                          const torch::Tensor& item_rows) {
   auto items = item_rows.defined() ? torch::embedding(item_rows, packing.items) : item_->forward(packing.items);
-  auto x = items * std::sqrt(static_cast<double>(options_.hidden)) +
-           position_->forward(packing.positions);  // [N,D]
+  auto positions = position_->forward(packing.positions);
+  auto x = embedding_ln_ ? embedding_ln_->forward(items + positions)  // [N,D]
+                         : items * std::sqrt(static_cast<double>(options_.hidden)) + positions;
   x = dropout(x, options_.dropout, is_training(), *dropout_stream_);
   for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, packing);
   x = final_ln_->forward(x);  // [N,D]

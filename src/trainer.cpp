@@ -484,6 +484,7 @@ TrainSummary Trainer::fit() {
   std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
   const auto start = Clock::now();
   double best_score = -1;
+  int evals_without_gain = 0;  // eval.patience
   bool stop = max_steps > 0 && state.step >= max_steps;
   for (int64_t epoch = state.epoch + 1; epoch <= config_.train.epochs && !stop; ++epoch) {
     // Dropout's stream is a function of (seed, rank, epoch) and its call
@@ -606,16 +607,30 @@ TrainSummary Trainer::fit() {
         summary.best_epoch = epoch;
         summary.best_valid = valid;
         summary.best_test = test;
+        evals_without_gain = 0;
+      } else {
+        ++evals_without_gain;
       }
       summary.last = valid;
       summary.last.insert(summary.last.end(), test.begin(), test.end());
+      // The metrics are all-reduced, so every rank takes the same decision.
+      const int patience = config_.eval.patience;
+      if (patience > 0 && evals_without_gain >= patience && !last) {
+        stop = true;
+        summary.early_stopped = true;
+        metrics_.write({{"event", "early_stop"}, {"epoch", epoch}, {"best_epoch", summary.best_epoch},
+                        {"patience", patience}});
+        log_line(root, detail::cat("early stop after epoch ", epoch, ": no better valid score in ", patience,
+                                   " evaluation(s) since epoch ", summary.best_epoch, " (eval.patience)"));
+      }
     }
-    if (checkpoints && (last || epoch % config_.checkpoint.every == 0)) save(state);
+    if (checkpoints && (last || stop || epoch % config_.checkpoint.every == 0)) save(state);
   }
   summary.steps = state.step;
   summary.seconds = since(start);
   nlohmann::json done{{"event", "summary"}, {"epochs", summary.epochs}, {"steps", summary.steps},
-                      {"seconds", summary.seconds}, {"best_epoch", summary.best_epoch}};
+                      {"seconds", summary.seconds}, {"best_epoch", summary.best_epoch},
+                      {"early_stopped", summary.early_stopped}};
   for (const auto& r : summary.best_valid) {
     auto m = r.metrics.means();
     done["best_valid_" + r.protocol] = {{"hr@10", m["hr@10"]}, {"ndcg@10", m["ndcg@10"]}};

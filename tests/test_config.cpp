@@ -61,6 +61,10 @@ TEST(Config, WrongTypesNameTheKey) {
   EXPECT_NE(error_of([] { parse_config("train:\n  epochs: 1.5\n", "r"); }).find("train.epochs"), std::string::npos);
   EXPECT_NE(error_of([] { parse_config("model:\n  norm: layer\n", "r"); }).find("pre, post, paper"), std::string::npos);
   EXPECT_NE(error_of([] { parse_config("eval:\n  ks: 10\n", "r"); }).find("eval.ks"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("model:\n  activation: swish\n", "r"); }).find("model.activation"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("model:\n  init: kaiming\n", "r"); }).find("xavier, normal"),
+            std::string::npos);
   EXPECT_NE(error_of([] { parse_config("train: [1]\n", "r"); }).find("section 'train'"), std::string::npos);
   EXPECT_NE(error_of([] { parse_config("", "r", {"train.epochs"}); }).find("section.key=value"), std::string::npos);
 }
@@ -81,6 +85,8 @@ TEST(Config, ValidateRefusesImpossibleValues) {
   check("eval.ks=[]", "eval.ks");
   check("eval.protocols=[all]", "eval.protocols");
   check("model.dropout=1", "model.dropout");
+  check("model.ffn_hidden=-1", "model.ffn_hidden");
+  check("model.init_std=0", "model.init_std");
   check("runtime.device=tpu", "runtime.device");
   check("checkpoint.resume=auto", "checkpoint.resume");
   check("output.progress=fancy", "output.progress");

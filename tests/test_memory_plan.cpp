@@ -67,6 +67,10 @@ TEST(MemoryPlan, ParametersMatchTheModel) {
     c.model.user_embedding = user;
     c.model.blocks = 2;
     c.model.heads = 2;
+    // The BERT-style variant on the second pass: W_O, a 4x FFN, the embedding LayerNorm.
+    c.model.attention_output = user;
+    c.model.ffn_hidden = user ? 32 : 0;
+    c.model.embedding_norm = user;
     const MemoryPlan plan = plan_memory(c, 20, 10, 70, 1, kCpu);
     SASRec model(SASRecOptions::from(c.model, 20, 10));
     int64_t floats = 0;

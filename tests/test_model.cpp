@@ -111,6 +111,114 @@ TEST(Model, WiderThanMaxlenIsRefused) {
   EXPECT_THROW(model->forward(torch::ones({1, 7}, torch::kInt64)), c10::Error);
 }
 
+// ---- the BERT-style variants (S3-Rec / ICLRec's SASRec) ---------------------------
+
+namespace {
+SASRecOptions bert_options() {
+  SASRecOptions o = small_options(Norm::Post);
+  o.activation = Activation::Gelu;
+  o.ffn_hidden = 32;
+  o.attention_output = true;
+  o.embedding_norm = true;
+  o.init = Init::Normal;
+  return o;
+}
+}  // namespace
+
+TEST(ModelVariants, CausalAndPaddingInvariant) {
+  torch::manual_seed(6);
+  SASRec model(bert_options());
+  model->eval();
+  auto a = torch::tensor({{0, 3, 7, 9, 12, 4}}, torch::kInt64);
+  auto b = a.clone();
+  b[0][4] = 25;
+  auto fa = model->forward(a), fb = model->forward(b);
+  EXPECT_TRUE(torch::allclose(fa.slice(1, 0, 4), fb.slice(1, 0, 4), 0, 0));
+  EXPECT_FALSE(torch::allclose(fa.select(1, 4), fb.select(1, 4)));
+  auto narrow = torch::tensor({{5, 6, 7}}, torch::kInt64);
+  auto wide = torch::tensor({{0, 0, 0, 5, 6, 7}}, torch::kInt64);
+  EXPECT_TRUE(torch::allclose(model->forward(narrow), model->forward(wide).slice(1, 3, 6), 1e-5, 1e-6));
+}
+
+TEST(ModelVariants, ParametersOfEachVariant) {
+  // hidden 8, 2 blocks, maxlen 6, 30 items. Per block: q 72, k 64, v 72, two LayerNorms 32;
+  // W_O 72; FFN w1 (32x8 + 32) + w2 (8x32 + 8) = 552 at inner width 32, 144 at 8.
+  auto count = [](const SASRecOptions& o) {
+    int64_t n = 0;
+    for (const auto& p : SASRec(o)->parameters()) n += p.numel();
+    return n;
+  };
+  const int64_t table = 31 * 8, positions = 6 * 8, final_ln = 16;
+  EXPECT_EQ(count(small_options(Norm::Post)), table + positions + final_ln + 2 * (72 + 64 + 72 + 32 + 144));
+  EXPECT_EQ(count(bert_options()), table + positions + final_ln + 16 + 2 * (72 + 64 + 72 + 32 + 72 + 552));
+}
+
+TEST(ModelVariants, NormalInitZeroesBiasesAndKeepsLayerNormAtOne) {
+  torch::manual_seed(7);
+  SASRecOptions o = bert_options();
+  o.num_items = 5000;
+  o.hidden = 64;
+  o.init_std = 0.02;
+  SASRec model(o);
+  EXPECT_NEAR(model->item_weight().slice(0, 1).std().item<double>(), 0.02, 0.02 * 0.05);
+  EXPECT_EQ(model->item_weight()[0].abs().sum().item<float>(), 0.0f);
+  int biases = 0;
+  for (auto& p : model->named_parameters()) {
+    const bool is_ln = p.key().find("ln") != std::string::npos;
+    if (p.key().find("bias") != std::string::npos) {
+      EXPECT_EQ(p.value().abs().sum().item<float>(), 0.0f) << p.key();
+      ++biases;
+    } else if (is_ln) {
+      EXPECT_TRUE(torch::equal(p.value(), torch::ones_like(p.value()))) << p.key();
+    }
+  }
+  // q, v, o, w1, w2 and two LayerNorms per block, the final and the embedding LayerNorm.
+  EXPECT_EQ(biases, 2 * 7 + 2);
+}
+
+TEST(ModelVariants, GeluFeedForwardByHand) {
+  // One hidden unit in and out, inner width 2: y = w2 . gelu(w1 x + b1) + b2,
+  // gelu(z) = z Phi(z) = z (1 + erf(z / sqrt 2)) / 2.
+  FeedForward ffn(1, 2, Activation::Gelu, 0.0, std::make_shared<DropoutStream>());
+  ffn->eval();
+  {
+    torch::NoGradGuard g;
+    auto params = ffn->named_parameters();
+    params["w1.weight"].copy_(torch::tensor({{1.5}, {-0.5}}));
+    params["w1.bias"].copy_(torch::tensor({0.25, 1.0}));
+    params["w2.weight"].copy_(torch::tensor({{2.0, -1.0}}));
+    params["w2.bias"].copy_(torch::tensor({0.1}));
+  }
+  auto gelu = [](double z) { return z * 0.5 * (1.0 + std::erf(z / std::sqrt(2.0))); };
+  const double x = 0.8;
+  const double expected = 2.0 * gelu(1.5 * x + 0.25) - 1.0 * gelu(-0.5 * x + 1.0) + 0.1;
+  const double got = ffn->forward(torch::tensor({{x}}, torch::kFloat32)).item<double>();
+  EXPECT_NEAR(got, expected, 1e-6);
+}
+
+TEST(ModelVariants, EmbeddingNormMakesTheOutputBlindToTheEmbeddingScale) {
+  // LayerNorm(c (E + P)) = LayerNorm(E + P) for c > 0 (up to its epsilon), so
+  // scaling M and P together leaves every output as it was; with the paper's
+  // sqrt(d) E + P there is no LayerNorm before the first block and it does not.
+  for (bool norm : {true, false}) {
+    torch::manual_seed(8);
+    SASRecOptions o = bert_options();
+    o.embedding_norm = norm;
+    o.init = Init::Xavier;  // nonzero biases: without the LayerNorm the first block sees the scale
+    SASRec model(o);
+    model->eval();
+    auto seq = torch::tensor({{0, 3, 7, 9}, {1, 2, 3, 4}}, torch::kInt64);
+    auto before = model->forward(seq);
+    {
+      torch::NoGradGuard g;
+      for (auto& p : model->named_parameters())
+        if (p.key() == "item.weight" || p.key() == "position.weight") p.value().mul_(3.0);
+    }
+    auto after = model->forward(seq);
+    EXPECT_EQ(torch::allclose(before, after, 1e-4, 1e-5), norm) << "embedding_norm " << norm;
+  }
+}
+
 // ---- losses, against sums worked in double here -----------------------------------
 
 namespace {

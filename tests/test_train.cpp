@@ -141,6 +141,29 @@ TEST_F(TrainTest, SameSeedSameParameters) {
   for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
 }
 
+TEST_F(TrainTest, PatienceStopsAfterEvaluationsWithoutGain) {
+  // At lr 1e-30 no Adam step moves a float32 weight, so every valid score
+  // equals the first: with patience 2 the run stops after epoch 1 + 2, with
+  // a checkpoint of that epoch and epoch 1 reported as the best.
+  Config c = small_config("patience");
+  c.train.epochs = 10;
+  c.train.lr = 1e-30;
+  c.eval.every = 1;
+  c.eval.patience = 2;
+  c.eval.protocols = {"full"};
+  c.eval.max_users = 200;
+  c.checkpoint.dir = dir_->file("ckpt_patience");
+  auto comm = make_single_communicator();
+  TrainSummary s = Trainer(c, *comm).fit();
+  EXPECT_EQ(s.epochs, 3);
+  EXPECT_TRUE(s.early_stopped);
+  EXPECT_EQ(s.best_epoch, 1);
+  EXPECT_NE(s.checkpoint.find("epoch-000003"), std::string::npos) << s.checkpoint;
+  const std::string log = test::read_text(dir_->file("patience.jsonl"));
+  EXPECT_NE(log.find("\"event\":\"early_stop\""), std::string::npos) << log;
+  EXPECT_EQ(log.find("\"epoch\":4"), std::string::npos) << "trained past the stop";
+}
+
 TEST_F(TrainTest, GbceWithOneNegativeAndTZeroIsBce) {
   // gbce's k per-target negatives come from the same RNG stream as bce's one:
   // with k = 1 and t = 0 (beta 1) the loss is bce's, so training ends at the same

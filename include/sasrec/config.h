@@ -14,6 +14,8 @@
 namespace sasrec {
 
 enum class Norm { Pre, Post, Paper };
+enum class Activation { Relu, Gelu };
+enum class Init { Xavier, Normal };
 enum class LossKind { Bce, Ce, SampledSoftmax, Gbce };
 
 struct DataConfig {
@@ -31,6 +33,14 @@ struct ModelConfig {
   double dropout = 0.5;
   Norm norm = Norm::Pre;
   bool user_embedding = false;  // explicit user vector added to every position
+  // The BERT-style recipe of S3-Rec/ICLRec's SASRec (docs/design.md, "Model
+  // variants"); the defaults are the paper's model.
+  Activation activation = Activation::Relu;  // FFN nonlinearity
+  int ffn_hidden = 0;               // FFN inner width; 0: hidden, as the paper
+  bool attention_output = false;    // output projection W_O (+ dropout) after attention
+  bool embedding_norm = false;      // LayerNorm(E + P) in place of sqrt(d) E + P
+  Init init = Init::Xavier;         // xavier (normal) | normal(0, init_std), biases 0
+  double init_std = 0.02;
 };
 
 struct TrainConfig {
@@ -62,6 +72,7 @@ struct EvalConfig {
   int sampled_negatives = 100;
   int batch_users = 512;     // users scored together
   int64_t memory_mb = 256;   // bound on one score block (users x items x 4 bytes)
+  int patience = 0;          // stop after this many evaluations in a row without a better valid score; 0: off
 };
 
 struct CheckpointConfig {
@@ -108,6 +119,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 std::string to_yaml(const Config& config);
 
 const char* norm_name(Norm n);
+const char* activation_name(Activation a);
+const char* init_name(Init i);
 const char* loss_name(LossKind l);
 
 }  // namespace sasrec

@@ -8,6 +8,11 @@
 //   r(i, t) = F(t) . M(i)              prediction with the shared item embedding
 //                                      (+ U(u) with the explicit user embedding)
 //
+// Variants (SASRecOptions, off by default): GELU and a wider FFN, an output
+// projection W_O after attention, LayerNorm(M[s] + P[t]) in place of the
+// sqrt(d) scale, N(0, init_std) initialisation; together with norm: post they
+// give the BERT-style SASRec of S3-Rec / ICLRec / RecBole (docs/design.md).
+//
 // Positions count from the right end of the window: the newest item sits at
 // P[maxlen-1] however long the sequence is. Batches arrive left-padded
 // [B,T] and are packed (pack_sequences): only items go through the network,
@@ -45,6 +50,13 @@ struct SASRecOptions {
   double dropout = 0.5;
   Norm norm = Norm::Pre;
   bool user_embedding = false;
+  // Variants (config.h, ModelConfig); the defaults are the paper's model.
+  Activation activation = Activation::Relu;
+  int64_t ffn_hidden = 0;  // 0: hidden
+  bool attention_output = false;
+  bool embedding_norm = false;
+  Init init = Init::Xavier;
+  double init_std = 0.02;
 
   static SASRecOptions from(const ModelConfig& m, int64_t num_items, int64_t num_users);
 };
@@ -52,26 +64,33 @@ struct SASRecOptions {
 // Causal multi-head self-attention: queries from `q_in`, keys/values from `kv_in`.
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(int64_t hidden, int64_t heads, double dropout, std::shared_ptr<DropoutStream> stream);
+  // `output`: a projection W_O (with dropout) after the heads are joined.
+  AttentionImpl(int64_t hidden, int64_t heads, double dropout, bool output, std::shared_ptr<DropoutStream> stream);
   // q_in, kv_in [N,D] packed -> [N,D]. On CPU the fused kernel
   // (attention.h); elsewhere the tensor-op reference on the padded batch.
   torch::Tensor forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing);
 
  private:
+  // The heads' outputs joined, before W_O.
+  torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing);
+
   int64_t heads_;
   double dropout_;
   std::shared_ptr<DropoutStream> stream_;
-  torch::nn::Linear q_{nullptr}, k_{nullptr}, v_{nullptr};
+  torch::nn::Linear q_{nullptr}, k_{nullptr}, v_{nullptr}, o_{nullptr};
 };
 TORCH_MODULE(Attention);
 
-// Point-wise feed-forward: Dropout(W2 Dropout(ReLU(W1 x + b1)) + b2).
+// Point-wise feed-forward: Dropout(W2 Dropout(act(W1 x + b1)) + b2), act
+// ReLU (paper) or GELU, W1 [inner, hidden].
 class FeedForwardImpl : public torch::nn::Module {
  public:
-  FeedForwardImpl(int64_t hidden, double dropout, std::shared_ptr<DropoutStream> stream);
+  FeedForwardImpl(int64_t hidden, int64_t inner, Activation activation, double dropout,
+                  std::shared_ptr<DropoutStream> stream);
   torch::Tensor forward(const torch::Tensor& x);  // [N,D] -> [N,D]
 
  private:
+  Activation activation_;
   double dropout_;
   std::shared_ptr<DropoutStream> stream_;
   torch::nn::Linear w1_{nullptr}, w2_{nullptr};
@@ -80,7 +99,7 @@ TORCH_MODULE(FeedForward);
 
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(int64_t hidden, int64_t heads, double dropout, Norm norm, std::shared_ptr<DropoutStream> stream);
+  BlockImpl(const SASRecOptions& options, std::shared_ptr<DropoutStream> stream);
   // x [N,D] packed -> [N,D]
   torch::Tensor forward(const torch::Tensor& x, const Packing& packing);
 
@@ -109,7 +128,8 @@ class SASRecImpl : public torch::nn::Module {
   const torch::Tensor& item_weight() const { return item_->weight; }
   const SASRecOptions& options() const { return options_; }
 
-  // Xavier-normal for every parameter of rank >= 2, defaults elsewhere,
+  // Xavier-normal (init: xavier) or normal(0, init_std) with zero biases
+  // (init: normal) for every parameter of rank >= 2, defaults elsewhere,
   // padding row of M zeroed.
   void reset_parameters();
   // Re-zeroes M[0] (after an optimizer step).
@@ -124,7 +144,7 @@ class SASRecImpl : public torch::nn::Module {
   std::shared_ptr<DropoutStream> dropout_stream_ = std::make_shared<DropoutStream>();
   torch::nn::Embedding item_{nullptr}, position_{nullptr}, user_{nullptr};
   torch::nn::ModuleList blocks_;
-  torch::nn::LayerNorm final_ln_{nullptr};
+  torch::nn::LayerNorm final_ln_{nullptr}, embedding_ln_{nullptr};
 };
 TORCH_MODULE(SASRec);
 

@@ -45,6 +45,7 @@ struct TrainSummary {
   int interrupted_by = 0;               // SIGTERM / SIGINT that stopped the run after a checkpoint; 0: ran to the end
   std::string checkpoint;               // the last checkpoint written, "" if none
   int64_t skipped_steps = 0;            // steps skipped for non-finite gradients (train.on_nonfinite: skip)
+  bool early_stopped = false;           // eval.patience ended the run before train.epochs
 };
 
 class Trainer {
