@@ -18,21 +18,9 @@ torch::nn::LayerNorm layer_norm(int64_t hidden) {
 
 SASRecOptions SASRecOptions::from(const ModelConfig& m, int64_t num_items, int64_t num_users) {
   SASRecOptions o;
+  static_cast<ModelConfig&>(o) = m;
   o.num_items = num_items;
   o.num_users = num_users;
-  o.hidden = m.hidden;
-  o.blocks = m.blocks;
-  o.heads = m.heads;
-  o.maxlen = m.maxlen;
-  o.dropout = m.dropout;
-  o.norm = m.norm;
-  o.user_embedding = m.user_embedding;
-  o.activation = m.activation;
-  o.ffn_hidden = m.ffn_hidden;
-  o.attention_output = m.attention_output;
-  o.embedding_norm = m.embedding_norm;
-  o.init = m.init;
-  o.init_std = m.init_std;
   return o;
 }
 

@@ -40,23 +40,11 @@ struct Packing {
 // Items must be right-aligned (left padding, 0 = padding); T <= maxlen.
 Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen);
 
-struct SASRecOptions {
+// The model's shape: the model.* settings (ModelConfig, whose defaults are
+// the paper's model) and the table sizes of the data.
+struct SASRecOptions : ModelConfig {
   int64_t num_items = 0;  // I; the table has I+1 rows
   int64_t num_users = 0;  // U; used with user_embedding
-  int64_t hidden = 50;
-  int64_t blocks = 2;
-  int64_t heads = 1;
-  int64_t maxlen = 50;
-  double dropout = 0.5;
-  Norm norm = Norm::Pre;
-  bool user_embedding = false;
-  // Variants (config.h, ModelConfig); the defaults are the paper's model.
-  Activation activation = Activation::Relu;
-  int64_t ffn_hidden = 0;  // 0: hidden
-  bool attention_output = false;
-  bool embedding_norm = false;
-  Init init = Init::Xavier;
-  double init_std = 0.02;
 
   static SASRecOptions from(const ModelConfig& m, int64_t num_items, int64_t num_users);
 };
