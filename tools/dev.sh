@@ -18,7 +18,7 @@ PACKAGES=(cmake ninja-build g++ pkg-config
           libtorch-dev libopenblas0-openmp libblas-dev
           libopenmpi-dev openmpi-bin
           libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev
-          gnuplot-nox jq)
+          gnuplot-nox jq ccache)
 
 deps() {
   local missing=()
@@ -34,8 +34,16 @@ deps() {
   fi
 }
 
+# ccache keeps compiled objects across build folders and clones (libtorch's
+# headers make every file of the core ~30 s); the precompiled header needs
+# the sloppiness below to be cached at all.
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}  # paths inside the tree are rewritten relative: hits across clones
+launcher() { command -v ccache >/dev/null && echo "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache"; }
+
 build() {
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSASREC_WERROR=ON >/dev/null
+  # shellcheck disable=SC2046
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSASREC_WERROR=ON $(launcher) >/dev/null
   cmake --build "$BUILD" -j"$(nproc)"
 }
 
