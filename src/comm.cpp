@@ -3,6 +3,8 @@
 
 #include <cstdlib>
 
+#include "sasrec/error.h"
+
 namespace sasrec {
 namespace {
 
@@ -15,6 +17,13 @@ class SingleCommunicator final : public Communicator {
   void allreduce_sum(torch::Tensor&) override {}
   void broadcast(torch::Tensor&, int) override {}
   torch::Tensor allgather(const torch::Tensor& t) override { return t.clone(); }
+  torch::Tensor alltoall(const torch::Tensor& t, const std::vector<int64_t>& send_rows,
+                         std::vector<int64_t>& recv_rows) override {
+    SASREC_CHECK(send_rows.size() == 1 && send_rows[0] == (t.dim() == 0 ? 1 : t.size(0)),
+                 "alltoall: one rank sends all its rows to itself");
+    recv_rows = send_rows;
+    return t.clone();
+  }
   void barrier() override {}
   [[noreturn]] void abort(int exit_code) override { std::_Exit(exit_code); }
 };

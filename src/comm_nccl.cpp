@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "sasrec/comm.h"
@@ -92,12 +93,49 @@ class NcclCommunicator final : public Communicator {
     return torch::cat(parts);
   }
 
+  torch::Tensor alltoall(const torch::Tensor& t, const std::vector<int64_t>& send_rows,
+                         std::vector<int64_t>& recv_rows) override {
+    if (!t.is_cuda()) return bootstrap_->alltoall(t, send_rows, recv_rows);
+    check(t);
+    SASREC_CHECK(static_cast<int>(send_rows.size()) == world_size(), "alltoall: ", send_rows.size(),
+                 " send counts for ", world_size(), " ranks");
+    // The counts travel on the host (the bootstrap); the rows as one NCCL
+    // group of a send and a receive per peer, which NCCL runs concurrently.
+    auto counts = torch::tensor(send_rows, torch::kInt64);
+    recv_rows.assign(world_size(), 0);
+    std::vector<int64_t> ones(world_size(), 1), got_rows;
+    auto got = bootstrap_->alltoall(counts, ones, got_rows);
+    std::copy(got.data_ptr<int64_t>(), got.data_ptr<int64_t>() + world_size(), recv_rows.begin());
+    int64_t total = 0;
+    for (int64_t r : recv_rows) total += r;
+    std::vector<int64_t> shape = t.sizes().vec();
+    shape[0] = total;
+    auto out = torch::empty(shape, t.options());
+    const int64_t row = t.size(0) > 0 ? t.numel() / t.size(0) : (total > 0 ? out.numel() / total : 0);
+    const size_t bytes = t.element_size();
+    const auto type = nccl_type(t.scalar_type());
+    auto* send = static_cast<const char*>(t.data_ptr());
+    auto* recv = static_cast<char*>(out.data_ptr());
+    int64_t s_off = 0, r_off = 0;
+    SASREC_NCCL_CHECK(ncclGroupStart());
+    for (int r = 0; r < world_size(); ++r) {
+      if (send_rows[r] > 0)
+        SASREC_NCCL_CHECK(ncclSend(send + s_off * row * bytes, send_rows[r] * row, type, r, comm_, stream(t)));
+      if (recv_rows[r] > 0)
+        SASREC_NCCL_CHECK(ncclRecv(recv + r_off * row * bytes, recv_rows[r] * row, type, r, comm_, stream(t)));
+      s_off += send_rows[r], r_off += recv_rows[r];
+    }
+    SASREC_NCCL_CHECK(ncclGroupEnd());
+    return out;
+  }
+
   void barrier() override { bootstrap_->barrier(); }
 
   [[noreturn]] void abort(int exit_code) override {
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
     bootstrap_->abort(exit_code);
+    std::_Exit(exit_code);  // not reached: the bootstrap's abort does not return
   }
 
  private:
