@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "sasrec/error.h"
+#include "sasrec/torch_compat.h"
 
 namespace sasrec {
 namespace {
@@ -41,7 +42,7 @@ bool fused_supported(const torch::Tensor& p) { return p.device().is_cpu() && p.s
 
 torch::optim::AdamParamState& FusedAdam::state_for(const torch::Tensor& p) {
   // The state lives where torch::optim::Adam keeps it, so save/load are Adam's.
-  const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
+  const auto key = compat::optimizer_state_key(p);
   auto it = state_.find(key);
   if (it == state_.end()) {
     auto fresh = std::make_unique<torch::optim::AdamParamState>();
