@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "sasrec/error.h"
+#include "sasrec/torch_compat.h"
 
 namespace sasrec {
 namespace {
@@ -120,6 +121,30 @@ LossKind parse_value<LossKind>(const Ctx& c) {
   if (s == "gbce") return LossKind::Gbce;
   c.fail("one of bce, ce, sampled_softmax, gbce");
 }
+template <>
+AttentionKernel parse_value<AttentionKernel>(const Ctx& c) {
+  std::string s = c.scalar("one of auto, fused, sdpa, tensor");
+  if (s == "auto") return AttentionKernel::Auto;
+  if (s == "fused") return AttentionKernel::Fused;
+  if (s == "sdpa") return AttentionKernel::Sdpa;
+  if (s == "tensor") return AttentionKernel::Tensor;
+  c.fail("one of auto, fused, sdpa, tensor");
+}
+template <>
+Precision parse_value<Precision>(const Ctx& c) {
+  std::string s = c.scalar("one of fp32, bf16");
+  if (s == "fp32") return Precision::Fp32;
+  if (s == "bf16") return Precision::Bf16;
+  c.fail("one of fp32, bf16");
+}
+template <>
+Scorer parse_value<Scorer>(const Ctx& c) {
+  std::string s = c.scalar("one of auto, blocked, tensor");
+  if (s == "auto") return Scorer::Auto;
+  if (s == "blocked") return Scorer::Blocked;
+  if (s == "tensor") return Scorer::Tensor;
+  c.fail("one of auto, blocked, tensor");
+}
 template <typename T>
 std::vector<T> parse_list(const Ctx& c, const char* expected) {
   if (!c.node.IsSequence()) c.fail(expected);
@@ -146,6 +171,9 @@ YAML::Node to_node(Norm v) { return YAML::Node(std::string(norm_name(v))); }
 YAML::Node to_node(Activation v) { return YAML::Node(std::string(activation_name(v))); }
 YAML::Node to_node(Init v) { return YAML::Node(std::string(init_name(v))); }
 YAML::Node to_node(LossKind v) { return YAML::Node(std::string(loss_name(v))); }
+YAML::Node to_node(AttentionKernel v) { return YAML::Node(std::string(attention_name(v))); }
+YAML::Node to_node(Precision v) { return YAML::Node(std::string(precision_name(v))); }
+YAML::Node to_node(Scorer v) { return YAML::Node(std::string(scorer_name(v))); }
 template <typename T>
 YAML::Node to_node(const std::vector<T>& v) {
   YAML::Node n(YAML::NodeType::Sequence);
@@ -210,6 +238,7 @@ const std::vector<Field>& fields() {
       field("eval", "batch_users", &Config::eval, &EvalConfig::batch_users),
       field("eval", "memory_mb", &Config::eval, &EvalConfig::memory_mb),
       field("eval", "patience", &Config::eval, &EvalConfig::patience),
+      field("eval", "scorer", &Config::eval, &EvalConfig::scorer),
       field("checkpoint", "dir", &Config::checkpoint, &CheckpointConfig::dir),
       field("checkpoint", "every", &Config::checkpoint, &CheckpointConfig::every),
       field("checkpoint", "keep", &Config::checkpoint, &CheckpointConfig::keep),
@@ -218,6 +247,10 @@ const std::vector<Field>& fields() {
       field("runtime", "comm", &Config::runtime, &RuntimeConfig::comm),
       field("runtime", "check_replicas", &Config::runtime, &RuntimeConfig::check_replicas),
       field("runtime", "memory_mb", &Config::runtime, &RuntimeConfig::memory_mb),
+      field("runtime", "attention", &Config::runtime, &RuntimeConfig::attention),
+      field("runtime", "precision", &Config::runtime, &RuntimeConfig::precision),
+      field("runtime", "pin_memory", &Config::runtime, &RuntimeConfig::pin_memory),
+      field("runtime", "cuda_graphs", &Config::runtime, &RuntimeConfig::cuda_graphs),
       field("output", "metrics", &Config::output, &OutputConfig::metrics),
       field("output", "log_every", &Config::output, &OutputConfig::log_every),
       field("output", "profile", &Config::output, &OutputConfig::profile),
@@ -301,6 +334,33 @@ const char* loss_name(LossKind l) {
     case LossKind::Ce: return "ce";
     case LossKind::SampledSoftmax: return "sampled_softmax";
     case LossKind::Gbce: return "gbce";
+  }
+  return "?";
+}
+
+const char* attention_name(AttentionKernel a) {
+  switch (a) {
+    case AttentionKernel::Auto: return "auto";
+    case AttentionKernel::Fused: return "fused";
+    case AttentionKernel::Sdpa: return "sdpa";
+    case AttentionKernel::Tensor: return "tensor";
+  }
+  return "?";
+}
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::Fp32: return "fp32";
+    case Precision::Bf16: return "bf16";
+  }
+  return "?";
+}
+
+const char* scorer_name(Scorer s) {
+  switch (s) {
+    case Scorer::Auto: return "auto";
+    case Scorer::Blocked: return "blocked";
+    case Scorer::Tensor: return "tensor";
   }
   return "?";
 }
@@ -426,6 +486,21 @@ void Config::validate() const {
           "must be auto, cpu or cuda, got '" + runtime.device + "'");
   require(runtime.comm == "auto" || runtime.comm == "mpi" || runtime.comm == "nccl" || runtime.comm == "none",
           "runtime.comm", "must be auto, mpi, nccl or none, got '" + runtime.comm + "'");
+  require(runtime.attention != AttentionKernel::Sdpa || compat::kHasSdpa, "runtime.attention",
+          detail::cat("is sdpa, but this build's libtorch (", compat::torch_version(),
+                      ") has no scaled_dot_product_attention: use auto or tensor, or build against libtorch 2.x "
+                      "(bash tools/dev.sh cuda-test)"));
+  require(runtime.attention != AttentionKernel::Fused || runtime.device != "cuda", "runtime.attention",
+          "is fused, the float32 CPU kernel, but runtime.device is cuda: use auto, sdpa or tensor");
+  require(runtime.attention != AttentionKernel::Fused || runtime.precision == Precision::Fp32, "runtime.attention",
+          "is fused, a float32 kernel, but runtime.precision is bf16: use auto, sdpa or tensor");
+  require(eval.scorer != Scorer::Blocked || runtime.device != "cuda", "eval.scorer",
+          "is blocked, the CPU scorer, but runtime.device is cuda: use auto or tensor");
+  require(!runtime.cuda_graphs || runtime.device != "cpu", "runtime.cuda_graphs",
+          "is true but runtime.device is cpu: CUDA graphs need a CUDA device (set it false on CPU)");
+  require(!runtime.cuda_graphs || (train.item_optimizer == "adam" && train.exchange != "sparse"), "runtime.cuda_graphs",
+          "is true: a captured step has fixed shapes, so the item table's gradient is dense; it needs "
+          "train.item_optimizer: adam and train.exchange: dense or auto (or set runtime.cuda_graphs: false)");
   require(runtime.memory_mb >= 0, "runtime.memory_mb", "must be >= 0 (0: the memory the machine has)");
   require(runtime.check_replicas >= 0, "runtime.check_replicas", "must be >= 0 (0: off)");
   require(output.log_every >= 0, "output.log_every", "must be >= 0");

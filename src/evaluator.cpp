@@ -110,7 +110,9 @@ std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const st
   std::vector<std::vector<int64_t>> out;
   for (const auto& protocol : config_.protocols) {
     std::vector<int64_t> ranks(n, 0);
-    if (protocol == "full" && device.is_cpu()) {
+    // eval.scorer: the blocked count on CPU, chunked tensor ops (the device path) elsewhere or when asked.
+    const bool blocked = config_.scorer == Scorer::Blocked || (config_.scorer == Scorer::Auto && device.is_cpu());
+    if (protocol == "full" && blocked) {
       // The same rule as below, fused: masked items are skipped, not set to -inf.
       std::vector<std::vector<int32_t>> masked(n);
       for (size_t i = 0; i < mask_rows.size(); ++i) masked[mask_rows[i]].push_back(static_cast<int32_t>(mask_cols[i]));

@@ -33,9 +33,14 @@ double gbce_beta(int64_t negatives, int64_t num_items, double t) {
 
 torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& rows,
                             const torch::Tensor& pos, const torch::Tensor& neg, const torch::Tensor& shared,
-                            const SampledTerms& terms) {
+                            const SampledTerms& terms, const torch::Tensor& weight) {
   SASREC_CHECK(terms.pos_log_q.defined() == terms.shared_log_q.defined(),
                "log-Q needs both the targets' and the negatives' values");
+  SASREC_CHECK(!weight.defined() || (weight.dim() == 1 && weight.size(0) == pos.size(0)), "weight must be [N]");
+  // Sum of per-target terms [N], weighted when a weight is given.
+  auto total = [&](const torch::Tensor& per_target) {
+    return weight.defined() ? (per_target * weight).sum() : per_target.sum();
+  };
   switch (kind) {
     case LossKind::Bce: {
       SASREC_CHECK(neg.defined(), "bce needs per-position negatives");
@@ -43,12 +48,15 @@ torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::
       auto both = rows.index_select(0, torch::cat({pos, neg})).view({2, pos.size(0), -1});  // [2,N,D]
       auto logits = (h.unsqueeze(0) * both).sum(-1);                                        // [2,N]
       // -log sigmoid(p) = softplus(-p); -log(1 - sigmoid(n)) = softplus(n)
+      if (weight.defined()) return total(torch::softplus(logits[0].neg()) + torch::softplus(logits[1]));
       return torch::softplus(logits[0].neg()).sum() + torch::softplus(logits[1]).sum();
     }
     case LossKind::Ce: {
       auto logits = torch::matmul(h, rows.slice(0, 1).t());  // [N,I] items 1..I: rows is the full table
-      return torch::nn::functional::cross_entropy(
-          logits, pos - 1, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      namespace F = torch::nn::functional;
+      if (weight.defined())
+        return total(F::cross_entropy(logits, pos - 1, F::CrossEntropyFuncOptions().reduction(torch::kNone)));
+      return F::cross_entropy(logits, pos - 1, F::CrossEntropyFuncOptions().reduction(torch::kSum));
     }
     case LossKind::SampledSoftmax: {
       auto [pos_logit, neg_logit, hit] = shared_logits("sampled_softmax", h, rows, pos, shared);
@@ -59,7 +67,7 @@ torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::
       }
       neg_logit = neg_logit.masked_fill(hit, -std::numeric_limits<float>::infinity());
       auto logits = torch::cat({pos_logit, neg_logit}, 1);  // [N,1+K]
-      return (torch::logsumexp(logits, 1) - pos_logit.squeeze(1)).sum();
+      return total(torch::logsumexp(logits, 1) - pos_logit.squeeze(1));
     }
     case LossKind::Gbce: {
       SASREC_CHECK(!terms.pos_log_q.defined(), "gbce takes uniform negatives, without log-Q");
@@ -72,6 +80,9 @@ torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::
       auto logits = torch::bmm(rows.index_select(0, ids).view({n, 1 + k, d}), h.unsqueeze(2)).squeeze(2);
       auto hit = neg == pos.unsqueeze(1);  // [N,k] accidental hits: their term is removed
       // -log sig(s)^beta = beta softplus(-s); -log(1 - sig(s)) = softplus(s).
+      if (weight.defined())
+        return total(torch::softplus(logits.select(1, 0).neg()) * terms.gbce_beta +
+                     torch::softplus(logits.slice(1, 1)).masked_fill(hit, 0).sum(1));
       return torch::softplus(logits.select(1, 0).neg()).sum() * terms.gbce_beta +
              torch::softplus(logits.slice(1, 1)).masked_fill(hit, 0).sum();
     }

@@ -6,6 +6,7 @@
 
 #include "sasrec/attention.h"
 #include "sasrec/error.h"
+#include "sasrec/torch_compat.h"
 
 namespace sasrec {
 namespace {
@@ -24,21 +25,31 @@ SASRecOptions SASRecOptions::from(const ModelConfig& m, int64_t num_items, int64
   return o;
 }
 
-torch::Tensor attention_mask(const torch::Tensor& seq) {
+SASRecOptions SASRecOptions::from(const Config& c, int64_t num_items, int64_t num_users) {
+  SASRecOptions o = from(c.model, num_items, num_users);
+  o.attention = c.runtime.attention;
+  o.precision = c.runtime.precision;
+  return o;
+}
+
+torch::Tensor attention_allowed(const torch::Tensor& seq) {
   const int64_t T = seq.size(1);
   auto opts = torch::TensorOptions().dtype(torch::kBool).device(seq.device());
   auto causal = torch::ones({T, T}, opts).tril();        // [T,T] j <= i
   auto self = torch::eye(T, opts);                        // [T,T] j == i
   auto key_is_item = (seq != 0).unsqueeze(1);             // [B,1,T]
-  auto allowed = causal & (key_is_item | self);           // [B,T,T]
+  return (causal & (key_is_item | self)).unsqueeze(1);    // [B,1,T,T]
+}
+
+torch::Tensor attention_mask(const torch::Tensor& seq) {
+  auto allowed = attention_allowed(seq);
   auto mask = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(seq.device()));
-  mask.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-  return mask.unsqueeze(1);                               // [B,1,T,T]
+  return mask.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
 AttentionImpl::AttentionImpl(int64_t hidden, int64_t heads, double dropout, bool output,
-                             std::shared_ptr<DropoutStream> stream)
-    : heads_(heads), dropout_(dropout), stream_(std::move(stream)) {
+                             std::shared_ptr<DropoutStream> stream, AttentionKernel kernel)
+    : heads_(heads), kernel_(kernel), dropout_(dropout), stream_(std::move(stream)) {
   SASREC_CHECK(hidden % heads == 0, "heads must divide hidden");
   q_ = register_module("q", torch::nn::Linear(hidden, hidden));
   // No key bias: q.(k + b) shifts every score of a query row by the same
@@ -55,20 +66,37 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& q_in, const torch::Ten
   return dropout(o_->forward(heads), dropout_, is_training(), *stream_);
 }
 
+AttentionKernel AttentionImpl::kernel_for(const torch::Tensor& q) const {
+  if (kernel_ != AttentionKernel::Auto) return kernel_;
+  if (q.device().is_cpu() && q.scalar_type() == torch::kFloat32) return AttentionKernel::Fused;
+  return compat::kHasSdpa ? AttentionKernel::Sdpa : AttentionKernel::Tensor;
+}
+
 torch::Tensor AttentionImpl::attend(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing) {
   auto q = q_->forward(q_in), k = k_->forward(kv_in), v = v_->forward(kv_in);  // [N,D]
   const double p = is_training() ? dropout_ : 0.0;
-  if (q.device().is_cpu()) return packed_causal_attention(q, k, v, packing.offsets, heads_, p, p > 0 ? stream_->next_key() : 0);
-  // Elsewhere: scatter to the padded batch, tensor ops, gather back.
+  const AttentionKernel kernel = kernel_for(q);
+  if (kernel == AttentionKernel::Fused)
+    return packed_causal_attention(q, k, v, packing.offsets, heads_, p, p > 0 ? stream_->next_key() : 0);
+  // SDPA and tensor ops: scatter to the padded batch [B,T,D], attend, gather back.
   const int64_t B = packing.batch, T = packing.width, D = q.size(1);
   auto padded = [&](const torch::Tensor& x) {
     return torch::zeros({B * T, D}, x.options()).index_copy(0, packing.index, x).view({B, T, D});
   };
   auto is_item = torch::zeros({B * T}, q.options().dtype(torch::kBool)).index_fill(0, packing.index, true).view({B, T});
-  torch::Tensor drop;
-  if (p > 0) drop = torch::empty({B, heads_, T, T}, q.options()).bernoulli_(1.0 - p).div_(1.0 - p);
-  auto out = causal_attention_reference(padded(q), padded(k), padded(v), attention_mask(is_item), heads_, drop);
-  return out.view({B * T, D}).index_select(0, packing.index);
+  torch::Tensor out;  // [B,T,D]
+  if (kernel == AttentionKernel::Sdpa) {
+    auto heads = [&](const torch::Tensor& x) { return padded(x).view({B, T, heads_, D / heads_}).transpose(1, 2); };
+    out = compat::scaled_dot_product_attention(heads(q), heads(k), heads(v), attention_allowed(is_item), p)
+              .transpose(1, 2)
+              .reshape({B, T, D});
+  } else {
+    torch::Tensor drop;
+    if (p > 0) drop = torch::empty({B, heads_, T, T}, q.options()).bernoulli_(1.0 - p).div_(1.0 - p);
+    out = causal_attention_reference(padded(q), padded(k), padded(v), attention_mask(is_item).to(q.scalar_type()),
+                                     heads_, drop);
+  }
+  return out.reshape({B * T, D}).index_select(0, packing.index);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t hidden, int64_t inner, Activation activation, double dropout,
@@ -87,7 +115,7 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
 
 BlockImpl::BlockImpl(const SASRecOptions& o, std::shared_ptr<DropoutStream> stream) : norm_(o.norm) {
   ln_attn_ = register_module("ln_attn", layer_norm(o.hidden));
-  attn_ = register_module("attn", Attention(o.hidden, o.heads, o.dropout, o.attention_output, stream));
+  attn_ = register_module("attn", Attention(o.hidden, o.heads, o.dropout, o.attention_output, stream, o.attention));
   ln_ffn_ = register_module("ln_ffn", layer_norm(o.hidden));
   const int64_t inner = o.ffn_hidden > 0 ? o.ffn_hidden : o.hidden;
   ffn_ = register_module("ffn", FeedForward(o.hidden, inner, o.activation, o.dropout, stream));
@@ -151,24 +179,6 @@ void SASRecImpl::zero_padding() {
   item_->weight[0].zero_();
 }
 
-Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
-  TORCH_CHECK(seq.dim() == 2 && seq.scalar_type() == torch::kInt64, "seq must be [B,T] int64");
-  const int64_t B = seq.size(0), T = seq.size(1);
-  TORCH_CHECK(T >= 1 && T <= maxlen, "sequence width ", T, " outside 1..maxlen=", maxlen);
-  Packing p;
-  p.batch = B;
-  p.width = T;
-  auto flat = seq.reshape({-1});
-  auto is_item = flat != 0;
-  p.index = is_item.nonzero().squeeze(1);                                      // [N]
-  p.items = flat.index_select(0, p.index);                                     // [N]
-  p.positions = p.index.remainder(T) + (maxlen - T);                           // column t -> P[maxlen - T + t]
-  p.sequence = p.index.div(T, "floor");                                        // [N]
-  auto lengths = is_item.view({B, T}).sum(1).cpu();                            // [B]
-  p.offsets = torch::cat({torch::zeros({1}, lengths.options()), lengths.cumsum(0)});  // [B+1]
-  return p;
-}
-
 torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
                                          const torch::Tensor& item_rows) {
   auto items = item_rows.defined() ? torch::embedding(item_rows, packing.items) : item_->forward(packing.items);
@@ -176,8 +186,13 @@ torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Te
   auto x = embedding_ln_ ? embedding_ln_->forward(items + positions)  // [N,D]
                          : items * std::sqrt(static_cast<double>(options_.hidden)) + positions;
   x = dropout(x, options_.dropout, is_training(), *dropout_stream_);
-  for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, packing);
-  x = final_ln_->forward(x);  // [N,D]
+  {
+    // runtime.precision bf16: the blocks under autocast (their matrix
+    // products in bf16), parameters, the final LayerNorm and all after it fp32.
+    const compat::AutocastGuard autocast(x.device().type(), torch::kBFloat16, options_.precision == Precision::Bf16);
+    for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, packing);
+  }
+  x = final_ln_->forward(x.to(torch::kFloat32));  // [N,D]
   if (user_) {
     TORCH_CHECK(users.defined() && users.size(0) == packing.batch, "user_embedding needs users [B]");
     x = x + user_->forward(users).index_select(0, packing.sequence);

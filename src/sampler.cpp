@@ -138,6 +138,7 @@ void Sampler::work(int worker) {
   const int64_t T = opt_.threads;
   for (int64_t b = first_ + ((worker - first_) % T + T) % T; b < steps_; b += T) {
     Batch batch = build(epoch_, b);
+    if (opt_.stage) batch.inputs = stage_inputs(batch, opt_.maxlen, opt_.pin_memory);
     std::unique_lock<std::mutex> lock(q.mu);
     q.cv.wait(lock, [&] { return stopping_ || static_cast<int>(q.items.size()) < opt_.prefetch; });
     if (stopping_) return;

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -16,6 +17,7 @@
 
 #include "sasrec/checkpoint.h"
 #include "sasrec/error.h"
+#include "sasrec/trainer.h"
 
 namespace sasrec {
 namespace {
@@ -164,15 +166,12 @@ std::vector<ScoredItem> top_k(const float* scores, int64_t num_items, const std:
   return heap;
 }
 
-std::vector<std::vector<ScoredItem>> recommend(SASRec& model, const std::vector<History>& histories, int k,
-                                               int64_t memory_mb) {
-  const int64_t n = static_cast<int64_t>(histories.size());
-  const int64_t num_items = model->options().num_items;
-  const torch::Tensor states = final_states(model, histories);  // [n,D]
-  torch::NoGradGuard no_grad;
-  const auto w = model->item_weight().to(torch::kCPU, torch::kFloat32);  // [I+1,D]
-  // One block of scores [rows, I+1] stays under memory_mb.
-  const int64_t rows = std::max<int64_t>(1, memory_mb * (1 << 20) / (4 * (num_items + 1)));
+namespace {
+
+// Scores in blocks of users with BLAS on the CPU, top-K by a heap per row.
+std::vector<std::vector<ScoredItem>> recommend_blocked(const torch::Tensor& states, const torch::Tensor& w,
+                                                       const std::vector<History>& histories, int k, int64_t rows) {
+  const int64_t n = states.size(0), num_items = w.size(0) - 1;
   std::vector<std::vector<ScoredItem>> out(n);
   for (int64_t r0 = 0; r0 < n; r0 += rows) {
     const int64_t r1 = std::min(n, r0 + rows);
@@ -182,6 +181,68 @@ std::vector<std::vector<ScoredItem>> recommend(SASRec& model, const std::vector<
       out[r] = top_k(p + (r - r0) * (num_items + 1), num_items, histories[r].items, k);
   }
   return out;
+}
+
+// The same lists from tensor ops on w's device (the GPU path; it runs on
+// the CPU too): a block's scores with the history and item 0 set to -inf,
+// torch::topk of k plus a margin, and the exact order (higher score, then
+// lower index) restored on the host. Where ties reach past the margin, the
+// row is ranked again by top_k on the host, so the lists equal the blocked
+// path's in every case.
+std::vector<std::vector<ScoredItem>> recommend_tensor(const torch::Tensor& states, const torch::Tensor& w,
+                                                      const std::vector<History>& histories, int k, int64_t rows) {
+  constexpr int64_t kTieMargin = 8;
+  const int64_t n = states.size(0), num_items = w.size(0) - 1;
+  const auto device = w.device();
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  std::vector<std::vector<ScoredItem>> out(n);
+  for (int64_t r0 = 0; r0 < n; r0 += rows) {
+    const int64_t r1 = std::min(n, r0 + rows), m = r1 - r0;
+    auto scores = states.slice(0, r0, r1).to(device).matmul(w.t());  // [m, I+1]
+    std::vector<int64_t> mask_rows, mask_cols;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int32_t item : histories[r].items) mask_rows.push_back(r - r0), mask_cols.push_back(item);
+    scores.select(1, 0).fill_(neg_inf);
+    if (!mask_rows.empty())
+      scores.index_put_({torch::tensor(mask_rows, torch::kInt64).to(device), torch::tensor(mask_cols, torch::kInt64).to(device)},
+                        torch::full({}, neg_inf, scores.options()));
+    const int64_t take = std::min<int64_t>(num_items, k + kTieMargin);
+    auto top = scores.topk(take, 1, /*largest=*/true, /*sorted=*/true);
+    auto values = std::get<0>(top).cpu().contiguous(), index = std::get<1>(top).cpu().contiguous();
+    const float* v = values.data_ptr<float>();
+    const int64_t* ix = index.data_ptr<int64_t>();
+    for (int64_t i = 0; i < m; ++i) {
+      std::vector<ScoredItem> row;
+      for (int64_t j = 0; j < take; ++j)
+        if (v[i * take + j] != neg_inf) row.push_back({static_cast<int32_t>(ix[i * take + j]), v[i * take + j]});
+      std::sort(row.begin(), row.end(), better);
+      const bool cut_tie = static_cast<int64_t>(row.size()) == take && take > k &&
+                           row[static_cast<size_t>(take) - 1].score == row[static_cast<size_t>(k) - 1].score;
+      if (cut_tie) {  // ties beyond the margin: the whole row on the host
+        auto full = scores[i].to(torch::kCPU, torch::kFloat32).contiguous();
+        row = top_k(full.data_ptr<float>(), num_items, histories[r0 + i].items, k);
+      } else if (static_cast<int64_t>(row.size()) > k) {
+        row.resize(k);
+      }
+      out[r0 + i] = std::move(row);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<ScoredItem>> recommend(SASRec& model, const std::vector<History>& histories, int k,
+                                               int64_t memory_mb, Scorer scorer) {
+  const int64_t num_items = model->options().num_items;
+  const torch::Tensor states = final_states(model, histories);  // [n,D] CPU
+  torch::NoGradGuard no_grad;
+  const auto& weight = model->item_weight();  // [I+1,D]
+  // One block of scores [rows, I+1] stays under memory_mb.
+  const int64_t rows = std::max<int64_t>(1, memory_mb * (1 << 20) / (4 * (num_items + 1)));
+  const bool blocked = scorer == Scorer::Blocked || (scorer == Scorer::Auto && weight.device().is_cpu());
+  if (blocked) return recommend_blocked(states, weight.to(torch::kCPU, torch::kFloat32), histories, k, rows);
+  return recommend_tensor(states, weight.to(torch::kFloat32), histories, k, rows);
 }
 
 std::unordered_map<std::string, int32_t> index_ids(const std::vector<std::string>& item_ids) {
@@ -263,8 +324,9 @@ SASRec load_model_for_serving(const Config& config, const std::string& checkpoin
                                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
   const StoreInfo info = read_store_info(config.data.path);
-  SASRec model(SASRecOptions::from(config.model, info.num_items, info.num_users));
+  SASRec model(SASRecOptions::from(config, info.num_items, info.num_users));
   load_checkpoint(checkpoint, model, nullptr);
+  model->to(resolve_device(config.runtime.device, 0));  // runtime.device: auto takes a GPU where there is one
   model->eval();
   return model;
 }
@@ -337,7 +399,7 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
 
   int64_t written = 0;
   auto emit = [&](const std::vector<std::string>& labels, const std::vector<History>& histories) {
-    const auto lists = recommend(model, histories, request.topk, config.eval.memory_mb);
+    const auto lists = recommend(model, histories, request.topk, config.eval.memory_mb, config.eval.scorer);
     for (size_t i = 0; i < lists.size(); ++i) write_recommendations(out, format, labels[i], lists[i], item_ids);
     written += static_cast<int64_t>(lists.size());
   };

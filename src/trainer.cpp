@@ -20,6 +20,7 @@
 #include "sasrec/optimizer.h"
 #include "sasrec/progress.h"
 #include "sasrec/rng.h"
+#include "sasrec/step_graph.h"
 #include "sasrec/step_guard.h"
 
 namespace sasrec {
@@ -94,7 +95,7 @@ Trainer::Trainer(Config config, Communicator& comm)
   for (const auto& line : format_memory_plan(memory_plan_, memory_budget_)) log_line(comm_.is_root(), line);
   check_memory_plan(memory_plan_, memory_budget_);
 
-  model_ = SASRec(SASRecOptions::from(config_.model, data_->num_items(), data_->num_users_total()));
+  model_ = SASRec(SASRecOptions::from(config_, data_->num_items(), data_->num_users_total()));
   model_->to(device_);
   broadcast_parameters();
 
@@ -110,7 +111,22 @@ Trainer::Trainer(Config config, Communicator& comm)
   groups.emplace_back(table, options(2 * config_.train.l2_emb));
   groups.emplace_back(rest, options(0));
   optimizer_ = std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(config_.train.lr));
-  item_rows_ = config_.train.loss != LossKind::Ce;
+  // runtime.cuda_graphs: the step's forward and backward captured per token
+  // bucket; the item table is then read whole (step_graph.h).
+  if (config_.runtime.cuda_graphs) {
+    if (!device_.is_cuda())
+      SASREC_FAIL(Config, "runtime.cuda_graphs is true but this run is on ", device_.str(),
+                  ": CUDA graphs need a CUDA device; set runtime.cuda_graphs: false");
+    graph_buckets_ = token_buckets(static_cast<int64_t>(config_.train.batch_size) * config_.model.maxlen);
+    graph_batch_ = padded_batch(graph_buckets_, config_.train.batch_size, config_.model.maxlen);
+    graph_ = std::make_unique<StepGraph>(model_->parameters(), [this](const StepInputs& in, const torch::Tensor& w) {
+      const SampledTerms terms{log_kq_.defined() ? log_kq_.index_select(0, in.pos) : log_kq_,
+                               log_kq_.defined() ? in.shared_log_q : log_kq_, gbce_beta_};
+      auto features = model_->forward_packed(in.packing, in.users);
+      return loss_sum_rows(config_.train.loss, features, model_->item_weight(), in.pos, in.neg, in.shared, terms, w);
+    });
+  }
+  item_rows_ = config_.train.loss != LossKind::Ce && !graph_;
   lazy_item_adam_ = config_.train.item_optimizer == "lazy_adam";  // validate(): never with ce
 
   // Sampled losses: the popularity proposal counts every rank's training
@@ -240,32 +256,37 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
   item_grad_ = RowGradient{};
   ItemRows rows;  // the item rows of a sampled loss's step
   double loss_sum_value = 0;
-  if (batch.targets > 0) {
+  if (batch.targets > 0 && graph_) {
+    // runtime.cuda_graphs: forward, loss and backward replayed as one graph (step_graph.h).
+    RECORD_USER_SCOPE("phase::forward");
+    const StepInputs host =
+        batch.inputs.staging.defined() ? batch.inputs : stage_inputs(batch, config_.model.maxlen, false);
+    const PaddedInputs padded =
+        pad_inputs(host, bucket_for(graph_buckets_, batch.targets), graph_batch_, config_.model.maxlen);
+    auto sum = graph_->run(padded, 1.0 / static_cast<double>(std::max<int64_t>(1, global_targets)));
+    loss_sum_value = sum.item<double>();
+    t_forward_ += since(t);
+  } else if (batch.targets > 0) {
     torch::Tensor sum;
     {
       RECORD_USER_SCOPE("phase::forward");
-      // Only items go through the network, packed (model.h); the targets are
-      // at the same places as the inputs, so the target rows are the same rows.
-      const Packing packing = pack_sequences(batch.seq, config_.model.maxlen);
-      SASREC_CHECK(packing.items.size(0) == batch.targets, "batch ", batch.index, ": ", batch.targets,
-                   " targets but ", packing.items.size(0), " input items");
-      auto on_device = [&](const torch::Tensor& x) { return x.to(device_, /*non_blocking=*/true); };
-      Packing packed = packing;
-      for (auto* x : {&packed.items, &packed.positions, &packed.index, &packed.sequence}) *x = on_device(*x);
-      auto pick = [&](const torch::Tensor& x) {  // [B,T] -> the [N] packed rows; [B,T,k] -> [N,k]
-        if (!x.defined()) return x;
-        auto flat = x.dim() == 3 ? x.reshape({-1, x.size(2)}) : x.reshape({-1});
-        return on_device(flat.index_select(0, packing.index));
-      };
-      auto pos = pick(batch.pos), neg = pick(batch.neg);
-      auto shared = batch.shared.defined() ? on_device(batch.shared) : batch.shared;
+      // Only items go through the network, packed (packing.h); the targets
+      // are at the same places as the inputs, so the target rows are the
+      // same rows. The sampler threads packed and staged the batch: one copy
+      // to the device (asynchronous from pinned memory on CUDA).
+      StepInputs in = (batch.inputs.staging.defined() ? batch.inputs : stage_inputs(batch, config_.model.maxlen, false))
+                          .to(device_);
+      SASREC_CHECK(in.packing.items.size(0) == batch.targets, "batch ", batch.index, ": ", batch.targets,
+                   " targets but ", in.packing.items.size(0), " input items");
+      Packing& packed = in.packing;
+      torch::Tensor &pos = in.pos, &neg = in.neg, &shared = in.shared;
       // log-Q of the popularity proposal, looked up by GLOBAL item id (before the remap below).
       const SampledTerms terms{log_kq_.defined() ? log_kq_.index_select(0, pos) : log_kq_,
-                               log_kq_.defined() ? on_device(batch.shared_log_q) : log_kq_, gbce_beta_};
+                               log_kq_.defined() ? in.shared_log_q : log_kq_, gbce_beta_};
       // The sampled losses read M only at the batch's items: through a copy
       // of those rows, so the gradient is [U,D], not [I+1,D] (item_rows.h).
       if (item_rows_) rows = gather_item_rows(model_->item_weight(), {&packed.items, &pos, &neg, &shared});
-      auto features = model_->forward_packed(packed, on_device(batch.users), rows.table);  // [N,D]
+      auto features = model_->forward_packed(packed, in.users, rows.table);  // [N,D]
       sum = loss_sum_rows(config_.train.loss, features, item_rows_ ? rows.table : model_->item_weight(), pos, neg,
                           shared, terms);
       if (fault_.due(FaultKind::Nan, comm_.rank(), step)) sum = sum * std::numeric_limits<double>::quiet_NaN();
@@ -469,6 +490,8 @@ TrainSummary Trainer::fit() {
   so.prefetch = config_.data.prefetch;
   so.steps_per_epoch = steps_per_epoch_;
   so.length_buckets = config_.data.length_buckets;
+  so.stage = true;  // packing and staging on the sampler threads
+  so.pin_memory = device_.is_cuda() && config_.runtime.pin_memory;
   Sampler sampler(*data_, so);
   // The targets' log(K q) come from the table the sampler draws with (popularity only).
   if (sampler.proposal_log_q().defined()) log_kq_ = sampler.proposal_log_q().to(device_);

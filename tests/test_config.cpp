@@ -3,6 +3,7 @@
 
 #include "sasrec/config.h"
 #include "sasrec/error.h"
+#include "sasrec/torch_compat.h"
 #include "test_util.h"
 
 using namespace sasrec;
@@ -113,4 +114,34 @@ TEST(Config, PopularityProposalOnlyForSampledSoftmax) {
   EXPECT_NO_THROW(ok.validate());
   Config t = parse_config("", "r", {"data.path=" + data, "train.loss=gbce", "train.gbce_t=1.5"});
   EXPECT_NE(error_of([&] { t.validate(); }).find("train.gbce_t"), std::string::npos);
+}
+
+TEST(Config, CudaFeatureKeysAgainstDeviceAndBuild) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  auto error = [&](std::vector<std::string> sets) {
+    sets.push_back("data.path=" + data);
+    return error_of([&] { parse_config("", "r", sets).validate(); });
+  };
+  auto refused = [&](std::vector<std::string> sets, const std::string& key, const std::string& why) {
+    const std::string msg = error(sets);
+    EXPECT_NE(msg.find(key), std::string::npos) << msg;
+    EXPECT_NE(msg.find(why), std::string::npos) << msg;
+  };
+  // SDPA exists from libtorch 2.0: accepted in the CUDA build, refused (saying so) in Debian's 1.13 one.
+  if (compat::kHasSdpa)
+    EXPECT_EQ(error({"runtime.attention=sdpa"}), "");
+  else
+    refused({"runtime.attention=sdpa"}, "runtime.attention", "no scaled_dot_product_attention");
+  refused({"runtime.attention=fused", "runtime.device=cuda"}, "runtime.attention", "CPU kernel");
+  refused({"runtime.attention=fused", "runtime.precision=bf16"}, "runtime.attention", "float32");
+  refused({"runtime.precision=fp16"}, "runtime.precision", "one of fp32, bf16");
+  refused({"runtime.attention=flash"}, "runtime.attention", "one of auto, fused, sdpa, tensor");
+  refused({"runtime.cuda_graphs=true", "runtime.device=cpu"}, "runtime.cuda_graphs", "CUDA device");
+  refused({"runtime.cuda_graphs=true", "train.item_optimizer=lazy_adam"}, "runtime.cuda_graphs", "adam");
+  refused({"runtime.cuda_graphs=true", "train.exchange=sparse"}, "runtime.cuda_graphs", "dense");
+  refused({"eval.scorer=blocked", "runtime.device=cuda"}, "eval.scorer", "CPU scorer");
+  refused({"eval.scorer=gpu"}, "eval.scorer", "one of auto, blocked, tensor");
+  EXPECT_EQ(error({"runtime.precision=bf16", "eval.scorer=tensor", "runtime.attention=tensor"}), "");
 }

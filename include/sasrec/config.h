@@ -17,6 +17,19 @@ enum class Norm { Pre, Post, Paper };
 enum class Activation { Relu, Gelu };
 enum class Init { Xavier, Normal };
 enum class LossKind { Bce, Ce, SampledSoftmax, Gbce };
+// How attention is computed (runtime.attention): the same function each way.
+//   fused   the packed CPU kernel (attention.h), float32 CPU only
+//   sdpa    at::scaled_dot_product_attention on the padded batch (libtorch 2.x)
+//   tensor  tensor ops on the padded batch (any device and libtorch)
+//   auto    fused for float32 on CPU, else sdpa where libtorch has it, else tensor
+enum class AttentionKernel { Auto, Fused, Sdpa, Tensor };
+// The blocks' arithmetic (runtime.precision): fp32, or bf16 autocast of the
+// blocks with fp32 master weights, final LayerNorm, loss and optimizer.
+enum class Precision { Fp32, Bf16 };
+// How full-catalog scores are ranked (eval.scorer): blocked (CPU: BLAS
+// blocks counted in cache), tensor (chunked tensor ops, the device path;
+// runs on CPU too), auto (blocked on CPU, tensor elsewhere).
+enum class Scorer { Auto, Blocked, Tensor };
 
 struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
@@ -73,6 +86,7 @@ struct EvalConfig {
   int batch_users = 512;     // users scored together
   int64_t memory_mb = 256;   // bound on one score block (users x items x 4 bytes)
   int patience = 0;          // stop after this many evaluations in a row without a better valid score; 0: off
+  Scorer scorer = Scorer::Auto;  // full-catalog ranking: blocked (CPU) | tensor (device path) | auto
 };
 
 struct CheckpointConfig {
@@ -87,6 +101,10 @@ struct RuntimeConfig {
   std::string comm = "auto";    // auto | mpi | nccl | none
   int check_replicas = 0;       // compare a parameter checksum every N steps; 0: off
   int64_t memory_mb = 0;        // per-rank memory budget for the plan (memory_plan.h); 0: what the machine has
+  AttentionKernel attention = AttentionKernel::Auto;  // attention.h / model.h
+  Precision precision = Precision::Fp32;  // bf16: autocast of the blocks (CUDA; CPU for tests)
+  bool pin_memory = true;       // CUDA: batches staged in pinned host memory by the sampler, copied without blocking
+  bool cuda_graphs = false;     // CUDA: forward + backward captured once per packed-size bucket and replayed
 };
 
 struct OutputConfig {
@@ -122,5 +140,8 @@ const char* norm_name(Norm n);
 const char* activation_name(Activation a);
 const char* init_name(Init i);
 const char* loss_name(LossKind l);
+const char* attention_name(AttentionKernel a);
+const char* precision_name(Precision p);
+const char* scorer_name(Scorer s);
 
 }  // namespace sasrec

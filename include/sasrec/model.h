@@ -25,44 +25,43 @@
 
 #include "sasrec/config.h"
 #include "sasrec/dropout.h"
+#include "sasrec/packing.h"
 
 namespace sasrec {
 
-// A left-padded batch seq [B,T] with its items packed back to back.
-struct Packing {
-  torch::Tensor items;      // [N] int64 item ids, sequence after sequence, in time order
-  torch::Tensor positions;  // [N] int64 rows of P (counted from the right: the newest item is maxlen-1)
-  torch::Tensor index;      // [N] int64 flat index of each item in the [B,T] batch
-  torch::Tensor sequence;   // [N] int64 batch row of each item
-  torch::Tensor offsets;    // [B+1] int64, CPU: sequence b is rows offsets[b]..offsets[b+1]
-  int64_t batch = 0, width = 0;  // B, T
-};
-// Items must be right-aligned (left padding, 0 = padding); T <= maxlen.
-Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen);
 
 // The model's shape: the model.* settings (ModelConfig, whose defaults are
-// the paper's model) and the table sizes of the data.
+// the paper's model) and the table sizes of the data; and how it computes
+// (runtime.attention, runtime.precision), which changes no function.
 struct SASRecOptions : ModelConfig {
   int64_t num_items = 0;  // I; the table has I+1 rows
   int64_t num_users = 0;  // U; used with user_embedding
+  AttentionKernel attention = AttentionKernel::Auto;
+  Precision precision = Precision::Fp32;
 
   static SASRecOptions from(const ModelConfig& m, int64_t num_items, int64_t num_users);
+  static SASRecOptions from(const Config& c, int64_t num_items, int64_t num_users);
 };
 
 // Causal multi-head self-attention: queries from `q_in`, keys/values from `kv_in`.
 class AttentionImpl : public torch::nn::Module {
  public:
-  // `output`: a projection W_O (with dropout) after the heads are joined.
-  AttentionImpl(int64_t hidden, int64_t heads, double dropout, bool output, std::shared_ptr<DropoutStream> stream);
-  // q_in, kv_in [N,D] packed -> [N,D]. On CPU the fused kernel
-  // (attention.h); elsewhere the tensor-op reference on the padded batch.
+  // `output`: a projection W_O (with dropout) after the heads are joined;
+  // `kernel`: how the core is computed (runtime.attention).
+  AttentionImpl(int64_t hidden, int64_t heads, double dropout, bool output, std::shared_ptr<DropoutStream> stream,
+                AttentionKernel kernel = AttentionKernel::Auto);
+  // q_in, kv_in [N,D] packed -> [N,D]: the fused kernel on packed rows
+  // (attention.h), or SDPA / tensor ops on the padded batch.
   torch::Tensor forward(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing);
+  // The kernel `auto` resolves to for projections like `q` (float32 CPU: fused).
+  AttentionKernel kernel_for(const torch::Tensor& q) const;
 
  private:
   // The heads' outputs joined, before W_O.
   torch::Tensor attend(const torch::Tensor& q_in, const torch::Tensor& kv_in, const Packing& packing);
 
   int64_t heads_;
+  AttentionKernel kernel_;
   double dropout_;
   std::shared_ptr<DropoutStream> stream_;
   torch::nn::Linear q_{nullptr}, k_{nullptr}, v_{nullptr}, o_{nullptr};
@@ -136,9 +135,12 @@ class SASRecImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SASRec);
 
-// Additive attention mask for a left-padded batch: seq [B,T] (item ids, or
-// bool "is an item") -> [B,1,T,T],
-// 0 where query i may see key j (j <= i and j is an item, or j == i), -inf elsewhere.
+// Which keys each query of a left-padded batch may see: seq [B,T] (item
+// ids, or bool "is an item") -> bool [B,1,T,T], true where key j <= query
+// i and j is an item, or j == i (a padding query sees itself: no softmax
+// row is empty, nothing is NaN).
+torch::Tensor attention_allowed(const torch::Tensor& seq);
+// The same as an additive mask: 0 where allowed, -inf elsewhere, float32 [B,1,T,T].
 torch::Tensor attention_mask(const torch::Tensor& seq);
 
 }  // namespace sasrec

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "sasrec/dataset.h"
+#include "sasrec/packing.h"
 
 namespace sasrec {
 
@@ -49,6 +50,7 @@ struct Batch {
   torch::Tensor shared_log_q;  // [K] float: log(K q(shared_k)) under the popularity proposal; undefined otherwise
   torch::Tensor users;   // [B]  int64: global user indices
   int64_t targets = 0;   // number of non-ignored targets
+  StepInputs inputs;     // the same, packed and staged (SamplerOptions::stage); else undefined
 };
 
 struct SamplerOptions {
@@ -71,6 +73,11 @@ struct SamplerOptions {
   // Sort users by length within windows of this many batches (0 or 1: off),
   // then shuffle the batch order: less padding, same users per epoch.
   int64_t length_buckets = 0;
+  // The workers also pack each batch and stage its tensors (packing.h), off
+  // the training thread; with pin_memory the staging buffer is page-locked
+  // (CUDA runs).
+  bool stage = false;
+  bool pin_memory = false;
 };
 
 // Fills `out` with up to `n` items drawn uniformly from 1..num_items, none in

@@ -60,9 +60,12 @@ torch::Tensor final_states(SASRec& model, const std::vector<History>& histories,
 // Fewer than k when fewer items are left.
 std::vector<ScoredItem> top_k(const float* scores, int64_t num_items, const std::vector<int32_t>& exclude, int k);
 
-// Top-K for each history, its own items excluded: [n][<=k].
+// Top-K for each history, its own items excluded: [n][<=k]. Scored in
+// blocks of users under memory_mb, on the model's device: BLAS and a heap on
+// the CPU (Scorer::Blocked), tensor ops and torch::topk elsewhere
+// (Scorer::Tensor, which runs on the CPU too); the lists are the same.
 std::vector<std::vector<ScoredItem>> recommend(SASRec& model, const std::vector<History>& histories, int k,
-                                               int64_t memory_mb = 256);
+                                               int64_t memory_mb = 256, Scorer scorer = Scorer::Auto);
 
 // A new user's sequence of original item ids, mapped to indices.
 struct ParsedSequence {
@@ -91,7 +94,7 @@ void write_recommendations(std::ostream& out, RecommendFormat format, const std:
                            const std::vector<ScoredItem>& items, const std::vector<std::string>& item_ids);
 
 // The model of `config` (catalog size from config.data.path) with the
-// parameters of `checkpoint`, in eval mode on the CPU.
+// parameters of `checkpoint`, in eval mode on runtime.device.
 SASRec load_model_for_serving(const Config& config, const std::string& checkpoint);
 
 // Writes the export file (layout above) for every user of `data`, atomically.

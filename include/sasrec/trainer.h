@@ -31,6 +31,7 @@
 #include "sasrec/model.h"
 #include "sasrec/optimizer.h"
 #include "sasrec/sampler.h"
+#include "sasrec/step_graph.h"
 
 namespace sasrec {
 
@@ -124,6 +125,10 @@ class Trainer {
   // Exchange figures of the current epoch: steps each way, wire bytes of one
   // rank (ring algorithms, item_rows.h), item rows summed over ranks.
   int64_t sparse_steps_ = 0, dense_steps_ = 0, wire_bytes_ = 0, exchanged_rows_ = 0;
+  // runtime.cuda_graphs (step_graph.h): the captured steps, the token buckets, sequences per padded batch.
+  std::unique_ptr<StepGraph> graph_;
+  std::vector<int64_t> graph_buckets_;
+  int64_t graph_batch_ = 0;
   MemoryPlan memory_plan_;      // made and checked in the constructor, written with the start event
   MemoryBudget memory_budget_;
   FaultPlan fault_;             // SASREC_INJECT_FAULT (tests of failure handling)
