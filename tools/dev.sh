@@ -7,6 +7,10 @@
 #   bash tools/dev.sh sanitize     unit tests under AddressSanitizer + UBSan (build-asan/),
 #                                  sampler tests under ThreadSanitizer (build-tsan/)
 #   bash tools/dev.sh fuzz [SECS]  libFuzzer on the csv2h5 readers (tools/fuzz.sh; needs clang)
+#   bash tools/dev.sh cuda-test    the CUDA + NCCL build (build-cuda/) against PyTorch 2.11's libtorch,
+#                                  warnings as errors, and its whole test suite on the CPU (gpu tests
+#                                  skip without a device); needs the CUDA 13 toolkit (nvcc)
+#   bash tools/dev.sh cuda-deps    only fetch and unpack that libtorch into .cuda/ (cached wheels)
 #
 # Idempotent: packages already installed are not touched, and the build
 # folder (build/, or $SASREC_BUILD_DIR) is reused.
@@ -20,9 +24,11 @@ PACKAGES=(cmake ninja-build g++ pkg-config
           libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev
           gnuplot-nox jq ccache)
 
+# deps [PACKAGE...]: the given Debian packages (default: PACKAGES) that are missing.
 deps() {
-  local missing=()
-  for p in "${PACKAGES[@]}"; do
+  local wanted=("$@") missing=()
+  ((${#wanted[@]})) || wanted=("${PACKAGES[@]}")
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -75,8 +81,67 @@ sanitize() {
   echo "== sanitizers: all clean in $((SECONDS - start)) s"
 }
 
+# ---- the CUDA build -------------------------------------------------------------
+# libtorch with CUDA = the C++ parts of PyPI's torch 2.11.0+cu130 wheel (the
+# GPU machines' PyTorch), unpacked into .cuda/site/ in site-packages' layout:
+# the wheel's RPATH ($ORIGIN/../../nvidia/...) then finds the three
+# libraries that come from their own wheels (tools/cuda_wheels.txt), and
+# everything else CUDA (cudart, cuBLAS, cuDNN, NCCL) is the toolkit's, at the
+# versions the wheel pins. Wheels are cached outside the tree, hash-checked.
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+CUDA_SITE="$ROOT/.cuda/site"
+CUDA_BUILD=${SASREC_CUDA_BUILD_DIR:-$ROOT/build-cuda}
+WHEELS=${SASREC_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sasrec-ddp/wheels}
+
+cuda_deps() {
+  local start=$SECONDS
+  if ! command -v nvcc >/dev/null && [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
+    echo "cuda-deps: no nvcc on PATH or in $CUDA_HOME/bin: install the CUDA 13 toolkit or set CUDA_HOME" >&2
+    exit 2
+  fi
+  local want
+  want=$(sha256sum "$ROOT/tools/cuda_wheels.txt" | cut -d' ' -f1)
+  if [ "$(cat "$CUDA_SITE/.complete" 2>/dev/null)" = "$want" ]; then return; fi
+  python3 -m pip --version >/dev/null 2>&1 || deps python3-pip
+  mkdir -p "$WHEELS"
+  echo "== cuda-deps: the wheels of tools/cuda_wheels.txt into $WHEELS"
+  # The platform and Python tags fix which file each pin is, whatever python3 runs pip.
+  python3 -m pip download -q --no-deps --require-hashes --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -r "$ROOT/tools/cuda_wheels.txt" -d "$WHEELS"
+  echo "== cuda-deps: unpacking libtorch into $CUDA_SITE"
+  rm -rf "$CUDA_SITE" && mkdir -p "$CUDA_SITE"
+  # Only the C++ parts: headers, shared libraries, CMake config (no Python modules).
+  python3 - "$ROOT/tools/cuda_wheels.txt" "$WHEELS" "$CUDA_SITE" <<'PY'
+import glob, os, re, sys, zipfile
+reqs, wheels, site = sys.argv[1:]
+for line in open(reqs):
+    m = re.match(r"([A-Za-z0-9_.-]+)==([^ ]+)", line)
+    if not m:
+        continue
+    stem = m.group(1).replace("-", "_") + "-" + m.group(2) + "-"
+    (path,) = [p for p in glob.glob(os.path.join(wheels, "*.whl")) if os.path.basename(p).startswith(stem)]
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if re.match(r"torch/(include|lib|share)/|nvidia/[^/]+/lib/", name) and not name.endswith("libtorch_python.so"):
+                z.extract(name, site)
+PY
+  echo "$want" >"$CUDA_SITE/.complete"
+  echo "== cuda-deps: done in $((SECONDS - start)) s ($(du -sh "$CUDA_SITE" | cut -f1))"
+}
+
+cuda_build() {
+  local start=$SECONDS
+  # shellcheck disable=SC2046
+  cmake -S "$ROOT" -B "$CUDA_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSASREC_WERROR=ON $(launcher) \
+    -DCMAKE_PREFIX_PATH="$CUDA_SITE/torch/share/cmake" -DCUDAToolkit_ROOT="$CUDA_HOME" -DNCCL_ROOT="$CUDA_HOME" \
+    -DCMAKE_CUDA_COMPILER="$CUDA_HOME/bin/nvcc" -DTORCH_CUDA_ARCH_LIST="9.0" >/dev/null
+  cmake --build "$CUDA_BUILD" -j"$(nproc)"
+  echo "== cuda build: done in $((SECONDS - start)) s"
+}
+
 run_tests() {
-  cd "$BUILD"
+  cd "$1" && shift
   ctest --output-on-failure --timeout 900 "$@"
 }
 
@@ -96,9 +161,11 @@ quickstart() {
 case "${1:-}" in
   deps) deps ;;
   build) deps; build ;;
-  test) shift; deps; build; run_tests "$@" ;;
+  test) shift; deps; build; run_tests "$BUILD" "$@" ;;
+  cuda-deps) deps; cuda_deps ;;
+  cuda-test) shift; deps; cuda_deps; cuda_build; run_tests "$CUDA_BUILD" "$@" ;;
   quickstart) deps; build; quickstart ;;
   sanitize) deps; sanitize ;;
   fuzz) shift; bash "$ROOT/tools/fuzz.sh" "$@" ;;
-  *) echo "usage: bash tools/dev.sh quickstart|test|build|deps|sanitize|fuzz" >&2; exit 2 ;;
+  *) echo "usage: bash tools/dev.sh quickstart|test|build|deps|sanitize|fuzz|cuda-deps|cuda-test" >&2; exit 2 ;;
 esac
