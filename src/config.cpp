@@ -138,6 +138,14 @@ Precision parse_value<Precision>(const Ctx& c) {
   c.fail("one of fp32, bf16");
 }
 template <>
+Kernels parse_value<Kernels>(const Ctx& c) {
+  std::string s = c.scalar("one of auto, fused, autograd");
+  if (s == "auto") return Kernels::Auto;
+  if (s == "fused") return Kernels::Fused;
+  if (s == "autograd") return Kernels::Autograd;
+  c.fail("one of auto, fused, autograd");
+}
+template <>
 Scorer parse_value<Scorer>(const Ctx& c) {
   std::string s = c.scalar("one of auto, blocked, tensor");
   if (s == "auto") return Scorer::Auto;
@@ -173,6 +181,7 @@ YAML::Node to_node(Init v) { return YAML::Node(std::string(init_name(v))); }
 YAML::Node to_node(LossKind v) { return YAML::Node(std::string(loss_name(v))); }
 YAML::Node to_node(AttentionKernel v) { return YAML::Node(std::string(attention_name(v))); }
 YAML::Node to_node(Precision v) { return YAML::Node(std::string(precision_name(v))); }
+YAML::Node to_node(Kernels v) { return YAML::Node(std::string(kernels_name(v))); }
 YAML::Node to_node(Scorer v) { return YAML::Node(std::string(scorer_name(v))); }
 template <typename T>
 YAML::Node to_node(const std::vector<T>& v) {
@@ -214,6 +223,7 @@ const std::vector<Field>& fields() {
       field("model", "embedding_norm", &Config::model, &ModelConfig::embedding_norm),
       field("model", "init", &Config::model, &ModelConfig::init),
       field("model", "init_std", &Config::model, &ModelConfig::init_std),
+      field("model", "kernels", &Config::model, &ModelConfig::kernels),
       field("train", "epochs", &Config::train, &TrainConfig::epochs),
       field("train", "batch_size", &Config::train, &TrainConfig::batch_size),
       field("train", "lr", &Config::train, &TrainConfig::lr),
@@ -356,6 +366,15 @@ const char* precision_name(Precision p) {
   return "?";
 }
 
+const char* kernels_name(Kernels k) {
+  switch (k) {
+    case Kernels::Auto: return "auto";
+    case Kernels::Fused: return "fused";
+    case Kernels::Autograd: return "autograd";
+  }
+  return "?";
+}
+
 const char* scorer_name(Scorer s) {
   switch (s) {
     case Scorer::Auto: return "auto";
@@ -494,6 +513,19 @@ void Config::validate() const {
           "is fused, the float32 CPU kernel, but runtime.device is cuda: use auto, sdpa or tensor");
   require(runtime.attention != AttentionKernel::Fused || runtime.precision == Precision::Fp32, "runtime.attention",
           "is fused, a float32 kernel, but runtime.precision is bf16: use auto, sdpa or tensor");
+  // model.kernels fused: the explicit CPU float32 step (fused_model.h); on a device auto resolves to CUDA
+  // the trainer refuses it too.
+  require(model.kernels != Kernels::Fused || runtime.device != "cuda", "model.kernels",
+          "is fused, the CPU float32 step, but runtime.device is cuda: use auto or autograd");
+  require(model.kernels != Kernels::Fused || runtime.precision == Precision::Fp32, "model.kernels",
+          "is fused, a float32 step, but runtime.precision is bf16: use auto or autograd");
+  require(model.kernels != Kernels::Fused || !runtime.cuda_graphs, "model.kernels",
+          "is fused, but runtime.cuda_graphs captures the autograd step: use auto or autograd");
+  require(model.kernels != Kernels::Fused || runtime.attention == AttentionKernel::Auto ||
+              runtime.attention == AttentionKernel::Fused,
+          "model.kernels",
+          detail::cat("is fused, which computes attention with its own packed kernel, but runtime.attention is ",
+                      attention_name(runtime.attention), ": use runtime.attention auto, or model.kernels autograd"));
   require(eval.scorer != Scorer::Blocked || runtime.device != "cuda", "eval.scorer",
           "is blocked, the CPU scorer, but runtime.device is cuda: use auto or tensor");
   require(!runtime.cuda_graphs || runtime.device != "cpu", "runtime.cuda_graphs",

@@ -127,6 +127,14 @@ Trainer::Trainer(Config config, Communicator& comm)
     });
   }
   item_rows_ = config_.train.loss != LossKind::Ce && !graph_;
+  // model.kernels: the explicit fused step where it runs (fused_model.h), else the module and autograd.
+  const std::string no_fused = fused_unsupported(config_, device_);
+  if (config_.model.kernels == Kernels::Fused && !no_fused.empty())
+    SASREC_FAIL(Config, "model.kernels is fused, but ", no_fused, "; set model.kernels: auto or autograd");
+  if (config_.model.kernels != Kernels::Autograd && no_fused.empty())
+    fused_ = std::make_unique<FusedSASRec>(model_, config_.train.loss);
+  else if (config_.model.kernels == Kernels::Auto)
+    log_line(comm_.is_root(), "model.kernels auto: the autograd step, as " + no_fused);
   lazy_item_adam_ = config_.train.item_optimizer == "lazy_adam";  // validate(): never with ce
 
   // Sampled losses: the popularity proposal counts every rank's training
@@ -286,19 +294,31 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
       // The sampled losses read M only at the batch's items: through a copy
       // of those rows, so the gradient is [U,D], not [I+1,D] (item_rows.h).
       if (item_rows_) rows = gather_item_rows(model_->item_weight(), {&packed.items, &pos, &neg, &shared});
-      auto features = model_->forward_packed(packed, in.users, rows.table);  // [N,D]
-      sum = loss_sum_rows(config_.train.loss, features, item_rows_ ? rows.table : model_->item_weight(), pos, neg,
-                          shared, terms);
-      if (fault_.due(FaultKind::Nan, comm_.rank(), step)) sum = sum * std::numeric_limits<double>::quiet_NaN();
+      const torch::Tensor& table = item_rows_ ? rows.table : model_->item_weight();
+      if (fused_) {
+        // model.kernels fused: forward, loss and backward in one call; it sets every gradient (fused_model.h).
+        const double scale = 1.0 / static_cast<double>(std::max<int64_t>(1, global_targets));
+        const auto r = fused_->forward_backward(packed, in.users, table, pos, neg, shared, terms, scale);
+        loss_sum_value = r.loss_sum;
+        if (fault_.due(FaultKind::Nan, comm_.rank(), step)) loss_sum_value = std::numeric_limits<double>::quiet_NaN();
+        t_forward_ += since(t) - r.backward_seconds;
+        t_backward_ += r.backward_seconds;
+      } else {
+        auto features = model_->forward_packed(packed, in.users, rows.table);  // [N,D]
+        sum = loss_sum_rows(config_.train.loss, features, table, pos, neg, shared, terms);
+        if (fault_.due(FaultKind::Nan, comm_.rank(), step)) sum = sum * std::numeric_limits<double>::quiet_NaN();
+      }
     }
-    t_forward_ += since(t);
-    t = Clock::now();
-    {
-      RECORD_USER_SCOPE("phase::backward");
-      (sum / static_cast<double>(std::max<int64_t>(1, global_targets))).backward();
-      loss_sum_value = sum.item<double>();
+    if (!fused_) {
+      t_forward_ += since(t);
+      t = Clock::now();
+      {
+        RECORD_USER_SCOPE("phase::backward");
+        (sum / static_cast<double>(std::max<int64_t>(1, global_targets))).backward();
+        loss_sum_value = sum.item<double>();
+      }
+      t_backward_ += since(t);
     }
-    t_backward_ += since(t);
   }
   t = Clock::now();
   std::pair<double, double> flags;

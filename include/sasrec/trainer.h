@@ -26,6 +26,7 @@
 #include "sasrec/evaluator.h"
 #include "sasrec/memory_plan.h"
 #include "sasrec/fault.h"
+#include "sasrec/fused_model.h"
 #include "sasrec/item_rows.h"
 #include "sasrec/metrics.h"
 #include "sasrec/model.h"
@@ -103,6 +104,7 @@ class Trainer {
   torch::Device device_;
   std::unique_ptr<SplitData> data_;
   SASRec model_{nullptr};
+  std::unique_ptr<FusedSASRec> fused_;  // model.kernels: the explicit step (fused_model.h); null: autograd
   std::unique_ptr<FusedAdam> optimizer_;
   std::unique_ptr<Evaluator> evaluator_;
   MetricsWriter metrics_;

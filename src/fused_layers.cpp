@@ -1,0 +1,257 @@
+// fused_layers.cpp: the explicit layers on CPU (see fused_layers.h).
+#include "sasrec/fused_layers.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "sasrec/dropout_bits.h"
+
+namespace sasrec::fused {
+namespace {
+
+// Sequences at least this long take BLAS for their attention products;
+// shorter ones loops (a BLAS call costs more than a 6 x 50 x 6 product).
+constexpr int64_t kBlasFrom = 16;
+
+}  // namespace
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // eight independent sums: the loop vectorizes
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+  float tail = 0;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+void axpy(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void linear_forward(const float* x, int64_t ldx, const float* w, const float* bias, int64_t n, int64_t in,
+                    int64_t out, float* y, int64_t ldy) {
+  gemm(false, true, n, out, in, 1.0f, x, ldx, w, in, 0.0f, y, ldy);
+  if (!bias) return;
+  for (int64_t r = 0; r < n; ++r) {
+    float* row = y + r * ldy;
+    for (int64_t j = 0; j < out; ++j) row[j] += bias[j];
+  }
+}
+
+void column_sums(const float* dy, int64_t ld, int64_t n, int64_t cols, float* dbias) {
+  std::vector<double> acc(cols, 0.0);
+  for (int64_t r = 0; r < n; ++r) {
+    const float* row = dy + r * ld;
+    for (int64_t j = 0; j < cols; ++j) acc[j] += row[j];
+  }
+  for (int64_t j = 0; j < cols; ++j) dbias[j] = static_cast<float>(acc[j]);
+}
+
+void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t n, int64_t d, float eps,
+                        float* y, float* mean, float* rstd) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float* xr = x + r * d;
+    double sum = 0;
+    for (int64_t j = 0; j < d; ++j) sum += xr[j];
+    const double mu = sum / static_cast<double>(d);
+    double var = 0;
+    for (int64_t j = 0; j < d; ++j) var += (xr[j] - mu) * (xr[j] - mu);
+    const float m = static_cast<float>(mu);
+    const float s = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(d) + eps));
+    mean[r] = m;
+    rstd[r] = s;
+    float* yr = y + r * d;
+    for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - m) * s * gamma[j] + beta[j];
+  }
+}
+
+void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma,
+                         int64_t n, int64_t d, float* dx, bool accumulate, float* dgamma, float* dbeta) {
+  std::vector<double> dg(d, 0.0), db(d, 0.0);
+  for (int64_t r = 0; r < n; ++r) {
+    const float *xr = x + r * d, *dyr = dy + r * d;
+    const float m = mean[r], s = rstd[r];
+    double a = 0, b = 0;  // mean of g and of g * xhat, g = dy * gamma
+    for (int64_t j = 0; j < d; ++j) {
+      const float xhat = (xr[j] - m) * s;
+      const float g = dyr[j] * gamma[j];
+      a += g;
+      b += static_cast<double>(g) * xhat;
+      dg[j] += static_cast<double>(dyr[j]) * xhat;
+      db[j] += dyr[j];
+    }
+    const float fa = static_cast<float>(a / static_cast<double>(d)), fb = static_cast<float>(b / static_cast<double>(d));
+    float* dxr = dx + r * d;
+    for (int64_t j = 0; j < d; ++j) {
+      const float xhat = (xr[j] - m) * s;
+      const float v = s * (dyr[j] * gamma[j] - fa - xhat * fb);
+      dxr[j] = accumulate ? dxr[j] + v : v;
+    }
+  }
+  for (int64_t j = 0; j < d; ++j) dgamma[j] = static_cast<float>(dg[j]), dbeta[j] = static_cast<float>(db[j]);
+}
+
+void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale) {
+  int64_t i = 0;
+  while (i < count) {
+    const int64_t e = first + i;
+    uint64_t h = splitmix64(key ^ (static_cast<uint64_t>(e / 4) * 0x9E3779B97F4A7C15ull));  // dropout_keeps, a word at a time
+    for (int64_t lane = e % 4; lane < 4 && i < count; ++lane, ++i)
+      x[i] = ((h >> (16 * lane)) & 0xFFFF) < threshold ? x[i] * scale : 0.0f;
+  }
+}
+
+void activation_forward(Act act, const float* u, float* a, int64_t n) {
+  if (act == Act::Relu) {
+    for (int64_t i = 0; i < n; ++i) a[i] = u[i] > 0 ? u[i] : 0.0f;
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) a[i] = 0.5f * u[i] * (1.0f + std::erf(u[i] * static_cast<float>(M_SQRT1_2)));
+}
+
+void activation_backward(Act act, const float* u, const float* da, float* du, int64_t n) {
+  if (act == Act::Relu) {
+    for (int64_t i = 0; i < n; ++i) du[i] = u[i] > 0 ? da[i] : 0.0f;
+    return;
+  }
+  // d/du [u Phi(u)] = Phi(u) + u phi(u)
+  const float inv_sqrt_2pi = static_cast<float>(0.5 * M_2_SQRTPI * M_SQRT1_2);
+  for (int64_t i = 0; i < n; ++i) {
+    const float cdf = 0.5f * (1.0f + std::erf(u[i] * static_cast<float>(M_SQRT1_2)));
+    const float pdf = inv_sqrt_2pi * std::exp(-0.5f * u[i] * u[i]);
+    du[i] = da[i] * (cdf + u[i] * pdf);
+  }
+}
+
+double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
+double sigmoid(double x) {
+  if (x > 20) return 1.0;  // softplus's threshold: its gradient is 1 there
+  const double z = std::exp(x);
+  return z / (z + 1);
+}
+
+double exp_shifted_sum(float* x, int64_t n, float shift) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+  return sum;
+}
+
+namespace {
+
+// Causal softmax of S [n,n] in place: row i over columns 0..i, 0 after.
+void causal_softmax(float* S, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = S + i * n;
+    float top = row[0];
+    for (int64_t j = 1; j <= i; ++j) top = std::max(top, row[j]);
+    const float inv = static_cast<float>(1.0 / exp_shifted_sum(row, i + 1, top));
+    for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+    for (int64_t j = i + 1; j < n; ++j) row[j] = 0;
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
+                       const float* v, int64_t ld, float* probs, float* weights, float* out, int64_t ldo) {
+  const int64_t dh = s.dh;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t n = s.row[b + 1] - s.row[b], r = s.row[b];
+    for (int64_t h = 0; h < s.heads && n > 0; ++h) {
+      const float *Q = q + r * ld + h * dh, *K = k + r * ld + h * dh, *V = v + r * ld + h * dh;
+      float* O = out + r * ldo + h * dh;
+      const int64_t at = s.block[b] + h * n * n;
+      float *P = probs + at, *W = weights + at;
+      if (n >= kBlasFrom) {
+        gemm(false, true, n, n, dh, scale, Q, ld, K, ld, 0.0f, P, n);  // S = Q K^T / sqrt(dh)
+      } else {
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j <= i; ++j) P[i * n + j] = scale * dot(Q + i * ld, K + j * ld, dh);
+      }
+      causal_softmax(P, n);
+      if (s.dropout) {
+        std::memcpy(W, P, sizeof(float) * n * n);
+        dropout_apply(W, n * n, at, s.key, s.threshold, s.keep_scale);
+      }
+      const float* Wt = s.dropout ? W : P;
+      if (n >= kBlasFrom) {
+        gemm(false, false, n, dh, n, 1.0f, Wt, n, V, ld, 0.0f, O, ldo);  // O = W V
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          float* o = O + i * ldo;
+          std::fill(o, o + dh, 0.0f);
+          for (int64_t j = 0; j <= i; ++j) axpy(Wt[i * n + j], V + j * ld, o, dh);
+        }
+      }
+    }
+  }
+}
+
+void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
+                        const float* v, int64_t ld, const float* probs, const float* weights, const float* dout,
+                        int64_t ldo, float* dq, float* dk, float* dv, float* scratch) {
+  const int64_t dh = s.dh;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t n = s.row[b + 1] - s.row[b], r = s.row[b];
+    for (int64_t h = 0; h < s.heads && n > 0; ++h) {
+      const int64_t x = r * ld + h * dh;
+      const float *Q = q + x, *K = k + x, *V = v + x, *dO = dout + r * ldo + h * dh;
+      float *dQ = dq + x, *dK = dk + x, *dV = dv + x, *dS = scratch;
+      const int64_t at = s.block[b] + h * n * n;
+      const float *P = probs + at, *W = s.dropout ? weights + at : probs + at;
+      const bool blas = n >= kBlasFrom;
+      if (blas) {
+        gemm(false, true, n, n, dh, 1.0f, dO, ldo, V, ld, 0.0f, dS, n);  // dW = dO V^T
+        gemm(true, false, n, dh, n, 1.0f, W, n, dO, ldo, 0.0f, dV, ld);  // dV = W^T dO
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t j = 0; j <= i; ++j) dS[i * n + j] = dot(dO + i * ldo, V + j * ld, dh);
+          for (int64_t j = i + 1; j < n; ++j) dS[i * n + j] = 0;
+        }
+        for (int64_t j = 0; j < n; ++j) std::fill(dV + j * ld, dV + j * ld + dh, 0.0f);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j <= i; ++j) axpy(W[i * n + j], dO + i * ldo, dV + j * ld, dh);
+      }
+      if (s.dropout) dropout_apply(dS, n * n, at, s.key, s.threshold, s.keep_scale);  // dP = dW * mask
+      for (int64_t i = 0; i < n; ++i) {  // softmax backward: dS = P * (dP - rowsum(dP * P))
+        const float* prow = P + i * n;
+        float* drow = dS + i * n;
+        float dotp = 0;
+        for (int64_t j = 0; j <= i; ++j) dotp += drow[j] * prow[j];
+        for (int64_t j = 0; j < n; ++j) drow[j] = prow[j] * (drow[j] - dotp);
+      }
+      if (blas) {
+        gemm(false, false, n, dh, n, scale, dS, n, K, ld, 0.0f, dQ, ld);  // dQ = dS K / sqrt(dh)
+        gemm(true, false, n, dh, n, scale, dS, n, Q, ld, 0.0f, dK, ld);   // dK = dS^T Q / sqrt(dh)
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          std::fill(dQ + i * ld, dQ + i * ld + dh, 0.0f);
+          std::fill(dK + i * ld, dK + i * ld + dh, 0.0f);
+        }
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j <= i; ++j) {
+            const float g = scale * dS[i * n + j];
+            axpy(g, K + j * ld, dQ + i * ld, dh);
+            axpy(g, Q + i * ld, dK + j * ld, dh);
+          }
+      }
+    }
+  }
+}
+
+}  // namespace sasrec::fused
