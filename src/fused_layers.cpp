@@ -105,13 +105,19 @@ void layer_norm_backward(const float* dy, const float* x, const float* mean, con
 }
 
 void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale) {
+  // dropout_keeps, one hash a word of four elements; the select is arithmetic (a mispredicted branch per
+  // element costs more than the hash at p = 0.5).
+  auto word = [&](int64_t e) { return splitmix64(key ^ (static_cast<uint64_t>(e / 4) * 0x9E3779B97F4A7C15ull)); };
+  auto keep = [&](uint64_t h, int64_t lane) {
+    return static_cast<float>(((h >> (16 * lane)) & 0xFFFF) < threshold) * scale;
+  };
   int64_t i = 0;
-  while (i < count) {
-    const int64_t e = first + i;
-    uint64_t h = splitmix64(key ^ (static_cast<uint64_t>(e / 4) * 0x9E3779B97F4A7C15ull));  // dropout_keeps, a word at a time
-    for (int64_t lane = e % 4; lane < 4 && i < count; ++lane, ++i)
-      x[i] = ((h >> (16 * lane)) & 0xFFFF) < threshold ? x[i] * scale : 0.0f;
+  for (; i < count && (first + i) % 4 != 0; ++i) x[i] *= keep(word(first + i), (first + i) % 4);
+  for (; i + 4 <= count; i += 4) {
+    const uint64_t h = word(first + i);
+    x[i] *= keep(h, 0), x[i + 1] *= keep(h, 1), x[i + 2] *= keep(h, 2), x[i + 3] *= keep(h, 3);
   }
+  for (; i < count; ++i) x[i] *= keep(word(first + i), (first + i) % 4);
 }
 
 void activation_forward(Act act, const float* u, float* a, int64_t n) {
@@ -124,7 +130,7 @@ void activation_forward(Act act, const float* u, float* a, int64_t n) {
 
 void activation_backward(Act act, const float* u, const float* da, float* du, int64_t n) {
   if (act == Act::Relu) {
-    for (int64_t i = 0; i < n; ++i) du[i] = u[i] > 0 ? da[i] : 0.0f;
+    for (int64_t i = 0; i < n; ++i) du[i] = da[i] * static_cast<float>(u[i] > 0);
     return;
   }
   // d/du [u Phi(u)] = Phi(u) + u phi(u)
@@ -143,9 +149,42 @@ double sigmoid(double x) {
   return z / (z + 1);
 }
 
+namespace {
+
+// exp(x) for x <= 0 as Cephes' expf (2^n times a degree-6 polynomial on
+// [-ln2/2, ln2/2], within 2 ulp), in arithmetic only, so that loops over it
+// vectorize (std::exp is a call per element); below -87.3 (and -inf) 0.
+inline float exp_nonpositive(float x) {
+  const float c = std::max(x, -87.3f);
+  const float fx = c * 1.44269504088896341f + 0.5f;
+  int32_t n = static_cast<int32_t>(fx);
+  n -= static_cast<int32_t>(static_cast<float>(n) > fx);  // floor
+  const float fn = static_cast<float>(n);
+  const float r = (c - fn * 0.693359375f) + fn * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return x < -87.3f ? 0.0f : y * two_n;
+}
+
+}  // namespace
+
 double exp_shifted_sum(float* x, int64_t n, float shift) {
+  for (int64_t i = 0; i < n; ++i) x[i] = exp_nonpositive(x[i] - shift);
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += x[i + l];
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+  for (; i < n; ++i) sum += x[i];
+  for (float a : acc) sum += a;
   return sum;
 }
 

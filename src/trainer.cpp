@@ -190,10 +190,8 @@ std::pair<double, double> Trainer::reduce_gradients(bool loss_bad, bool stop_req
     mine.values = rows.ids.defined() ? rows.table.grad() : torch::empty({0, table.size(1)}, table.options());
   }
   if (world == 1) {
-    if (item_rows_) {
-      if (lazy_item_adam_) item_grad_ = mine;
-      else set_dense_item_grad(mine);
-    }
+    // lazy_adam steps these rows; adam every row, the others with a zero gradient (step_dense_rows).
+    if (item_rows_) item_grad_ = mine;
     return {loss_bad ? 1.0 : 0.0, stop_requested ? 1.0 : 0.0};
   }
   bool sparse = false;
@@ -248,7 +246,7 @@ std::pair<double, double> Trainer::reduce_gradients(bool loss_bad, bool stop_req
 }
 
 std::string Trainer::nonfinite_gradient() const {
-  if (lazy_item_adam_ && item_grad_.values.defined() && !all_finite(item_grad_.values)) return "item.weight";
+  if (item_grad_.values.defined() && !all_finite(item_grad_.values)) return "item.weight";
   for (const auto& p : model_->named_parameters()) {
     const auto& g = p.value().grad();
     if (g.defined() && !all_finite(g)) return p.key();
@@ -351,6 +349,8 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
     RECORD_USER_SCOPE("phase::step");
     optimizer_->step();  // the item table too unless lazy (its dense gradient is then undefined)
     if (lazy_item_adam_) optimizer_->step_rows(model_->item_weight(), item_grad_.ids, item_grad_.values);
+    else if (item_grad_.ids.defined() && !model_->item_weight().grad().defined())  // rows only: dense Adam from them
+      optimizer_->step_dense_rows(model_->item_weight(), item_grad_.ids, item_grad_.values);
     model_->zero_padding();
   }
   t_step_ += since(t);
