@@ -51,78 +51,131 @@ void linear_forward(const float* x, int64_t ldx, const float* w, const float* bi
   }
 }
 
+namespace {
+
+// Sum of n floats on eight lanes (vectorizes), the lanes added in double.
+float sum8(const float* x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += x[i + l];
+  double s = 0;
+  for (; i < n; ++i) s += x[i];
+  for (float a : acc) s += a;
+  return static_cast<float>(s);
+}
+
+// Column sums over many rows: float rows added in blocks of kBlock (vectorized across the columns),
+// each block's sums added in double.
+constexpr int64_t kBlock = 64;
+struct ColumnSums {
+  std::vector<float> part;
+  std::vector<double> total;
+  int64_t rows = 0;
+  explicit ColumnSums(int64_t cols) : part(cols, 0.0f), total(cols, 0.0) {}
+  void flush() {
+    for (size_t j = 0; j < part.size(); ++j) total[j] += part[j], part[j] = 0;
+  }
+  void row_done() {
+    if (++rows % kBlock == 0) flush();
+  }
+  void write(float* out) {
+    flush();
+    for (size_t j = 0; j < total.size(); ++j) out[j] = static_cast<float>(total[j]);
+  }
+};
+
+}  // namespace
+
 void column_sums(const float* dy, int64_t ld, int64_t n, int64_t cols, float* dbias) {
-  std::vector<double> acc(cols, 0.0);
+  ColumnSums acc(cols);
+  float* part = acc.part.data();
   for (int64_t r = 0; r < n; ++r) {
     const float* row = dy + r * ld;
-    for (int64_t j = 0; j < cols; ++j) acc[j] += row[j];
+    for (int64_t j = 0; j < cols; ++j) part[j] += row[j];
+    acc.row_done();
   }
-  for (int64_t j = 0; j < cols; ++j) dbias[j] = static_cast<float>(acc[j]);
+  acc.write(dbias);
 }
 
 void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t n, int64_t d, float eps,
                         float* y, float* mean, float* rstd) {
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x + r * d;
-    double sum = 0;
-    for (int64_t j = 0; j < d; ++j) sum += xr[j];
-    const double mu = sum / static_cast<double>(d);
+    const float m = sum8(xr, d) / static_cast<float>(d);
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= d; j += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += (xr[j + l] - m) * (xr[j + l] - m);
     double var = 0;
-    for (int64_t j = 0; j < d; ++j) var += (xr[j] - mu) * (xr[j] - mu);
-    const float m = static_cast<float>(mu);
+    for (; j < d; ++j) var += (xr[j] - m) * (xr[j] - m);
+    for (float a : acc) var += a;
     const float s = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(d) + eps));
     mean[r] = m;
     rstd[r] = s;
     float* yr = y + r * d;
-    for (int64_t j = 0; j < d; ++j) yr[j] = (xr[j] - m) * s * gamma[j] + beta[j];
+    for (j = 0; j < d; ++j) yr[j] = (xr[j] - m) * s * gamma[j] + beta[j];
   }
 }
 
 void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma,
                          int64_t n, int64_t d, float* dx, bool accumulate, float* dgamma, float* dbeta) {
-  std::vector<double> dg(d, 0.0), db(d, 0.0);
+  ColumnSums dg(d), db(d);
+  std::vector<float> xhat(d), g(d);
+  float *pg = dg.part.data(), *pb = db.part.data(), *xh = xhat.data(), *gg = g.data();
   for (int64_t r = 0; r < n; ++r) {
     const float *xr = x + r * d, *dyr = dy + r * d;
     const float m = mean[r], s = rstd[r];
-    double a = 0, b = 0;  // mean of g and of g * xhat, g = dy * gamma
     for (int64_t j = 0; j < d; ++j) {
-      const float xhat = (xr[j] - m) * s;
-      const float g = dyr[j] * gamma[j];
-      a += g;
-      b += static_cast<double>(g) * xhat;
-      dg[j] += static_cast<double>(dyr[j]) * xhat;
-      db[j] += dyr[j];
+      xh[j] = (xr[j] - m) * s;
+      gg[j] = dyr[j] * gamma[j];
+      pg[j] += dyr[j] * xh[j];
+      pb[j] += dyr[j];
     }
-    const float fa = static_cast<float>(a / static_cast<double>(d)), fb = static_cast<float>(b / static_cast<double>(d));
+    const float fd = static_cast<float>(d);
+    const float a = sum8(gg, d) / fd, b = dot(gg, xh, d) / fd;  // means of g and of g * xhat
     float* dxr = dx + r * d;
-    for (int64_t j = 0; j < d; ++j) {
-      const float xhat = (xr[j] - m) * s;
-      const float v = s * (dyr[j] * gamma[j] - fa - xhat * fb);
-      dxr[j] = accumulate ? dxr[j] + v : v;
-    }
+    if (accumulate)
+      for (int64_t j = 0; j < d; ++j) dxr[j] += s * (gg[j] - a - xh[j] * b);
+    else
+      for (int64_t j = 0; j < d; ++j) dxr[j] = s * (gg[j] - a - xh[j] * b);
+    dg.row_done(), db.row_done();
   }
-  for (int64_t j = 0; j < d; ++j) dgamma[j] = static_cast<float>(dg[j]), dbeta[j] = static_cast<float>(db[j]);
+  dg.write(dgamma), db.write(dbeta);
 }
 
-void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale) {
-  // dropout_keeps, one hash a word of four elements; the select is arithmetic (a mispredicted branch per
-  // element costs more than the hash at p = 0.5).
+void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale,
+                   uint8_t* keep_out) {
+  // dropout_keeps, one hash a word of four elements; kept or not as arithmetic on bits (a select that GCC
+  // turns into a branch is mispredicted half the time at p = 0.5, which costs more than the hash).
   auto word = [&](int64_t e) { return splitmix64(key ^ (static_cast<uint64_t>(e / 4) * 0x9E3779B97F4A7C15ull)); };
-  auto keep = [&](uint64_t h, int64_t lane) {
-    return static_cast<float>(((h >> (16 * lane)) & 0xFFFF) < threshold) * scale;
+  uint32_t scale_bits;
+  std::memcpy(&scale_bits, &scale, sizeof scale_bits);
+  auto one = [&](int64_t i, uint64_t h, int64_t lane) {
+    const uint32_t bits = static_cast<uint32_t>((h >> (16 * lane)) & 0xFFFF);
+    const uint32_t kept = (bits - threshold) >> 31;  // 1 when bits < threshold (both below 2^17)
+    const uint32_t f = scale_bits & (0u - kept);     // scale or 0.0f
+    float factor;
+    std::memcpy(&factor, &f, sizeof factor);
+    x[i] *= factor;
+    if (keep_out) keep_out[i] = static_cast<uint8_t>(kept);
   };
   int64_t i = 0;
-  for (; i < count && (first + i) % 4 != 0; ++i) x[i] *= keep(word(first + i), (first + i) % 4);
+  for (; i < count && (first + i) % 4 != 0; ++i) one(i, word(first + i), (first + i) % 4);
   for (; i + 4 <= count; i += 4) {
     const uint64_t h = word(first + i);
-    x[i] *= keep(h, 0), x[i + 1] *= keep(h, 1), x[i + 2] *= keep(h, 2), x[i + 3] *= keep(h, 3);
+    one(i, h, 0), one(i + 1, h, 1), one(i + 2, h, 2), one(i + 3, h, 3);
   }
-  for (; i < count; ++i) x[i] *= keep(word(first + i), (first + i) % 4);
+  for (; i < count; ++i) one(i, word(first + i), (first + i) % 4);
+}
+
+void dropout_replay(float* x, const uint8_t* keep, int64_t count, float scale) {
+  for (int64_t i = 0; i < count; ++i) x[i] *= static_cast<float>(keep[i]) * scale;
 }
 
 void activation_forward(Act act, const float* u, float* a, int64_t n) {
   if (act == Act::Relu) {
-    for (int64_t i = 0; i < n; ++i) a[i] = u[i] > 0 ? u[i] : 0.0f;
+    for (int64_t i = 0; i < n; ++i) a[i] = std::max(u[i], 0.0f);
     return;
   }
   for (int64_t i = 0; i < n; ++i) a[i] = 0.5f * u[i] * (1.0f + std::erf(u[i] * static_cast<float>(M_SQRT1_2)));
@@ -130,7 +183,14 @@ void activation_forward(Act act, const float* u, float* a, int64_t n) {
 
 void activation_backward(Act act, const float* u, const float* da, float* du, int64_t n) {
   if (act == Act::Relu) {
-    for (int64_t i = 0; i < n; ++i) du[i] = da[i] * static_cast<float>(u[i] > 0);
+    for (int64_t i = 0; i < n; ++i) {  // da where u > 0, else 0, on bits: GCC makes a branch of the select
+      uint32_t ub, db;
+      std::memcpy(&ub, u + i, sizeof ub);
+      std::memcpy(&db, da + i, sizeof db);
+      const uint32_t positive = ((0u - ub) & ~ub) >> 31;  // u's bits as int32 > 0, i.e. u > 0
+      db &= 0u - positive;
+      std::memcpy(du + i, &db, sizeof db);
+    }
     return;
   }
   // d/du [u Phi(u)] = Phi(u) + u phi(u)
@@ -266,7 +326,20 @@ void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const f
         for (int64_t i = 0; i < n; ++i)
           for (int64_t j = 0; j <= i; ++j) axpy(W[i * n + j], dO + i * ldo, dV + j * ld, dh);
       }
-      if (s.dropout) dropout_apply(dS, n * n, at, s.key, s.threshold, s.keep_scale);  // dP = dW * mask
+      if (s.dropout) {
+        // dP = dW * mask / (1-p). The mask is where the weights after dropout are not 0: the softmax is
+        // positive where it counts (below the diagonal; 0 there, or underflowed, gives dS 0 anyway).
+        uint32_t scale_bits;
+        std::memcpy(&scale_bits, &s.keep_scale, sizeof scale_bits);
+        for (int64_t e = 0; e < n * n; ++e) {
+          uint32_t wb;
+          std::memcpy(&wb, W + e, sizeof wb);
+          const uint32_t f = scale_bits & (0u - ((0u - wb) >> 31));  // scale where W > 0, else 0.0f
+          float factor;
+          std::memcpy(&factor, &f, sizeof factor);
+          dS[e] *= factor;
+        }
+      }
       for (int64_t i = 0; i < n; ++i) {  // softmax backward: dS = P * (dP - rowsum(dP * P))
         const float* prow = P + i * n;
         float* drow = dS + i * n;

@@ -63,6 +63,7 @@ struct BlockActs {
   float *probs, *weights;              // [sum over sequences of H n^2]
   float *heads, *att;                  // [N,D] attention core output, attention output (before the residual)
   float *u, *hd;                       // [N,F] FFN pre-activation, activation after dropout
+  uint8_t *keep_o, *keep_f1, *keep_f2;  // dropout masks of W_O's output [N,D], the activation [N,F], the FFN [N,D]
   uint64_t key_att = 0, key_o = 0, key_f1 = 0, key_f2 = 0;
 };
 
@@ -93,6 +94,8 @@ struct FusedSASRec::Impl {
 
   // The step's arena and its views.
   std::vector<float> arena;
+  std::vector<uint8_t> masks;  // dropout masks (0 / 1 bytes), kept for backward
+  uint8_t* keep_emb = nullptr;
   std::vector<BlockActs> acts;
   float *emb_in = nullptr, *emb_mean = nullptr, *emb_rstd = nullptr, *out = nullptr, *final_mean = nullptr,
         *final_rstd = nullptr, *feat = nullptr;
@@ -252,6 +255,17 @@ struct FusedSASRec::Impl {
     }
     if (!dropout)
       for (auto& a : acts) a.weights = a.probs;
+    // Dropout masks: the embedding's, and per block W_O's, the activation's and the FFN output's.
+    if (!dropout) return;
+    const int64_t per_block = N * D * (o.attention_output ? 2 : 1) + N * F;
+    if (static_cast<int64_t>(masks.size()) < N * D + L * per_block) masks.resize(N * D + L * per_block);
+    uint8_t* m = masks.data();
+    keep_emb = m, m += N * D;
+    for (auto& a : acts) {
+      if (o.attention_output) a.keep_o = m, m += N * D;
+      a.keep_f1 = m, m += N * F;
+      a.keep_f2 = m, m += N * D;
+    }
   }
 
   float* grads_of(size_t run) { return run == 0 ? grad_flat.data_ptr<float>() : partials[run - 1].data(); }
@@ -273,7 +287,7 @@ struct FusedSASRec::Impl {
     if (o.embedding_norm)
       fused::layer_norm_forward(emb_in + r.r0 * D, cf(emb_w), cf(emb_b), m, D, kLayerNormEps, x,
                                 emb_mean + r.r0, emb_rstd + r.r0);
-    if (dropout) fused::dropout_apply(x, m * D, r.r0 * D, key_emb, threshold, keep_scale);
+    if (dropout) fused::dropout_apply(x, m * D, r.r0 * D, key_emb, threshold, keep_scale, keep_emb + r.r0 * D);
   }
 
   fused::AttentionShape attention_shape(const BlockActs& a) const {
@@ -307,7 +321,8 @@ struct FusedSASRec::Impl {
       return;
     }
     fused::linear_forward(a.heads + r.r0 * D, D, cf(p.wo), cf(p.bo), m, D, D, a.att + r.r0 * D, D);
-    if (dropout) fused::dropout_apply(a.att + r.r0 * D, m * D, r.r0 * D, a.key_o, threshold, keep_scale);
+    if (dropout)
+      fused::dropout_apply(a.att + r.r0 * D, m * D, r.r0 * D, a.key_o, threshold, keep_scale, a.keep_o + r.r0 * D);
   }
 
   // FFN of the rows x -> y (both [rows,D], y may not be x).
@@ -318,9 +333,9 @@ struct FusedSASRec::Impl {
     float *u = a.u + r.r0 * F, *hd = a.hd + r.r0 * F;
     fused::linear_forward(x, D, cf(p.w1), cf(p.b1), m, D, F, u, F);
     fused::activation_forward(act, u, hd, m * F);
-    if (dropout) fused::dropout_apply(hd, m * F, r.r0 * F, a.key_f1, threshold, keep_scale);
+    if (dropout) fused::dropout_apply(hd, m * F, r.r0 * F, a.key_f1, threshold, keep_scale, a.keep_f1 + r.r0 * F);
     fused::linear_forward(hd, F, cf(p.w2), cf(p.b2), m, F, D, y, D);
-    if (dropout) fused::dropout_apply(y, m * D, r.r0 * D, a.key_f2, threshold, keep_scale);
+    if (dropout) fused::dropout_apply(y, m * D, r.r0 * D, a.key_f2, threshold, keep_scale, a.keep_f2 + r.r0 * D);
   }
 
   static void add(const float* x, const float* y, float* z, int64_t n) {
@@ -495,7 +510,7 @@ struct FusedSASRec::Impl {
     if (o.attention_output) {
       float* dout = t3 + at;
       std::memcpy(dout, da, sizeof(float) * m * D);
-      if (dropout) fused::dropout_apply(dout, m * D, at, a.key_o, threshold, keep_scale);
+      if (dropout) fused::dropout_replay(dout, a.keep_o + at, m * D, keep_scale);
       fused::column_sums(dout, D, m, D, grads + gr.bo);
       gemm(true, false, D, D, m, 1.0f, dout, D, a.heads + at, D, 0.0f, grads + gr.wo, D);  // dWo = do^T heads
       gemm(false, false, m, D, D, 1.0f, dout, D, cf(p.wo), D, 0.0f, t4 + at, D);        // dheads = do Wo
@@ -531,12 +546,12 @@ struct FusedSASRec::Impl {
     const int64_t m = r.rows(), at = r.r0 * D;
     float* dv = t3 + at;
     std::memcpy(dv, dy, sizeof(float) * m * D);
-    if (dropout) fused::dropout_apply(dv, m * D, at, a.key_f2, threshold, keep_scale);
+    if (dropout) fused::dropout_replay(dv, a.keep_f2 + at, m * D, keep_scale);
     fused::column_sums(dv, D, m, D, grads + gr.b2);
     float *hd = a.hd + r.r0 * F, *dh = dffn + r.r0 * F;
     gemm(true, false, D, F, m, 1.0f, dv, D, hd, F, 0.0f, grads + gr.w2, F);  // dW2 = dv^T hd
     gemm(false, false, m, F, D, 1.0f, dv, D, cf(p.w2), F, 0.0f, dh, F);      // dhd = dv W2
-    if (dropout) fused::dropout_apply(dh, m * F, r.r0 * F, a.key_f1, threshold, keep_scale);
+    if (dropout) fused::dropout_replay(dh, a.keep_f1 + r.r0 * F, m * F, keep_scale);
     fused::activation_backward(act, a.u + r.r0 * F, dh, dh, m * F);
     fused::column_sums(dh, F, m, F, grads + gr.b1);
     gemm(true, false, F, D, m, 1.0f, dh, F, x, D, 0.0f, grads + gr.w1, D);               // dW1 = du^T x
@@ -585,7 +600,7 @@ struct FusedSASRec::Impl {
                                false, grads + g_final_w, grads + g_final_b);
     for (int64_t l = L - 1; l >= 0; --l) block_backward(l, r, grads);
     // Embedding: g is d x0; demb the gradient w.r.t. the item row (times the scale sqrt(d) when no LN).
-    if (dropout) fused::dropout_apply(g + at, m * D, at, key_emb, threshold, keep_scale);
+    if (dropout) fused::dropout_replay(g + at, keep_emb + at, m * D, keep_scale);
     if (o.embedding_norm)
       fused::layer_norm_backward(g + at, emb_in + at, emb_mean + r.r0, emb_rstd + r.r0, cf(emb_w), m, D, demb + at,
                                  false, grads + g_emb_w, grads + g_emb_b);

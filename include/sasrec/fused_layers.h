@@ -38,9 +38,13 @@ void layer_norm_backward(const float* dy, const float* x, const float* mean, con
                          int64_t n, int64_t d, float* dx, bool accumulate, float* dgamma, float* dbeta);
 
 // x[i] = x[i] * keep(key, first + i) / (1 - p), i < count: inverted dropout
-// with the mask of dropout_bits.h (its backward is the same call on dy).
-// `threshold` = dropout_threshold(p), `scale` = 1/(1-p).
-void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale);
+// with the mask of dropout_bits.h; `keep` (when given) gets the mask as 0 / 1
+// bytes for the backward pass (dropout_replay). `threshold` =
+// dropout_threshold(p), `scale` = 1/(1-p).
+void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale,
+                   uint8_t* keep = nullptr);
+// x[i] = x[i] * keep[i] * scale: dropout's backward from the saved mask.
+void dropout_replay(float* x, const uint8_t* keep, int64_t count, float scale);
 
 enum class Act { Relu, Gelu };
 // a = act(u), n elements.
