@@ -17,6 +17,21 @@ namespace {
 // shorter ones loops (a BLAS call costs more than a 6 x 50 x 6 product).
 constexpr int64_t kBlasFrom = 16;
 
+// a . b on eight independent sums (the loop vectorizes); inline, so that the kernels' clones inline it.
+inline float dot8(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+  float tail = 0;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+inline void axpy_inline(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -27,21 +42,11 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
               static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // eight independent sums: the loop vectorizes
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
-  float tail = 0;
-  for (; i < n; ++i) tail += a[i] * b[i];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
-}
+SASREC_CLONES float dot(const float* a, const float* b, int64_t n) { return dot8(a, b, n); }
 
-void axpy(float alpha, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
+SASREC_CLONES void axpy(float alpha, const float* x, float* y, int64_t n) { axpy_inline(alpha, x, y, n); }
 
-void linear_forward(const float* x, int64_t ldx, const float* w, const float* bias, int64_t n, int64_t in,
+SASREC_CLONES void linear_forward(const float* x, int64_t ldx, const float* w, const float* bias, int64_t n, int64_t in,
                     int64_t out, float* y, int64_t ldy) {
   gemm(false, true, n, out, in, 1.0f, x, ldx, w, in, 0.0f, y, ldy);
   if (!bias) return;
@@ -54,7 +59,7 @@ void linear_forward(const float* x, int64_t ldx, const float* w, const float* bi
 namespace {
 
 // Sum of n floats on eight lanes (vectorizes), the lanes added in double.
-float sum8(const float* x, int64_t n) {
+inline float sum8(const float* x, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -87,7 +92,7 @@ struct ColumnSums {
 
 }  // namespace
 
-void column_sums(const float* dy, int64_t ld, int64_t n, int64_t cols, float* dbias) {
+SASREC_CLONES void column_sums(const float* dy, int64_t ld, int64_t n, int64_t cols, float* dbias) {
   ColumnSums acc(cols);
   float* part = acc.part.data();
   for (int64_t r = 0; r < n; ++r) {
@@ -98,7 +103,7 @@ void column_sums(const float* dy, int64_t ld, int64_t n, int64_t cols, float* db
   acc.write(dbias);
 }
 
-void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t n, int64_t d, float eps,
+SASREC_CLONES void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t n, int64_t d, float eps,
                         float* y, float* mean, float* rstd) {
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x + r * d;
@@ -118,7 +123,7 @@ void layer_norm_forward(const float* x, const float* gamma, const float* beta, i
   }
 }
 
-void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma,
+SASREC_CLONES void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma,
                          int64_t n, int64_t d, float* dx, bool accumulate, float* dgamma, float* dbeta) {
   ColumnSums dg(d), db(d);
   std::vector<float> xhat(d), g(d);
@@ -133,7 +138,7 @@ void layer_norm_backward(const float* dy, const float* x, const float* mean, con
       pb[j] += dyr[j];
     }
     const float fd = static_cast<float>(d);
-    const float a = sum8(gg, d) / fd, b = dot(gg, xh, d) / fd;  // means of g and of g * xhat
+    const float a = sum8(gg, d) / fd, b = dot8(gg, xh, d) / fd;  // means of g and of g * xhat
     float* dxr = dx + r * d;
     if (accumulate)
       for (int64_t j = 0; j < d; ++j) dxr[j] += s * (gg[j] - a - xh[j] * b);
@@ -144,7 +149,7 @@ void layer_norm_backward(const float* dy, const float* x, const float* mean, con
   dg.write(dgamma), db.write(dbeta);
 }
 
-void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale,
+SASREC_CLONES void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale,
                    uint8_t* keep_out) {
   // dropout_keeps, one hash a word of four elements; kept or not as arithmetic on bits (a select that GCC
   // turns into a branch is mispredicted half the time at p = 0.5, which costs more than the hash).
@@ -169,11 +174,11 @@ void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_
   for (; i < count; ++i) one(i, word(first + i), (first + i) % 4);
 }
 
-void dropout_replay(float* x, const uint8_t* keep, int64_t count, float scale) {
+SASREC_CLONES void dropout_replay(float* x, const uint8_t* keep, int64_t count, float scale) {
   for (int64_t i = 0; i < count; ++i) x[i] *= static_cast<float>(keep[i]) * scale;
 }
 
-void activation_forward(Act act, const float* u, float* a, int64_t n) {
+SASREC_CLONES void activation_forward(Act act, const float* u, float* a, int64_t n) {
   if (act == Act::Relu) {
     for (int64_t i = 0; i < n; ++i) a[i] = std::max(u[i], 0.0f);
     return;
@@ -181,7 +186,7 @@ void activation_forward(Act act, const float* u, float* a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) a[i] = 0.5f * u[i] * (1.0f + std::erf(u[i] * static_cast<float>(M_SQRT1_2)));
 }
 
-void activation_backward(Act act, const float* u, const float* da, float* du, int64_t n) {
+SASREC_CLONES void activation_backward(Act act, const float* u, const float* da, float* du, int64_t n) {
   if (act == Act::Relu) {
     for (int64_t i = 0; i < n; ++i) {  // da where u > 0, else 0, on bits: GCC makes a branch of the select
       uint32_t ub, db;
@@ -236,7 +241,8 @@ inline float exp_nonpositive(float x) {
 
 }  // namespace
 
-double exp_shifted_sum(float* x, int64_t n, float shift) {
+namespace {
+inline double exp_shifted_sum_inline(float* x, int64_t n, float shift) {
   for (int64_t i = 0; i < n; ++i) x[i] = exp_nonpositive(x[i] - shift);
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
@@ -247,16 +253,19 @@ double exp_shifted_sum(float* x, int64_t n, float shift) {
   for (float a : acc) sum += a;
   return sum;
 }
+}  // namespace
+
+SASREC_CLONES double exp_shifted_sum(float* x, int64_t n, float shift) { return exp_shifted_sum_inline(x, n, shift); }
 
 namespace {
 
 // Causal softmax of S [n,n] in place: row i over columns 0..i, 0 after.
-void causal_softmax(float* S, int64_t n) {
+inline void causal_softmax(float* S, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     float* row = S + i * n;
     float top = row[0];
     for (int64_t j = 1; j <= i; ++j) top = std::max(top, row[j]);
-    const float inv = static_cast<float>(1.0 / exp_shifted_sum(row, i + 1, top));
+    const float inv = static_cast<float>(1.0 / exp_shifted_sum_inline(row, i + 1, top));
     for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
     for (int64_t j = i + 1; j < n; ++j) row[j] = 0;
   }
@@ -264,7 +273,7 @@ void causal_softmax(float* S, int64_t n) {
 
 }  // namespace
 
-void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
+SASREC_CLONES void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
                        const float* v, int64_t ld, float* probs, float* weights, float* out, int64_t ldo) {
   const int64_t dh = s.dh;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
@@ -279,7 +288,7 @@ void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const fl
         gemm(false, true, n, n, dh, scale, Q, ld, K, ld, 0.0f, P, n);  // S = Q K^T / sqrt(dh)
       } else {
         for (int64_t i = 0; i < n; ++i)
-          for (int64_t j = 0; j <= i; ++j) P[i * n + j] = scale * dot(Q + i * ld, K + j * ld, dh);
+          for (int64_t j = 0; j <= i; ++j) P[i * n + j] = scale * dot8(Q + i * ld, K + j * ld, dh);
       }
       causal_softmax(P, n);
       if (s.dropout) {
@@ -293,14 +302,14 @@ void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const fl
         for (int64_t i = 0; i < n; ++i) {
           float* o = O + i * ldo;
           std::fill(o, o + dh, 0.0f);
-          for (int64_t j = 0; j <= i; ++j) axpy(Wt[i * n + j], V + j * ld, o, dh);
+          for (int64_t j = 0; j <= i; ++j) axpy_inline(Wt[i * n + j], V + j * ld, o, dh);
         }
       }
     }
   }
 }
 
-void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
+SASREC_CLONES void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
                         const float* v, int64_t ld, const float* probs, const float* weights, const float* dout,
                         int64_t ldo, float* dq, float* dk, float* dv, float* scratch) {
   const int64_t dh = s.dh;
@@ -319,12 +328,12 @@ void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const f
         gemm(true, false, n, dh, n, 1.0f, W, n, dO, ldo, 0.0f, dV, ld);  // dV = W^T dO
       } else {
         for (int64_t i = 0; i < n; ++i) {
-          for (int64_t j = 0; j <= i; ++j) dS[i * n + j] = dot(dO + i * ldo, V + j * ld, dh);
+          for (int64_t j = 0; j <= i; ++j) dS[i * n + j] = dot8(dO + i * ldo, V + j * ld, dh);
           for (int64_t j = i + 1; j < n; ++j) dS[i * n + j] = 0;
         }
         for (int64_t j = 0; j < n; ++j) std::fill(dV + j * ld, dV + j * ld + dh, 0.0f);
         for (int64_t i = 0; i < n; ++i)
-          for (int64_t j = 0; j <= i; ++j) axpy(W[i * n + j], dO + i * ldo, dV + j * ld, dh);
+          for (int64_t j = 0; j <= i; ++j) axpy_inline(W[i * n + j], dO + i * ldo, dV + j * ld, dh);
       }
       if (s.dropout) {
         // dP = dW * mask / (1-p). The mask is where the weights after dropout are not 0: the softmax is
@@ -358,8 +367,8 @@ void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const f
         for (int64_t i = 0; i < n; ++i)
           for (int64_t j = 0; j <= i; ++j) {
             const float g = scale * dS[i * n + j];
-            axpy(g, K + j * ld, dQ + i * ld, dh);
-            axpy(g, Q + i * ld, dK + j * ld, dh);
+            axpy_inline(g, K + j * ld, dQ + i * ld, dh);
+            axpy_inline(g, Q + i * ld, dK + j * ld, dh);
           }
       }
     }

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "sasrec/error.h"
+#include "sasrec/fused_layers.h"
 #include "sasrec/torch_compat.h"
 
 namespace sasrec {
@@ -26,25 +27,35 @@ struct AdamCoefficients {
     step_size = static_cast<float>(o.lr() / bias1);
     inv_sqrt_bias2 = static_cast<float>(1 / std::sqrt(bias2));
   }
-  // n elements: weights w, their gradient g, moments m and v.
-  void apply(float* w, const float* g, float* m, float* v, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i) {  // branch-free: vectorizes (no errno from sqrt)
+  // n elements: weights w, their gradient g (null: zero), moments m and v.
+  void apply(float* w, const float* g, float* m, float* v, int64_t n) const;
+  void apply_zero(float* w, float* m, float* v, int64_t n) const { apply(w, nullptr, m, v, n); }
+};
+
+// Branch-free: vectorizes (no errno from sqrt); compiled for AVX2 + FMA too (fused_layers.h).
+SASREC_CLONES void adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, int64_t n) {
+  const float b1 = c.b1, b2 = c.b2, c1 = c.c1, c2 = c.c2, wd = c.wd, eps = c.eps, step_size = c.step_size,
+              inv_sqrt_bias2 = c.inv_sqrt_bias2;
+  if (g) {
+    for (int64_t i = 0; i < n; ++i) {
       const float grad = g[i] + wd * w[i];
       m[i] = m[i] * b1 + grad * c1;
       v[i] = v[i] * b2 + grad * grad * c2;
       w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
     }
+    return;
   }
-  // The same with a zero gradient.
-  void apply_zero(float* w, float* m, float* v, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i) {
-      const float grad = 0.0f + wd * w[i];
-      m[i] = m[i] * b1 + grad * c1;
-      v[i] = v[i] * b2 + grad * grad * c2;
-      w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
-    }
+  for (int64_t i = 0; i < n; ++i) {  // a zero gradient: the same arithmetic with 0.0f for g[i]
+    const float grad = 0.0f + wd * w[i];
+    m[i] = m[i] * b1 + grad * c1;
+    v[i] = v[i] * b2 + grad * grad * c2;
+    w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
   }
-};
+}
+
+void AdamCoefficients::apply(float* w, const float* g, float* m, float* v, int64_t n) const {
+  adam_update(*this, w, g, m, v, n);
+}
 
 bool fused_supported(const torch::Tensor& p) { return p.device().is_cpu() && p.scalar_type() == torch::kFloat32; }
 

@@ -14,6 +14,15 @@
 
 #include <cstdint>
 
+// SASREC_CLONES before a function compiles it twice, for x86-64-v3 (AVX2 +
+// FMA, chosen when the program loads, where the CPU has them) and the
+// baseline: the layers' loops (BLAS picks its own kernels). GCC on x86-64.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SASREC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SASREC_CLONES
+#endif
+
 namespace sasrec::fused {
 
 // C[m,n] = alpha op(A) op(B) + beta C, row-major, through the BLAS Torch uses.
