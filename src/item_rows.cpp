@@ -1,11 +1,57 @@
 // item_rows.cpp: the touched rows of the item table (see item_rows.h).
 #include "sasrec/item_rows.h"
 
+#include <algorithm>
+
 #include "sasrec/error.h"
 
 namespace sasrec {
 
+namespace {
+
+// gather_item_rows on the CPU in loops (a sort, binary searches and row
+// copies): three allocations instead of ~20 tensor ops, _unique's hash set
+// among them (0.24 ms of a 4 ms Beauty step, docs/results.md).
+ItemRows gather_item_rows_cpu(const torch::Tensor& weight, const std::vector<torch::Tensor*>& parts) {
+  std::vector<int64_t> ids;
+  for (const auto* p : parts)
+    if (p->defined()) ids.insert(ids.end(), p->data_ptr<int64_t>(), p->data_ptr<int64_t>() + p->numel());
+  SASREC_CHECK(!ids.empty(), "gather_item_rows: no ids");
+  const int64_t total = static_cast<int64_t>(ids.size()), rows_in = weight.size(0), d = weight.size(1);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  SASREC_CHECK(ids.front() >= 0 && ids.back() < rows_in, "gather_item_rows: ids outside [0, ", rows_in, ")");
+  const int64_t U = static_cast<int64_t>(ids.size());
+  auto remapped = torch::empty({total}, torch::kInt64);  // every part's row indices, back to back
+  int64_t* out = remapped.data_ptr<int64_t>();
+  int64_t offset = 0;
+  for (auto* p : parts) {
+    if (!p->defined()) continue;
+    const int64_t* in = p->data_ptr<int64_t>();
+    const int64_t n = p->numel();
+    for (int64_t i = 0; i < n; ++i) out[offset + i] = std::lower_bound(ids.begin(), ids.end(), in[i]) - ids.begin();
+    *p = torch::from_blob(out + offset, p->sizes(), [keep = remapped](void*) {}, torch::kInt64);
+    offset += n;
+  }
+  ItemRows rows;
+  rows.ids = torch::empty({U}, torch::kInt64);
+  std::copy(ids.begin(), ids.end(), rows.ids.data_ptr<int64_t>());
+  rows.table = torch::empty({U, d}, weight.options());
+  const float* w = weight.data_ptr<float>();
+  float* t = rows.table.data_ptr<float>();
+  for (int64_t r = 0; r < U; ++r) std::copy(w + ids[r] * d, w + (ids[r] + 1) * d, t + r * d);
+  rows.table.set_requires_grad(true);
+  return rows;
+}
+
+}  // namespace
+
 ItemRows gather_item_rows(const torch::Tensor& weight, const std::vector<torch::Tensor*>& parts) {
+  bool cpu = weight.device().is_cpu() && weight.scalar_type() == torch::kFloat32 && weight.is_contiguous() &&
+             weight.dim() == 2;
+  for (const auto* p : parts)
+    cpu = cpu && (!p->defined() || (p->device().is_cpu() && p->scalar_type() == torch::kInt64 && p->is_contiguous()));
+  if (cpu) return gather_item_rows_cpu(weight, parts);
   std::vector<torch::Tensor> flat;
   for (const auto* p : parts)
     if (p->defined()) flat.push_back(p->reshape(-1));
