@@ -236,7 +236,13 @@ inline float exp_nonpositive(float x) {
   uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
   float two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
-  return x < -87.3f ? 0.0f : y * two_n;
+  const float e = y * two_n;  // computed in any case, then masked: the loop has no control flow
+  uint32_t eb;
+  std::memcpy(&eb, &e, sizeof eb);
+  eb &= 0u - static_cast<uint32_t>(x >= -87.3f);
+  float out;
+  std::memcpy(&out, &eb, sizeof out);
+  return out;
 }
 
 }  // namespace
@@ -256,6 +262,22 @@ inline double exp_shifted_sum_inline(float* x, int64_t n, float shift) {
 }  // namespace
 
 SASREC_CLONES double exp_shifted_sum(float* x, int64_t n, float shift) { return exp_shifted_sum_inline(x, n, shift); }
+
+SASREC_CLONES float max_of(const float* x, int64_t n) {
+  float acc[8];
+  std::fill(acc, acc + 8, x[0]);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] = std::max(acc[l], x[i + l]);
+  float top = x[0];
+  for (; i < n; ++i) top = std::max(top, x[i]);
+  for (float a : acc) top = std::max(top, a);
+  return top;
+}
+
+SASREC_CLONES void scale(float* x, int64_t n, float a) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= a;
+}
 
 namespace {
 

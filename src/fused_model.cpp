@@ -462,8 +462,7 @@ struct FusedSASRec::Impl {
       const double e_pos = std::exp(static_cast<double>(sp - top));
       const double total = e_pos + fused::exp_shifted_sum(row_l, K, top);
       sum += std::log(total) + top - sp;
-      const float inv = static_cast<float>(scale / total);
-      for (int64_t q = 0; q < K; ++q) row_l[q] *= inv;  // d/dlogit = softmax * scale
+      fused::scale(row_l, K, static_cast<float>(scale / total));  // d/dlogit = softmax * scale
       const float cp = static_cast<float>((e_pos / total - 1.0) * scale);
       coef[n] = cp;
       float* dh = dfeat + n * D;
@@ -484,13 +483,11 @@ struct FusedSASRec::Impl {
     double sum = 0;
     for (int64_t n = r.r0; n < r.r1; ++n) {
       float* row_l = logits + n * I;
-      float top = row_l[0];
-      for (int64_t i = 1; i < I; ++i) top = std::max(top, row_l[i]);
+      const float top = fused::max_of(row_l, I);
       const float target = row_l[pos[n] - 1];
       const double total = fused::exp_shifted_sum(row_l, I, top);
       sum += std::log(total) + top - target;
-      const float inv = static_cast<float>(scale / total);
-      for (int64_t i = 0; i < I; ++i) row_l[i] *= inv;
+      fused::scale(row_l, I, static_cast<float>(scale / total));
       row_l[pos[n] - 1] -= static_cast<float>(scale);
     }
     gemm(false, false, m, D, I, 1.0f, lg, I, items_w, D, 0.0f, dfeat + r.r0 * D, D);  // dh = dL M[1:]

@@ -95,5 +95,8 @@ double sigmoid(double x);
 
 // In place over n floats: x[i] = exp(x[i] - shift); returns their sum. -inf gives 0.
 double exp_shifted_sum(float* x, int64_t n, float shift);
+// The largest of n >= 1 floats; x[i] *= a over n floats.
+float max_of(const float* x, int64_t n);
+void scale(float* x, int64_t n, float a);
 
 }  // namespace sasrec::fused
