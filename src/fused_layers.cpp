@@ -59,7 +59,7 @@ SASREC_CLONES void linear_forward(const float* x, int64_t ldx, const float* w, c
 namespace {
 
 // Sum of n floats on eight lanes (vectorizes), the lanes added in double.
-inline float sum8(const float* x, int64_t n) {
+inline double sum_lanes(const float* x, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -67,8 +67,9 @@ inline float sum8(const float* x, int64_t n) {
   double s = 0;
   for (; i < n; ++i) s += x[i];
   for (float a : acc) s += a;
-  return static_cast<float>(s);
+  return s;
 }
+inline float sum8(const float* x, int64_t n) { return static_cast<float>(sum_lanes(x, n)); }
 
 // Column sums over many rows: float rows added in blocks of kBlock (vectorized across the columns),
 // each block's sums added in double.
@@ -250,14 +251,7 @@ inline float exp_nonpositive(float x) {
 namespace {
 inline double exp_shifted_sum_inline(float* x, int64_t n, float shift) {
   for (int64_t i = 0; i < n; ++i) x[i] = exp_nonpositive(x[i] - shift);
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l) acc[l] += x[i + l];
-  double sum = 0;
-  for (; i < n; ++i) sum += x[i];
-  for (float a : acc) sum += a;
-  return sum;
+  return sum_lanes(x, n);
 }
 }  // namespace
 
