@@ -401,35 +401,28 @@ struct FusedSASRec::Impl {
     return 0;
   }
 
-  double bce_rows(const Run& r) {
-    double sum = 0;
-    for (int64_t n = r.r0; n < r.r1; ++n) {
-      const float *h = feat + n * D, *tp = table + pos[n] * D, *tn = table + neg[n] * D;
-      const double lp = fused::dot(h, tp, D), ln = fused::dot(h, tn, D);
-      sum += fused::softplus(-lp) + fused::softplus(ln);
-      const float cp = static_cast<float>(-fused::sigmoid(-lp) * scale), cn = static_cast<float>(fused::sigmoid(ln) * scale);
-      coef[2 * n] = cp, coef[2 * n + 1] = cn;
-      float* dh = dfeat + n * D;
-      for (int64_t j = 0; j < D; ++j) dh[j] = cp * tp[j] + cn * tn[j];
-    }
-    return sum;
-  }
+  // bce is gbce with one negative, beta 1 and no hit removed: one loop, so the two compute
+  // the same floats where they are the same function (test_train checks it).
+  double bce_rows(const Run& r) { return binary_rows(r, 1, 1.0, false); }
+  double gbce_rows(const Run& r) { return binary_rows(r, k_neg, beta, true); }
 
-  double gbce_rows(const Run& r) {
+  // beta softplus(-s(pos)) + sum over the k negatives of softplus(s(neg)), a negative equal to
+  // its target (an accidental hit) dropped when `drop_hits`.
+  double binary_rows(const Run& r, int64_t k, double b, bool drop_hits) {
     double sum = 0;
-    const int64_t w = 1 + k_neg;
+    const int64_t w = 1 + k;
     for (int64_t n = r.r0; n < r.r1; ++n) {
       const float* h = feat + n * D;
       float* c = coef + n * w;
       float* dh = dfeat + n * D;
       const float* tp = table + pos[n] * D;
       const double s0 = fused::dot(h, tp, D);
-      sum += beta * fused::softplus(-s0);
-      c[0] = static_cast<float>(-beta * fused::sigmoid(-s0) * scale);
+      sum += b * fused::softplus(-s0);
+      c[0] = static_cast<float>(-b * fused::sigmoid(-s0) * scale);
       for (int64_t j = 0; j < D; ++j) dh[j] = c[0] * tp[j];
-      for (int64_t q = 0; q < k_neg; ++q) {
-        const int64_t id = neg[n * k_neg + q];
-        if (id == pos[n]) {  // an accidental hit loses its term
+      for (int64_t q = 0; q < k; ++q) {
+        const int64_t id = neg[n * k + q];
+        if (drop_hits && id == pos[n]) {
           c[1 + q] = 0;
           continue;
         }
@@ -626,14 +619,14 @@ struct FusedSASRec::Impl {
       const float* h = feat + n * D + c0;
       switch (loss) {
         case LossKind::Bce:
-          add_row(pos[n], coef[2 * n], h);
-          add_row(neg[n], coef[2 * n + 1], h);
+        case LossKind::Gbce: {
+          const int64_t k = loss == LossKind::Bce ? 1 : k_neg;
+          const float* c = coef + n * (1 + k);
+          add_row(pos[n], c[0], h);
+          for (int64_t q = 0; q < k; ++q)
+            if (c[1 + q] != 0.0f) add_row(neg[n * k + q], c[1 + q], h);
           break;
-        case LossKind::Gbce:
-          add_row(pos[n], coef[n * (1 + k_neg)], h);
-          for (int64_t q = 0; q < k_neg; ++q)
-            if (coef[n * (1 + k_neg) + 1 + q] != 0.0f) add_row(neg[n * k_neg + q], coef[n * (1 + k_neg) + 1 + q], h);
-          break;
+        }
         case LossKind::SampledSoftmax: add_row(pos[n], coef[n], h); break;
         case LossKind::Ce: break;
       }
