@@ -9,19 +9,32 @@ namespace sasrec {
 
 namespace {
 
-// gather_item_rows on the CPU in loops (a sort, binary searches and row
-// copies): three allocations instead of ~20 tensor ops, _unique's hash set
-// among them (0.24 ms of a 4 ms Beauty step, docs/results.md).
+// gather_item_rows on the CPU in loops: the distinct ids found through a
+// per-thread slot array over the table's rows (kept all -1 between calls),
+// only they sorted, every id then remapped in O(1); three allocations instead
+// of ~20 tensor ops, _unique's hash set among them (0.24 ms of a 4 ms Beauty
+// step, docs/results.md).
 ItemRows gather_item_rows_cpu(const torch::Tensor& weight, const std::vector<torch::Tensor*>& parts) {
+  const int64_t rows_in = weight.size(0), d = weight.size(1);
+  thread_local std::vector<int32_t> slot;  // row -> its index in the copy during a call, else -1
+  if (static_cast<int64_t>(slot.size()) < rows_in) slot.resize(rows_in, -1);
+  for (const auto* p : parts)  // checked before any slot is touched
+    for (int64_t i = 0; p->defined() && i < p->numel(); ++i)
+      SASREC_CHECK(p->data_ptr<int64_t>()[i] >= 0 && p->data_ptr<int64_t>()[i] < rows_in, "gather_item_rows: id ",
+                   p->data_ptr<int64_t>()[i], " outside [0, ", rows_in, ")");
   std::vector<int64_t> ids;
-  for (const auto* p : parts)
-    if (p->defined()) ids.insert(ids.end(), p->data_ptr<int64_t>(), p->data_ptr<int64_t>() + p->numel());
+  int64_t total = 0;
+  for (const auto* p : parts) {
+    if (!p->defined()) continue;
+    const int64_t* in = p->data_ptr<int64_t>();
+    for (int64_t i = 0; i < p->numel(); ++i)
+      if (slot[in[i]] == -1) slot[in[i]] = 0, ids.push_back(in[i]);
+    total += p->numel();
+  }
   SASREC_CHECK(!ids.empty(), "gather_item_rows: no ids");
-  const int64_t total = static_cast<int64_t>(ids.size()), rows_in = weight.size(0), d = weight.size(1);
   std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  SASREC_CHECK(ids.front() >= 0 && ids.back() < rows_in, "gather_item_rows: ids outside [0, ", rows_in, ")");
   const int64_t U = static_cast<int64_t>(ids.size());
+  for (int64_t r = 0; r < U; ++r) slot[ids[r]] = static_cast<int32_t>(r);
   auto remapped = torch::empty({total}, torch::kInt64);  // every part's row indices, back to back
   int64_t* out = remapped.data_ptr<int64_t>();
   int64_t offset = 0;
@@ -29,10 +42,11 @@ ItemRows gather_item_rows_cpu(const torch::Tensor& weight, const std::vector<tor
     if (!p->defined()) continue;
     const int64_t* in = p->data_ptr<int64_t>();
     const int64_t n = p->numel();
-    for (int64_t i = 0; i < n; ++i) out[offset + i] = std::lower_bound(ids.begin(), ids.end(), in[i]) - ids.begin();
+    for (int64_t i = 0; i < n; ++i) out[offset + i] = slot[in[i]];
     *p = torch::from_blob(out + offset, p->sizes(), [keep = remapped](void*) {}, torch::kInt64);
     offset += n;
   }
+  for (int64_t id : ids) slot[id] = -1;
   ItemRows rows;
   rows.ids = torch::empty({U}, torch::kInt64);
   std::copy(ids.begin(), ids.end(), rows.ids.data_ptr<int64_t>());
