@@ -3,7 +3,8 @@
 // training step (fused_model.h).
 //
 // Every function works on a range of rows (packed tokens, row-major, row
-// stride given) and raw pointers, allocates nothing and calls no Torch op,
+// stride given) and raw pointers, calls no Torch op (and allocates at most a
+// row's worth of scratch),
 // so a step is a few loops and BLAS calls instead of hundreds of tensor ops,
 // and the row ranges of different threads never overlap. Dropout masks are
 // the counter-based ones of dropout_bits.h, element for element the masks
