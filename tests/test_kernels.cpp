@@ -11,6 +11,7 @@
 #include "sasrec/attention.h"
 #include "sasrec/model.h"
 #include "sasrec/optimizer.h"
+#include "sasrec/torch_compat.h"
 #include "sasrec/trainer.h"
 
 using namespace sasrec;
@@ -135,7 +136,7 @@ TEST(FusedAdam, MatchesTorchAdamStepForStep) {
   in.load_from(saved);
   restored.load(in);
   for (auto* state : {&reference, &restored}) {
-    auto key = c10::guts::to_string(state->param_groups()[0].params()[0].unsafeGetTensorImpl());
+    auto key = compat::optimizer_state_key(state->param_groups()[0].params()[0]);
     EXPECT_EQ(static_cast<torch::optim::AdamParamState&>(*state->state().at(key)).step(), 20);
   }
 }
