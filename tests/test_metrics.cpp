@@ -22,6 +22,11 @@ TEST(RankMetrics, KnownRanks) {
   EXPECT_NEAR(v["ndcg@10"], (1 + 1 / std::log2(3.0) + 1 / std::log2(6.0) + 1 / std::log2(11.0)) / 6, 1e-12);
   EXPECT_NEAR(v["ndcg@1"], 1.0 / 6, 1e-12);
   EXPECT_NEAR(v["mrr"], (1 + 0.5 + 0.2 + 0.1 + 1.0 / 11 + 1.0 / 51) / 6, 1e-12);
+  // RecBole's names: Recall@k is HR@k with one held-out item; MRR@k stops at k.
+  EXPECT_DOUBLE_EQ(v["recall@10"], v["hr@10"]);
+  EXPECT_DOUBLE_EQ(v["recall@1"], v["hr@1"]);
+  EXPECT_NEAR(v["mrr@10"], (1 + 0.5 + 0.2 + 0.1) / 6, 1e-12);
+  EXPECT_NEAR(v["mrr@1"], 1.0 / 6, 1e-12);
 }
 
 namespace {
