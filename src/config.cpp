@@ -15,6 +15,7 @@
 #include <limits>
 #include <sstream>
 
+#include "sasrec/csv_import.h"
 #include "sasrec/error.h"
 
 namespace sasrec {
@@ -120,6 +121,37 @@ LossKind parse_value<LossKind>(const Ctx& c) {
   if (s == "gbce") return LossKind::Gbce;
   c.fail("one of bce, ce, sampled_softmax, gbce");
 }
+template <>
+SplitKind parse_value<SplitKind>(const Ctx& c) {
+  std::string s = c.scalar("one of leave_one_out, time");
+  if (s == "leave_one_out") return SplitKind::LeaveOneOut;
+  if (s == "time") return SplitKind::Time;
+  c.fail("one of leave_one_out, time");
+}
+template <>
+EvalTargets parse_value<EvalTargets>(const Ctx& c) {
+  std::string s = c.scalar("one of all, first");
+  if (s == "all") return EvalTargets::All;
+  if (s == "first") return EvalTargets::First;
+  c.fail("one of all, first");
+}
+template <>
+SampledExclude parse_value<SampledExclude>(const Ctx& c) {
+  std::string s = c.scalar("one of sequence, train");
+  if (s == "sequence") return SampledExclude::Sequence;
+  if (s == "train") return SampledExclude::Train;
+  c.fail("one of sequence, train");
+}
+template <>
+TimeCutoff parse_value<TimeCutoff>(const Ctx& c) {
+  if (c.node.IsNull()) return {};
+  const std::string s = c.scalar("a timestamp (1388534400, 2014-01-01) or a quantile (q0.8)");
+  try {
+    return parse_time_cutoff(s, c.key);
+  } catch (const Error& e) {  // the reason, at the config line
+    SASREC_FAIL(Config, where(c.source, c.node), e.what(), "; fix it in the config or with --set ", c.key, "=VALUE");
+  }
+}
 template <typename T>
 std::vector<T> parse_list(const Ctx& c, const char* expected) {
   if (!c.node.IsSequence()) c.fail(expected);
@@ -146,6 +178,10 @@ YAML::Node to_node(Norm v) { return YAML::Node(std::string(norm_name(v))); }
 YAML::Node to_node(Activation v) { return YAML::Node(std::string(activation_name(v))); }
 YAML::Node to_node(Init v) { return YAML::Node(std::string(init_name(v))); }
 YAML::Node to_node(LossKind v) { return YAML::Node(std::string(loss_name(v))); }
+YAML::Node to_node(SplitKind v) { return YAML::Node(std::string(split_name(v))); }
+YAML::Node to_node(EvalTargets v) { return YAML::Node(std::string(eval_targets_name(v))); }
+YAML::Node to_node(SampledExclude v) { return YAML::Node(std::string(sampled_exclude_name(v))); }
+YAML::Node to_node(const TimeCutoff& v) { return YAML::Node(v.text); }
 template <typename T>
 YAML::Node to_node(const std::vector<T>& v) {
   YAML::Node n(YAML::NodeType::Sequence);
@@ -173,6 +209,11 @@ const std::vector<Field>& fields() {
       field("data", "sampler_threads", &Config::data, &DataConfig::sampler_threads),
       field("data", "prefetch", &Config::data, &DataConfig::prefetch),
       field("data", "length_buckets", &Config::data, &DataConfig::length_buckets),
+      field("data", "split", &Config::data, &DataConfig::split),
+      field("data", "valid_from", &Config::data, &DataConfig::valid_from),
+      field("data", "test_from", &Config::data, &DataConfig::test_from),
+      field("data", "eval_targets", &Config::data, &DataConfig::eval_targets),
+      field("data", "refit", &Config::data, &DataConfig::refit),
       field("model", "hidden", &Config::model, &ModelConfig::hidden),
       field("model", "blocks", &Config::model, &ModelConfig::blocks),
       field("model", "heads", &Config::model, &ModelConfig::heads),
@@ -210,6 +251,7 @@ const std::vector<Field>& fields() {
       field("eval", "batch_users", &Config::eval, &EvalConfig::batch_users),
       field("eval", "memory_mb", &Config::eval, &EvalConfig::memory_mb),
       field("eval", "patience", &Config::eval, &EvalConfig::patience),
+      field("eval", "sampled_exclude", &Config::eval, &EvalConfig::sampled_exclude),
       field("checkpoint", "dir", &Config::checkpoint, &CheckpointConfig::dir),
       field("checkpoint", "every", &Config::checkpoint, &CheckpointConfig::every),
       field("checkpoint", "keep", &Config::checkpoint, &CheckpointConfig::keep),
@@ -305,6 +347,57 @@ const char* loss_name(LossKind l) {
   return "?";
 }
 
+const char* split_name(SplitKind s) {
+  switch (s) {
+    case SplitKind::LeaveOneOut: return "leave_one_out";
+    case SplitKind::Time: return "time";
+  }
+  return "?";
+}
+
+const char* eval_targets_name(EvalTargets t) {
+  switch (t) {
+    case EvalTargets::All: return "all";
+    case EvalTargets::First: return "first";
+  }
+  return "?";
+}
+
+const char* sampled_exclude_name(SampledExclude e) {
+  switch (e) {
+    case SampledExclude::Sequence: return "sequence";
+    case SampledExclude::Train: return "train";
+  }
+  return "?";
+}
+
+TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key) {
+  TimeCutoff c;
+  c.text = text;
+  if (text.empty()) return c;
+  const auto bad = [&](const std::string& why) {
+    SASREC_FAIL(Config, "config key '", key, "' is '", text, "': ", why);
+  };
+  if (text[0] == 'q') {
+    char* end = nullptr;
+    errno = 0;
+    const double q = std::strtod(text.c_str() + 1, &end);
+    if (text.size() == 1 || *end != '\0' || errno == ERANGE || !(q > 0 && q < 1))
+      bad("a quantile is q followed by a number strictly between 0 and 1, e.g. q0.8");
+    c.kind = TimeCutoff::Kind::Quantile;
+    c.quantile = q;
+    return c;
+  }
+  char* end = nullptr;
+  const double number = std::strtod(text.c_str(), &end);
+  if (*end == '\0' && number > 0 && number < 1)
+    bad("a bare number between 0 and 1 would be a timestamp; write the quantile as q" + text);
+  if (!parse_time(text.data(), text.data() + text.size(), &c.timestamp))
+    bad("expected a timestamp (an integer such as 1388534400, or a UTC date 2014-01-01) or a quantile (q0.8)");
+  c.kind = TimeCutoff::Kind::Timestamp;
+  return c;
+}
+
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
   YAML::Node root;
@@ -372,6 +465,23 @@ void Config::validate() const {
   require(data.sampler_threads >= 1, "data.sampler_threads", "must be >= 1");
   require(data.prefetch >= 1, "data.prefetch", "must be >= 1");
   require(data.length_buckets >= 0, "data.length_buckets", "must be >= 0 (0: off)");
+  if (data.split == SplitKind::Time) {
+    require(data.test_from.set(), "data.test_from",
+            "is not set, and data.split: time needs it: a timestamp (1388534400, 2014-01-01) or a quantile (q0.9)");
+    require(data.valid_from.set() || data.refit, "data.valid_from",
+            "is not set, and data.split: time needs it unless data.refit is true: a timestamp or a quantile (q0.8)");
+    const auto& v = data.valid_from;
+    const auto& t = data.test_from;
+    if (v.kind == t.kind && v.kind == TimeCutoff::Kind::Quantile)
+      require(v.quantile <= t.quantile, "data.valid_from", "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
+    if (v.kind == t.kind && v.kind == TimeCutoff::Kind::Timestamp)
+      require(v.timestamp <= t.timestamp, "data.valid_from", "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
+  } else {
+    require(!data.valid_from.set(), "data.valid_from", "is set, but only data.split: time uses it: set data.split: time or remove it");
+    require(!data.test_from.set(), "data.test_from", "is set, but only data.split: time uses it: set data.split: time or remove it");
+  }
+  require(!data.refit || eval.patience == 0, "eval.patience",
+          "needs valid figures, which data.refit: true turns off (valid is trained on): set eval.patience: 0");
   require(model.hidden >= 1, "model.hidden", "must be >= 1");
   require(model.blocks >= 1, "model.blocks", "must be >= 1");
   require(model.heads >= 1, "model.heads", "must be >= 1");
