@@ -169,13 +169,17 @@ Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
   return p;
 }
 
-torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
-                                         const torch::Tensor& item_rows) {
+torch::Tensor SASRecImpl::embed(const Packing& packing, const torch::Tensor& item_rows) {
   auto items = item_rows.defined() ? torch::embedding(item_rows, packing.items) : item_->forward(packing.items);
   auto positions = position_->forward(packing.positions);
   auto x = embedding_ln_ ? embedding_ln_->forward(items + positions)  // [N,D]
                          : items * std::sqrt(static_cast<double>(options_.hidden)) + positions;
-  x = dropout(x, options_.dropout, is_training(), *dropout_stream_);
+  return dropout(x, options_.dropout, is_training(), *dropout_stream_);
+}
+
+torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
+                                         const torch::Tensor& item_rows) {
+  auto x = embed(packing, item_rows);  // [N,D]
   for (const auto& block : *blocks_) x = block->as<Block>()->forward(x, packing);
   x = final_ln_->forward(x);  // [N,D]
   if (user_) {

@@ -111,6 +111,22 @@ double selection_score(const std::vector<EvalResult>& valid) {
 
 }  // namespace
 
+std::unique_ptr<FusedAdam> make_optimizer(SASRec& model, const TrainConfig& train) {
+  // The authors' penalty l2_emb * (||M||^2 + ||P||^2) / 2 (TF's l2_regularizer on
+  // both tables) has the gradient l2_emb * W: Adam's weight decay l2_emb on M and P.
+  std::vector<torch::Tensor> tables{model->item_weight(), model->position_weight()}, rest;
+  for (auto& p : model->parameters())
+    if (!p.is_same(model->item_weight()) && !p.is_same(model->position_weight())) rest.push_back(p);
+  auto options = [&](double decay) {
+    return std::make_unique<torch::optim::AdamOptions>(
+        torch::optim::AdamOptions(train.lr).betas({train.beta1, train.beta2}).weight_decay(decay));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(tables, options(train.l2_emb));
+  groups.emplace_back(rest, options(0));
+  return std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(train.lr));
+}
+
 torch::Device resolve_device(const std::string& setting, int local_rank) {
   const bool cuda = torch::cuda::is_available();
   if (setting == "cuda" && !cuda)
@@ -145,18 +161,7 @@ Trainer::Trainer(Config config, Communicator& comm)
   model_->to(device_);
   broadcast_parameters();
 
-  // Adam; the item table carries the L2 penalty l2_emb * ||M||^2 as weight decay 2 * l2_emb.
-  std::vector<torch::Tensor> table{model_->item_weight()}, rest;
-  for (auto& p : model_->parameters())
-    if (!p.is_same(model_->item_weight())) rest.push_back(p);
-  auto options = [&](double decay) {
-    return std::make_unique<torch::optim::AdamOptions>(
-        torch::optim::AdamOptions(config_.train.lr).betas({config_.train.beta1, config_.train.beta2}).weight_decay(decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(table, options(2 * config_.train.l2_emb));
-  groups.emplace_back(rest, options(0));
-  optimizer_ = std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(config_.train.lr));
+  optimizer_ = make_optimizer(model_, config_.train);
   item_rows_ = config_.train.loss != LossKind::Ce;
   lazy_item_adam_ = config_.train.item_optimizer == "lazy_adam";  // validate(): never with ce
 

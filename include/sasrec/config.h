@@ -76,7 +76,7 @@ struct TrainConfig {
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.98;
-  double l2_emb = 0.0;       // L2 penalty on the item embedding table
+  double l2_emb = 0.0;       // the authors' L2 penalty l2_emb * (||M||^2 + ||P||^2) / 2 on the item and position tables
   LossKind loss = LossKind::Bce;
   int negatives = 256;       // sampled_softmax: K shared by the batch; gbce: k per target
   std::string proposal = "uniform";  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
