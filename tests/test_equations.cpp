@@ -150,8 +150,7 @@ TEST(Equations, L2EmbIsTheAuthorsPenaltyOnItemAndPositionTables) {
   (0.3 * (m.pow(2).sum() + pos.pow(2).sum()) / 2).backward();
   std::map<std::string, torch::Tensor> penalty_grad{{"item.weight", m.grad()}, {"position.weight", pos.grad()}};
   for (auto& p : model->named_parameters()) {
-    const auto& state = static_cast<torch::optim::AdamParamState&>(
-        *optimizer->state().at(c10::guts::to_string(p.value().unsafeGetTensorImpl())));
+    const auto& state = optimizer->state_for(p.value());
     auto it = penalty_grad.find(p.key());
     auto expected = it != penalty_grad.end() ? (1 - 0.9) * it->second : torch::zeros_like(p.value(), torch::kFloat64);
     EXPECT_TRUE(torch::allclose(state.exp_avg().to(torch::kFloat64), expected, 1e-5, 1e-8)) << p.key();
