@@ -14,6 +14,7 @@
 #include <functional>
 #include <limits>
 #include <sstream>
+#include <utility>
 
 #include "sasrec/csv_import.h"
 #include "sasrec/error.h"
@@ -121,27 +122,36 @@ LossKind parse_value<LossKind>(const Ctx& c) {
   if (s == "gbce") return LossKind::Gbce;
   c.fail("one of bce, ce, sampled_softmax, gbce");
 }
-template <>
-SplitKind parse_value<SplitKind>(const Ctx& c) {
-  std::string s = c.scalar("one of leave_one_out, time");
-  if (s == "leave_one_out") return SplitKind::LeaveOneOut;
-  if (s == "time") return SplitKind::Time;
-  c.fail("one of leave_one_out, time");
+// A choice's one name table, read by parsing and by its *_name() function.
+template <typename E>
+using Names = std::pair<E, const char*>;
+constexpr Names<SplitKind> kSplitNames[] = {{SplitKind::LeaveOneOut, "leave_one_out"}, {SplitKind::Time, "time"}};
+constexpr Names<EvalTargets> kEvalTargetNames[] = {{EvalTargets::All, "all"}, {EvalTargets::First, "first"}};
+constexpr Names<SampledExclude> kSampledExcludeNames[] = {{SampledExclude::Sequence, "sequence"},
+                                                          {SampledExclude::Train, "train"}};
+
+template <typename E, size_t N>
+E parse_choice(const Ctx& c, const Names<E> (&names)[N]) {
+  std::string expected = "one of ";
+  for (size_t i = 0; i < N; ++i) expected += std::string(i ? ", " : "") + names[i].second;
+  const std::string s = c.scalar(expected);
+  for (const auto& [value, name] : names)
+    if (s == name) return value;
+  c.fail(expected);
 }
-template <>
-EvalTargets parse_value<EvalTargets>(const Ctx& c) {
-  std::string s = c.scalar("one of all, first");
-  if (s == "all") return EvalTargets::All;
-  if (s == "first") return EvalTargets::First;
-  c.fail("one of all, first");
+template <typename E, size_t N>
+const char* choice_name(E value, const Names<E> (&names)[N]) {
+  for (const auto& [v, name] : names)
+    if (v == value) return name;
+  return "?";
 }
+
 template <>
-SampledExclude parse_value<SampledExclude>(const Ctx& c) {
-  std::string s = c.scalar("one of sequence, train");
-  if (s == "sequence") return SampledExclude::Sequence;
-  if (s == "train") return SampledExclude::Train;
-  c.fail("one of sequence, train");
-}
+SplitKind parse_value<SplitKind>(const Ctx& c) { return parse_choice(c, kSplitNames); }
+template <>
+EvalTargets parse_value<EvalTargets>(const Ctx& c) { return parse_choice(c, kEvalTargetNames); }
+template <>
+SampledExclude parse_value<SampledExclude>(const Ctx& c) { return parse_choice(c, kSampledExcludeNames); }
 template <>
 TimeCutoff parse_value<TimeCutoff>(const Ctx& c) {
   if (c.node.IsNull()) return {};
@@ -347,29 +357,9 @@ const char* loss_name(LossKind l) {
   return "?";
 }
 
-const char* split_name(SplitKind s) {
-  switch (s) {
-    case SplitKind::LeaveOneOut: return "leave_one_out";
-    case SplitKind::Time: return "time";
-  }
-  return "?";
-}
-
-const char* eval_targets_name(EvalTargets t) {
-  switch (t) {
-    case EvalTargets::All: return "all";
-    case EvalTargets::First: return "first";
-  }
-  return "?";
-}
-
-const char* sampled_exclude_name(SampledExclude e) {
-  switch (e) {
-    case SampledExclude::Sequence: return "sequence";
-    case SampledExclude::Train: return "train";
-  }
-  return "?";
-}
+const char* split_name(SplitKind s) { return choice_name(s, kSplitNames); }
+const char* eval_targets_name(EvalTargets t) { return choice_name(t, kEvalTargetNames); }
+const char* sampled_exclude_name(SampledExclude e) { return choice_name(e, kSampledExcludeNames); }
 
 TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key) {
   TimeCutoff c;
