@@ -14,7 +14,9 @@
 #include <functional>
 #include <limits>
 #include <sstream>
+#include <utility>
 
+#include "sasrec/csv_import.h"
 #include "sasrec/error.h"
 #include "sasrec/torch_compat.h"
 
@@ -121,29 +123,55 @@ LossKind parse_value<LossKind>(const Ctx& c) {
   if (s == "gbce") return LossKind::Gbce;
   c.fail("one of bce, ce, sampled_softmax, gbce");
 }
-template <>
-AttentionKernel parse_value<AttentionKernel>(const Ctx& c) {
-  std::string s = c.scalar("one of auto, fused, sdpa, tensor");
-  if (s == "auto") return AttentionKernel::Auto;
-  if (s == "fused") return AttentionKernel::Fused;
-  if (s == "sdpa") return AttentionKernel::Sdpa;
-  if (s == "tensor") return AttentionKernel::Tensor;
-  c.fail("one of auto, fused, sdpa, tensor");
+// A choice's one name table, read by parsing and by its *_name() function.
+template <typename E>
+using Names = std::pair<E, const char*>;
+constexpr Names<SplitKind> kSplitNames[] = {{SplitKind::LeaveOneOut, "leave_one_out"}, {SplitKind::Time, "time"}};
+constexpr Names<EvalTargets> kEvalTargetNames[] = {{EvalTargets::All, "all"}, {EvalTargets::First, "first"}};
+constexpr Names<SampledExclude> kSampledExcludeNames[] = {{SampledExclude::Sequence, "sequence"},
+                                                          {SampledExclude::Train, "train"}};
+constexpr Names<AttentionKernel> kAttentionNames[] = {{AttentionKernel::Auto, "auto"}, {AttentionKernel::Fused, "fused"},
+                                                      {AttentionKernel::Sdpa, "sdpa"}, {AttentionKernel::Tensor, "tensor"}};
+constexpr Names<Precision> kPrecisionNames[] = {{Precision::Fp32, "fp32"}, {Precision::Bf16, "bf16"}};
+constexpr Names<Scorer> kScorerNames[] = {{Scorer::Auto, "auto"}, {Scorer::Blocked, "blocked"}, {Scorer::Tensor, "tensor"}};
+
+template <typename E, size_t N>
+E parse_choice(const Ctx& c, const Names<E> (&names)[N]) {
+  std::string expected = "one of ";
+  for (size_t i = 0; i < N; ++i) expected += std::string(i ? ", " : "") + names[i].second;
+  const std::string s = c.scalar(expected);
+  for (const auto& [value, name] : names)
+    if (s == name) return value;
+  c.fail(expected);
 }
-template <>
-Precision parse_value<Precision>(const Ctx& c) {
-  std::string s = c.scalar("one of fp32, bf16");
-  if (s == "fp32") return Precision::Fp32;
-  if (s == "bf16") return Precision::Bf16;
-  c.fail("one of fp32, bf16");
+template <typename E, size_t N>
+const char* choice_name(E value, const Names<E> (&names)[N]) {
+  for (const auto& [v, name] : names)
+    if (v == value) return name;
+  return "?";
 }
+
 template <>
-Scorer parse_value<Scorer>(const Ctx& c) {
-  std::string s = c.scalar("one of auto, blocked, tensor");
-  if (s == "auto") return Scorer::Auto;
-  if (s == "blocked") return Scorer::Blocked;
-  if (s == "tensor") return Scorer::Tensor;
-  c.fail("one of auto, blocked, tensor");
+SplitKind parse_value<SplitKind>(const Ctx& c) { return parse_choice(c, kSplitNames); }
+template <>
+EvalTargets parse_value<EvalTargets>(const Ctx& c) { return parse_choice(c, kEvalTargetNames); }
+template <>
+SampledExclude parse_value<SampledExclude>(const Ctx& c) { return parse_choice(c, kSampledExcludeNames); }
+template <>
+AttentionKernel parse_value<AttentionKernel>(const Ctx& c) { return parse_choice(c, kAttentionNames); }
+template <>
+Precision parse_value<Precision>(const Ctx& c) { return parse_choice(c, kPrecisionNames); }
+template <>
+Scorer parse_value<Scorer>(const Ctx& c) { return parse_choice(c, kScorerNames); }
+template <>
+TimeCutoff parse_value<TimeCutoff>(const Ctx& c) {
+  if (c.node.IsNull()) return {};
+  const std::string s = c.scalar("a timestamp (1388534400, 2014-01-01) or a quantile (q0.8)");
+  try {
+    return parse_time_cutoff(s, c.key);
+  } catch (const Error& e) {  // the reason, at the config line
+    SASREC_FAIL(Config, where(c.source, c.node), e.what(), "; fix it in the config or with --set ", c.key, "=VALUE");
+  }
 }
 template <typename T>
 std::vector<T> parse_list(const Ctx& c, const char* expected) {
@@ -174,6 +202,10 @@ YAML::Node to_node(LossKind v) { return YAML::Node(std::string(loss_name(v))); }
 YAML::Node to_node(AttentionKernel v) { return YAML::Node(std::string(attention_name(v))); }
 YAML::Node to_node(Precision v) { return YAML::Node(std::string(precision_name(v))); }
 YAML::Node to_node(Scorer v) { return YAML::Node(std::string(scorer_name(v))); }
+YAML::Node to_node(SplitKind v) { return YAML::Node(std::string(split_name(v))); }
+YAML::Node to_node(EvalTargets v) { return YAML::Node(std::string(eval_targets_name(v))); }
+YAML::Node to_node(SampledExclude v) { return YAML::Node(std::string(sampled_exclude_name(v))); }
+YAML::Node to_node(const TimeCutoff& v) { return YAML::Node(v.text); }
 template <typename T>
 YAML::Node to_node(const std::vector<T>& v) {
   YAML::Node n(YAML::NodeType::Sequence);
@@ -201,6 +233,11 @@ const std::vector<Field>& fields() {
       field("data", "sampler_threads", &Config::data, &DataConfig::sampler_threads),
       field("data", "prefetch", &Config::data, &DataConfig::prefetch),
       field("data", "length_buckets", &Config::data, &DataConfig::length_buckets),
+      field("data", "split", &Config::data, &DataConfig::split),
+      field("data", "valid_from", &Config::data, &DataConfig::valid_from),
+      field("data", "test_from", &Config::data, &DataConfig::test_from),
+      field("data", "eval_targets", &Config::data, &DataConfig::eval_targets),
+      field("data", "refit", &Config::data, &DataConfig::refit),
       field("model", "hidden", &Config::model, &ModelConfig::hidden),
       field("model", "blocks", &Config::model, &ModelConfig::blocks),
       field("model", "heads", &Config::model, &ModelConfig::heads),
@@ -239,6 +276,7 @@ const std::vector<Field>& fields() {
       field("eval", "memory_mb", &Config::eval, &EvalConfig::memory_mb),
       field("eval", "patience", &Config::eval, &EvalConfig::patience),
       field("eval", "scorer", &Config::eval, &EvalConfig::scorer),
+      field("eval", "sampled_exclude", &Config::eval, &EvalConfig::sampled_exclude),
       field("checkpoint", "dir", &Config::checkpoint, &CheckpointConfig::dir),
       field("checkpoint", "every", &Config::checkpoint, &CheckpointConfig::every),
       field("checkpoint", "keep", &Config::checkpoint, &CheckpointConfig::keep),
@@ -338,31 +376,38 @@ const char* loss_name(LossKind l) {
   return "?";
 }
 
-const char* attention_name(AttentionKernel a) {
-  switch (a) {
-    case AttentionKernel::Auto: return "auto";
-    case AttentionKernel::Fused: return "fused";
-    case AttentionKernel::Sdpa: return "sdpa";
-    case AttentionKernel::Tensor: return "tensor";
-  }
-  return "?";
-}
+const char* attention_name(AttentionKernel a) { return choice_name(a, kAttentionNames); }
+const char* precision_name(Precision p) { return choice_name(p, kPrecisionNames); }
+const char* scorer_name(Scorer s) { return choice_name(s, kScorerNames); }
+const char* split_name(SplitKind s) { return choice_name(s, kSplitNames); }
+const char* eval_targets_name(EvalTargets t) { return choice_name(t, kEvalTargetNames); }
+const char* sampled_exclude_name(SampledExclude e) { return choice_name(e, kSampledExcludeNames); }
 
-const char* precision_name(Precision p) {
-  switch (p) {
-    case Precision::Fp32: return "fp32";
-    case Precision::Bf16: return "bf16";
+TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key) {
+  TimeCutoff c;
+  c.text = text;
+  if (text.empty()) return c;
+  const auto bad = [&](const std::string& why) {
+    SASREC_FAIL(Config, "config key '", key, "' is '", text, "': ", why);
+  };
+  if (text[0] == 'q') {
+    char* end = nullptr;
+    errno = 0;
+    const double q = std::strtod(text.c_str() + 1, &end);
+    if (text.size() == 1 || *end != '\0' || errno == ERANGE || !(q > 0 && q < 1))
+      bad("a quantile is q followed by a number strictly between 0 and 1, e.g. q0.8");
+    c.kind = TimeCutoff::Kind::Quantile;
+    c.quantile = q;
+    return c;
   }
-  return "?";
-}
-
-const char* scorer_name(Scorer s) {
-  switch (s) {
-    case Scorer::Auto: return "auto";
-    case Scorer::Blocked: return "blocked";
-    case Scorer::Tensor: return "tensor";
-  }
-  return "?";
+  char* end = nullptr;
+  const double number = std::strtod(text.c_str(), &end);
+  if (*end == '\0' && number > 0 && number < 1)
+    bad("a bare number between 0 and 1 would be a timestamp; write the quantile as q" + text);
+  if (!parse_time(text.data(), text.data() + text.size(), &c.timestamp))
+    bad("expected a timestamp (an integer such as 1388534400, or a UTC date 2014-01-01) or a quantile (q0.8)");
+  c.kind = TimeCutoff::Kind::Timestamp;
+  return c;
 }
 
 Config parse_config(const std::string& yaml_text, const std::string& source,
@@ -432,6 +477,23 @@ void Config::validate() const {
   require(data.sampler_threads >= 1, "data.sampler_threads", "must be >= 1");
   require(data.prefetch >= 1, "data.prefetch", "must be >= 1");
   require(data.length_buckets >= 0, "data.length_buckets", "must be >= 0 (0: off)");
+  if (data.split == SplitKind::Time) {
+    require(data.test_from.set(), "data.test_from",
+            "is not set, and data.split: time needs it: a timestamp (1388534400, 2014-01-01) or a quantile (q0.9)");
+    require(data.valid_from.set() || data.refit, "data.valid_from",
+            "is not set, and data.split: time needs it unless data.refit is true: a timestamp or a quantile (q0.8)");
+    const auto& v = data.valid_from;
+    const auto& t = data.test_from;
+    if (v.kind == t.kind && v.kind == TimeCutoff::Kind::Quantile)
+      require(v.quantile <= t.quantile, "data.valid_from", "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
+    if (v.kind == t.kind && v.kind == TimeCutoff::Kind::Timestamp)
+      require(v.timestamp <= t.timestamp, "data.valid_from", "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
+  } else {
+    require(!data.valid_from.set(), "data.valid_from", "is set, but only data.split: time uses it: set data.split: time or remove it");
+    require(!data.test_from.set(), "data.test_from", "is set, but only data.split: time uses it: set data.split: time or remove it");
+  }
+  require(!data.refit || eval.patience == 0, "eval.patience",
+          "needs valid figures, which data.refit: true turns off (valid is trained on): set eval.patience: 0");
   require(model.hidden >= 1, "model.hidden", "must be >= 1");
   require(model.blocks >= 1, "model.blocks", "must be >= 1");
   require(model.heads >= 1, "model.heads", "must be >= 1");

@@ -57,46 +57,51 @@ std::vector<int64_t> count_higher(const torch::Tensor& h, const torch::Tensor& w
 
 Evaluator::Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm)
     : data_(data), config_(config), seed_(seed), comm_(comm) {
-  // eval.max_users: keep each user with probability max_users / (all holdout
-  // users), decided by a hash of its global index, so every rank count
-  // evaluates the same users.
-  const int64_t total = comm_.allreduce_sum(static_cast<int64_t>(data_.holdout_users().size()));
-  const double keep = config_.max_users > 0 && total > config_.max_users
-                          ? static_cast<double>(config_.max_users) / static_cast<double>(total)
-                          : 1.0;
-  for (int64_t u : data_.holdout_users()) {
-    if (keep < 1.0) {
-      Rng rng(mix_seed({seed_, static_cast<uint64_t>(data_.global_user(u)), kEvalStream, 1}));
-      if (rng.uniform() >= keep) continue;
+  // eval.max_users: keep each user's cases with probability max_users / (all
+  // users with a case), decided by a hash of its global index, so every rank
+  // count evaluates the same users.
+  for (Holdout split : {Holdout::Valid, Holdout::Test}) {
+    const auto& cases = data_.cases(split);
+    int64_t users = 0;
+    for (size_t i = 0; i < cases.size(); ++i) users += i == 0 || cases[i].user != cases[i - 1].user;
+    const int64_t total = comm_.allreduce_sum(users);
+    const double keep = config_.max_users > 0 && total > config_.max_users
+                            ? static_cast<double>(config_.max_users) / static_cast<double>(total)
+                            : 1.0;
+    for (const EvalCase& c : cases) {
+      if (keep < 1.0) {
+        Rng rng(mix_seed({seed_, static_cast<uint64_t>(data_.global_user(c.user)), kEvalStream, 1}));
+        if (rng.uniform() >= keep) continue;
+      }
+      cases_[static_cast<int>(split)].push_back(c);
     }
-    users_.push_back(u);
   }
 }
 
-std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const std::string& split,
-                                                         const std::vector<int64_t>& users) {
-  SASREC_CHECK(split == "valid" || split == "test", "split must be valid or test, got ", split);
-  const bool test = split == "test";
-  const int64_t n = static_cast<int64_t>(users.size());
+std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, Holdout split,
+                                                         const std::vector<EvalCase>& cases) {
+  const bool test = split == Holdout::Test;
+  const bool time_split = data_.options().kind == SplitKind::Time;
+  const int64_t n = static_cast<int64_t>(cases.size());
   const int64_t maxlen = model->options().maxlen;
   const int64_t num_items = data_.num_items();
   const auto device = model->item_weight().device();
 
   // Inputs: the history before the target, the last maxlen of it, left-padded.
   int64_t width = 1;
-  for (int64_t u : users) width = std::max(width, std::min(maxlen, data_.full(u).size - (test ? 1 : 2)));
+  for (const EvalCase& c : cases) width = std::max(width, std::min(maxlen, c.target));
   auto seq = torch::zeros({n, width}, torch::kInt64);
   auto target = torch::empty({n}, torch::kInt64);
   std::vector<int64_t> global_ids(n);
   std::vector<int64_t> mask_rows, mask_cols;  // (row, item) pairs scored as -inf in the full protocol
   int64_t* s = seq.data_ptr<int64_t>();
   for (int64_t r = 0; r < n; ++r) {
-    const ItemSpan full = data_.full(users[r]);
-    const int64_t hist = full.size - (test ? 1 : 2);
+    const ItemSpan full = data_.full(cases[r].user);
+    const int64_t hist = cases[r].target;
     const int64_t len = std::min(width, hist);
     for (int64_t t = 0; t < len; ++t) s[r * width + width - len + t] = full.data[hist - len + t];
     target[r] = full.data[hist];
-    global_ids[r] = data_.global_user(users[r]);
+    global_ids[r] = data_.global_user(cases[r].user);
     for (int64_t t = 0; t < hist; ++t) mask_rows.push_back(r), mask_cols.push_back(full.data[t]);
     mask_rows.push_back(r), mask_cols.push_back(full.data[hist]);  // the target: compared, not counted
   }
@@ -147,10 +152,15 @@ std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const st
       auto negs = torch::empty({n, k}, torch::kInt64);
       std::vector<int32_t> seen;
       for (int64_t r = 0; r < n; ++r) {
-        const ItemSpan full = data_.full(users[r]);
-        seen.assign(full.begin(), full.end());
+        const int64_t u = cases[r].user;
+        const ItemSpan exclude =
+            config_.sampled_exclude == SampledExclude::Train ? data_.train(u) : data_.full(u);
+        seen.assign(exclude.begin(), exclude.end());
         std::sort(seen.begin(), seen.end());
-        Rng rng(mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, test ? 3u : 2u}));
+        // A user has one case a split under leave_one_out; under time the target's position tells them apart.
+        const uint64_t stream = test ? 3u : 2u, at = static_cast<uint64_t>(cases[r].target);
+        Rng rng(time_split ? mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream, at})
+                           : mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream}));
         sample_negatives(rng, num_items, seen, k, negs.data_ptr<int64_t>() + r * k);
       }
       auto neg_d = negs.to(device);
@@ -163,13 +173,13 @@ std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const st
   return out;
 }
 
-std::vector<std::vector<int64_t>> Evaluator::all_ranks(SASRec& model, const std::string& split) {
+std::vector<std::vector<int64_t>> Evaluator::all_ranks(SASRec& model, Holdout split) {
   const bool was_training = model->is_training();
   model->eval();
+  const auto& cases = cases_[static_cast<int>(split)];
   std::vector<std::vector<int64_t>> out(config_.protocols.size());
-  for (size_t i = 0; i < users_.size(); i += config_.batch_users) {
-    std::vector<int64_t> chunk(users_.begin() + i,
-                               users_.begin() + std::min(users_.size(), i + config_.batch_users));
+  for (size_t i = 0; i < cases.size(); i += config_.batch_users) {
+    std::vector<EvalCase> chunk(cases.begin() + i, cases.begin() + std::min(cases.size(), i + config_.batch_users));
     auto r = chunk_ranks(model, split, chunk);
     for (size_t p = 0; p < out.size(); ++p) out[p].insert(out[p].end(), r[p].begin(), r[p].end());
   }
@@ -180,12 +190,12 @@ std::vector<std::vector<int64_t>> Evaluator::all_ranks(SASRec& model, const std:
 std::vector<int64_t> Evaluator::ranks(SASRec& model, const std::string& split, const std::string& protocol) {
   auto it = std::find(config_.protocols.begin(), config_.protocols.end(), protocol);
   SASREC_CHECK(it != config_.protocols.end(), "protocol ", protocol, " is not configured");
-  return all_ranks(model, split)[it - config_.protocols.begin()];
+  return all_ranks(model, parse_holdout(split))[it - config_.protocols.begin()];
 }
 
 std::vector<EvalResult> Evaluator::evaluate(SASRec& model, const std::string& split) {
   const auto start = std::chrono::steady_clock::now();
-  auto ranks = all_ranks(model, split);
+  auto ranks = all_ranks(model, parse_holdout(split));
   std::vector<EvalResult> results;
   for (size_t p = 0; p < config_.protocols.size(); ++p) {
     EvalResult r{split, config_.protocols[p], RankMetrics(config_.ks), 0};

@@ -58,6 +58,7 @@ int run(const std::string& mode, const std::string& config_path, const std::vect
     }
     trainer.load_model(checkpoint);
     for (const char* split : {"valid", "test"}) {
+      if (config.data.refit && std::string(split) == "valid") continue;  // trained on
       for (const auto& r : trainer.evaluate(split)) {
         if (!comm->is_root()) continue;
         nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},

@@ -8,7 +8,7 @@
 
 namespace sasrec {
 
-RankMetrics::RankMetrics(std::vector<int> ks) : ks_(std::move(ks)), sums_(2 + 2 * ks_.size(), 0.0) {}
+RankMetrics::RankMetrics(std::vector<int> ks) : ks_(std::move(ks)), sums_(2 + 3 * ks_.size(), 0.0) {}
 
 void RankMetrics::add(int64_t rank) {
   SASREC_CHECK(rank >= 0, "negative rank ", rank);
@@ -19,6 +19,7 @@ void RankMetrics::add(int64_t rank) {
     if (rank < ks_[i]) {
       sums_[2 + i] += 1;
       sums_[2 + n + i] += 1.0 / std::log2(static_cast<double>(rank) + 2.0);
+      sums_[2 + 2 * n + i] += 1.0 / static_cast<double>(rank + 1);
     }
   }
 }
@@ -29,8 +30,10 @@ std::map<std::string, double> RankMetrics::means() const {
   const size_t n = ks_.size();
   m["mrr"] = sums_[1] / c;
   for (size_t i = 0; i < n; ++i) {
-    m["hr@" + std::to_string(ks_[i])] = sums_[2 + i] / c;
-    m["ndcg@" + std::to_string(ks_[i])] = sums_[2 + n + i] / c;
+    const std::string k = std::to_string(ks_[i]);
+    m["hr@" + k] = m["recall@" + k] = sums_[2 + i] / c;  // one relevant item per case
+    m["ndcg@" + k] = sums_[2 + n + i] / c;
+    m["mrr@" + k] = sums_[2 + 2 * n + i] / c;
   }
   return m;
 }

@@ -179,13 +179,17 @@ void SASRecImpl::zero_padding() {
   item_->weight[0].zero_();
 }
 
-torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
-                                         const torch::Tensor& item_rows) {
+torch::Tensor SASRecImpl::embed(const Packing& packing, const torch::Tensor& item_rows) {
   auto items = item_rows.defined() ? torch::embedding(item_rows, packing.items) : item_->forward(packing.items);
   auto positions = position_->forward(packing.positions);
   auto x = embedding_ln_ ? embedding_ln_->forward(items + positions)  // [N,D]
                          : items * std::sqrt(static_cast<double>(options_.hidden)) + positions;
-  x = dropout(x, options_.dropout, is_training(), *dropout_stream_);
+  return dropout(x, options_.dropout, is_training(), *dropout_stream_);
+}
+
+torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
+                                         const torch::Tensor& item_rows) {
+  auto x = embed(packing, item_rows);  // [N,D]
   {
     // runtime.precision bf16: the blocks under autocast (their matrix
     // products in bf16), parameters, the final LayerNorm and all after it fp32.

@@ -51,7 +51,10 @@ std::vector<std::string> format_summary(int64_t epochs, int64_t steps, double se
     }
     return out;
   };
-  lines.push_back(detail::cat("best valid at epoch ", best_epoch, ": ", figures(best_valid)));
+  if (best_valid.empty())  // data.refit: valid was trained on, the last evaluation counts
+    lines.push_back(detail::cat("no valid figures (data.refit: true): the last evaluation, epoch ", best_epoch));
+  else
+    lines.push_back(detail::cat("best valid at epoch ", best_epoch, ": ", figures(best_valid)));
   lines.push_back(detail::cat("test at epoch ", best_epoch, ": ", figures(best_test)));
   return lines;
 }

@@ -658,9 +658,13 @@ UserRange shard_range(const std::vector<int64_t>& offsets, int rank, int world_s
   return UserRange{begin_of(rank), begin_of(rank + 1)};
 }
 
-Shard load_shard(const std::string& path, int rank, int world_size) {
+Shard load_shard(const std::string& path, int rank, int world_size, bool with_timestamps) {
   Reader r(path);
   StoreInfo s = r.info();
+  if (with_timestamps && !s.has_timestamps)
+    SASREC_FAIL(Input, path, ": data.split is time, but this store has no /interactions/timestamp (it was "
+                "converted from a log without times, e.g. a seq or pairs file); convert a log with a time column "
+                "(csv2h5 --time-col NAME) or use data.split: leave_one_out");
   std::vector<int64_t> off = r.offsets(s);
   Shard shard;
   shard.users = shard_range(off, rank, world_size);
@@ -668,6 +672,11 @@ Shard load_shard(const std::string& path, int rank, int world_size) {
   shard.num_users_total = s.num_users;
   const int64_t b = off[shard.users.begin], e = off[shard.users.end];
   shard.items = r.items(s, b, e);
+  if (with_timestamps) {
+    Handle ds = r.dataset("/interactions/timestamp", Reader::Kind::Int64, s.num_interactions, "num_interactions");
+    shard.timestamps.resize(e - b);
+    r.read_rows(ds.get(), "/interactions/timestamp", H5T_NATIVE_INT64, b, e - b, shard.timestamps.data());
+  }
   shard.offsets.resize(shard.users.size() + 1);
   for (int64_t u = 0; u <= shard.users.size(); ++u) shard.offsets[u] = off[shard.users.begin + u] - b;
   return shard;

@@ -57,6 +57,51 @@ std::pair<MemoryPlan, MemoryBudget> plan_rank_memory(const Config& config, const
           budget};
 }
 
+// This rank's shard split as data.split says; the time split's quantile
+// cutoffs are resolved over every rank's interaction times (the same
+// collectives on every rank), and a split that leaves a period empty is refused.
+std::unique_ptr<SplitData> load_split(const DataConfig& config, Communicator& comm) {
+  const bool time = config.split == SplitKind::Time;
+  Shard shard = load_shard(config.path, comm.rank(), comm.world_size(), /*with_timestamps=*/time);
+  SplitOptions options;
+  options.kind = config.split;
+  options.targets = config.eval_targets;
+  options.refit = config.refit;
+  if (time) {
+    const SortedTimes times(shard);
+    auto count_at_most = [&](int64_t t) { return comm.allreduce_sum(times.count_at_most(t)); };
+    options.test_from = resolve_cutoff(config.test_from, count_at_most);
+    options.valid_from = config.valid_from.set() ? resolve_cutoff(config.valid_from, count_at_most) : options.test_from;
+    if (options.valid_from > options.test_from)
+      SASREC_FAIL(Config, "data.valid_from (", config.valid_from.text, " = ", options.valid_from,
+                  ") comes after data.test_from (", config.test_from.text, " = ", options.test_from,
+                  "); move valid_from earlier");
+  }
+  auto data = std::make_unique<SplitData>(std::move(shard), options);
+  if (!time) return data;
+  auto train = torch::zeros({3}, torch::kInt64);  // train interactions, valid cases, test cases: over all ranks
+  for (int64_t u = 0; u < data->num_users(); ++u) train[0] += data->train(u).size;
+  train[1] = static_cast<int64_t>(data->cases(Holdout::Valid).size());
+  train[2] = static_cast<int64_t>(data->cases(Holdout::Test).size());
+  comm.allreduce_sum(train);
+  const int64_t valid_cases = train[1].item<int64_t>(), test_cases = train[2].item<int64_t>();
+  log_line(comm.is_root(), detail::cat("time split: train before ", options.refit ? options.test_from : options.valid_from,
+                                       options.refit ? " (data.refit)" : "", ", valid from ", options.valid_from,
+                                       " (data.valid_from ", config.valid_from.text, "), test from ", options.test_from,
+                                       " (data.test_from ", config.test_from.text, "): ", train[0].item<int64_t>(),
+                                       " train interactions, ", valid_cases, " valid and ", test_cases, " test cases (",
+                                       eval_targets_name(config.eval_targets), " targets)"));
+  if (test_cases == 0)
+    SASREC_FAIL(Config, config.path, ": no interaction at or after data.test_from (", config.test_from.text, " = ",
+                options.test_from, ") follows an earlier one of its user: nothing to test; move data.test_from earlier");
+  if (valid_cases == 0 && !options.refit)
+    SASREC_FAIL(Config, config.path, ": no interaction between data.valid_from (", config.valid_from.text, " = ",
+                options.valid_from, ") and data.test_from (", options.test_from,
+                ") follows an earlier one of its user: nothing to validate on; move data.valid_from earlier "
+                "(or set data.refit: true)");
+  return data;
+}
+
 // NDCG@10 of the first protocol, the model-selection figure (MRR where 10 is not among eval.ks).
 double selection_score(const std::vector<EvalResult>& valid) {
   if (valid.empty()) return -1;
@@ -66,6 +111,22 @@ double selection_score(const std::vector<EvalResult>& valid) {
 }
 
 }  // namespace
+
+std::unique_ptr<FusedAdam> make_optimizer(SASRec& model, const TrainConfig& train) {
+  // The authors' penalty l2_emb * (||M||^2 + ||P||^2) / 2 (TF's l2_regularizer on
+  // both tables) has the gradient l2_emb * W: Adam's weight decay l2_emb on M and P.
+  std::vector<torch::Tensor> tables{model->item_weight(), model->position_weight()}, rest;
+  for (auto& p : model->parameters())
+    if (!p.is_same(model->item_weight()) && !p.is_same(model->position_weight())) rest.push_back(p);
+  auto options = [&](double decay) {
+    return std::make_unique<torch::optim::AdamOptions>(
+        torch::optim::AdamOptions(train.lr).betas({train.beta1, train.beta2}).weight_decay(decay));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(tables, options(train.l2_emb));
+  groups.emplace_back(rest, options(0));
+  return std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(train.lr));
+}
 
 torch::Device resolve_device(const std::string& setting, int local_rank) {
   const bool cuda = torch::cuda::is_available();
@@ -83,10 +144,12 @@ Trainer::Trainer(Config config, Communicator& comm)
   torch::set_num_threads(threads);
   torch::manual_seed(config_.train.seed);  // initial parameters: rank 0's are broadcast below
 
-  data_ = std::make_unique<SplitData>(load_shard(config_.data.path, comm_.rank(), comm_.world_size()));
+  data_ = load_split(config_.data, comm_);
   global_trainable_ = comm_.allreduce_sum(static_cast<int64_t>(data_->trainable_users().size()));
   if (global_trainable_ == 0)
-    SASREC_FAIL(Input, config_.data.path, ": no user has 2 or more training interactions; nothing to train on");
+    SASREC_FAIL(Input, config_.data.path, ": no user has 2 or more training interactions",
+                config_.data.split == SplitKind::Time ? " before the cutoff (data.valid_from)" : "",
+                "; nothing to train on");
   const int64_t per_step = static_cast<int64_t>(config_.train.batch_size) * comm_.world_size();
   steps_per_epoch_ = (global_trainable_ + per_step - 1) / per_step;
 
@@ -99,18 +162,7 @@ Trainer::Trainer(Config config, Communicator& comm)
   model_->to(device_);
   broadcast_parameters();
 
-  // Adam; the item table carries the L2 penalty l2_emb * ||M||^2 as weight decay 2 * l2_emb.
-  std::vector<torch::Tensor> table{model_->item_weight()}, rest;
-  for (auto& p : model_->parameters())
-    if (!p.is_same(model_->item_weight())) rest.push_back(p);
-  auto options = [&](double decay) {
-    return std::make_unique<torch::optim::AdamOptions>(
-        torch::optim::AdamOptions(config_.train.lr).betas({config_.train.beta1, config_.train.beta2}).weight_decay(decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(table, options(2 * config_.train.l2_emb));
-  groups.emplace_back(rest, options(0));
-  optimizer_ = std::make_unique<FusedAdam>(groups, torch::optim::AdamOptions(config_.train.lr));
+  optimizer_ = make_optimizer(model_, config_.train);
   // runtime.cuda_graphs: the step's forward and backward captured per token
   // bucket; the item table is then read whole (step_graph.h).
   if (config_.runtime.cuda_graphs) {
@@ -620,11 +672,13 @@ TrainSummary Trainer::fit() {
     const bool last = epoch == config_.train.epochs || stop;
     const int every = config_.eval.every;
     if (last || (every > 0 && epoch % every == 0)) {
-      auto valid = evaluate("valid");
+      // data.refit trains on valid: no valid figures, and the latest evaluation is the one reported.
+      const bool refit = config_.data.refit;
+      auto valid = refit ? std::vector<EvalResult>{} : evaluate("valid");
       auto test = evaluate("test");
       log_eval(epoch, valid);
       log_eval(epoch, test);
-      const double score = selection_score(valid);
+      const double score = refit ? static_cast<double>(epoch) : selection_score(valid);
       if (score > best_score) {
         best_score = score;
         summary.best_epoch = epoch;

@@ -145,3 +145,50 @@ TEST(Config, CudaFeatureKeysAgainstDeviceAndBuild) {
   refused({"eval.scorer=gpu"}, "eval.scorer", "one of auto, blocked, tensor");
   EXPECT_EQ(error({"runtime.precision=bf16", "eval.scorer=tensor", "runtime.attention=tensor"}), "");
 }
+
+TEST(Config, TimeSplitCutoffs) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  Config c = parse_config("data:\n  split: time\n  valid_from: q0.8\n  test_from: 2014-01-01\n", "r",
+                          {"data.path=" + data, "data.eval_targets=first"});
+  EXPECT_EQ(c.data.split, SplitKind::Time);
+  EXPECT_EQ(c.data.valid_from.kind, TimeCutoff::Kind::Quantile);
+  EXPECT_DOUBLE_EQ(c.data.valid_from.quantile, 0.8);
+  EXPECT_EQ(c.data.test_from.kind, TimeCutoff::Kind::Timestamp);
+  EXPECT_EQ(c.data.test_from.timestamp, 1388534400);  // 2014-01-01 UTC in unix seconds
+  EXPECT_EQ(c.data.eval_targets, EvalTargets::First);
+  EXPECT_NO_THROW(c.validate());
+  // The dump keeps the cutoffs as written and reads back the same.
+  EXPECT_EQ(to_yaml(parse_config(to_yaml(c), "dump")), to_yaml(c));
+  EXPECT_EQ(parse_config("", "r", {"data.test_from=1388534400"}).data.test_from.timestamp, 1388534400);
+
+  // A bare 0.8 would be the timestamp 1: refused, naming the quantile syntax and the line.
+  auto msg = error_of([] { parse_config("data:\n  split: time\n  valid_from: 0.8\n", "r.yaml"); });
+  EXPECT_NE(msg.find("r.yaml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("q0.8"), std::string::npos) << msg;
+  EXPECT_NE(error_of([] { parse_config("", "r", {"data.valid_from=q1.5"}); }).find("between 0 and 1"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("", "r", {"data.test_from=yesterday"}); }).find("data.test_from"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("", "r", {"data.split=random"}); }).find("leave_one_out, time"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("", "r", {"eval.sampled_exclude=all"}); }).find("sequence, train"),
+            std::string::npos);
+
+  auto check = [&](const std::vector<std::string>& sets, const std::string& key) {
+    std::vector<std::string> all{"data.path=" + data};
+    all.insert(all.end(), sets.begin(), sets.end());
+    Config bad = parse_config("", "r", all);
+    auto m = error_of([&] { bad.validate(); });
+    EXPECT_NE(m.find(key), std::string::npos) << m;
+  };
+  check({"data.split=time", "data.valid_from=q0.8"}, "data.test_from");
+  check({"data.split=time", "data.test_from=q0.9"}, "data.valid_from");
+  check({"data.split=time", "data.valid_from=q0.9", "data.test_from=q0.8"}, "data.valid_from");
+  check({"data.split=time", "data.valid_from=300", "data.test_from=200"}, "data.valid_from");
+  check({"data.valid_from=q0.8"}, "data.valid_from");  // leave_one_out has no cutoffs
+  check({"data.refit=true", "eval.patience=3"}, "eval.patience");
+  Config refit = parse_config("", "r", {"data.path=" + data, "data.split=time", "data.test_from=q0.9", "data.refit=true"});
+  EXPECT_NO_THROW(refit.validate());  // refit needs no valid period
+}

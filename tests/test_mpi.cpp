@@ -155,6 +155,56 @@ TEST(Mpi, ShardedEvaluationEqualsSingleRank) {
   }
 }
 
+TEST(Mpi, TimeSplitOnShardsEqualsSingleRank) {
+  SKIP_IF_ONE_RANK();
+  // Quantile cutoffs come from every rank's times; each rank splits its own
+  // users (the shards stay balanced by interaction count), and the sharded
+  // evaluation of every held-out case equals one rank's.
+  const std::string path = shared_dir() + "/timed.h5";
+  if (g_comm->is_root()) {
+    Rng rng(6);
+    Interactions d;
+    for (int i = 1; i <= 70; ++i) d.item_ids.push_back("i" + std::to_string(i));
+    for (int u = 0; u < 240; ++u) {
+      const int len = 2 + static_cast<int>(rng.below(15));
+      int64_t t = static_cast<int64_t>(rng.below(1000));
+      for (int k = 0; k < len; ++k) {
+        d.items.push_back(static_cast<int32_t>(rng.between(1, 70)));
+        d.timestamps.push_back(t += static_cast<int64_t>(rng.below(100)));
+      }
+      d.offsets.push_back(static_cast<int64_t>(d.items.size()));
+      d.user_ids.push_back("u" + std::to_string(u));
+    }
+    write_store(path, d);
+  }
+  g_comm->barrier();
+  Config c = base_config(path, "timed");
+  c.data.split = SplitKind::Time;
+  c.data.valid_from = parse_time_cutoff("q0.7", "data.valid_from");
+  c.data.test_from = parse_time_cutoff("q0.85", "data.test_from");
+  c.eval.sampled_negatives = 20;
+  Trainer multi(c, *g_comm);
+  std::vector<EvalResult> got;
+  for (const char* split : {"valid", "test"})
+    for (auto& r : multi.evaluate(split)) got.push_back(r);
+  const int64_t trainable = g_comm->allreduce_sum(static_cast<int64_t>(multi.data().trainable_users().size()));
+  if (g_comm->is_root()) {
+    auto single = make_single_communicator();
+    Trainer reference(c, *single);
+    EXPECT_EQ(trainable, static_cast<int64_t>(reference.data().trainable_users().size()));
+    std::vector<EvalResult> want;
+    for (const char* split : {"valid", "test"})
+      for (auto& r : reference.evaluate(split)) want.push_back(r);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_GT(want[i].metrics.count(), 0) << want[i].split;
+      EXPECT_EQ(got[i].metrics.count(), want[i].metrics.count()) << want[i].split << " " << want[i].protocol;
+      for (auto& [k, v] : want[i].metrics.means())
+        EXPECT_NEAR(got[i].metrics.means().at(k), v, 1e-9) << want[i].split << " " << want[i].protocol << " " << k;
+    }
+  }
+}
+
 TEST(Mpi, PopularityProposalCountsEveryRanksInteractions) {
   SKIP_IF_ONE_RANK();
   const std::string data = make_store("popularity.h5", 101, 40, 5);

@@ -7,6 +7,9 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "sasrec/checkpoint.h"
 #include "sasrec/comm.h"
@@ -262,4 +265,76 @@ TEST_F(TrainTest, CommandLineTrainEvalAndErrors) {
   r = test::run(std::string(SASREC_TRAINER) + " --version");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("sasrec_ddp"), std::string::npos);
+}
+
+TEST_F(TrainTest, TimeSplitEndToEndFromACsvWithTimestamps) {
+  // A CSV with timestamps -> csv2h5 -> training on the global temporal split,
+  // with the held-out cases counted independently here from the store.
+  const std::string csv = dir_->file("timed.csv"), store = dir_->file("timed.h5");
+  auto r = test::run(std::string(SASREC_SYNTH) + " --users 1500 --items 300 --mean-length 10 --seed 4 --format csv "
+                     "--order shuffled --out " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run(std::string(SASREC_CSV2H5) + " " + csv + " " + store);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  // Expected: the 0.8 and 0.9 quantiles of all times (k-th smallest, k = floor(q N)),
+  // and the interactions at or after a cutoff that follow one of their user's.
+  const Interactions d = read_store(store);
+  std::vector<int64_t> sorted = d.timestamps;
+  std::sort(sorted.begin(), sorted.end());
+  const int64_t n = static_cast<int64_t>(sorted.size());
+  const int64_t valid_from = sorted[static_cast<int64_t>(std::floor(0.8 * n))];
+  const int64_t test_from = sorted[static_cast<int64_t>(std::floor(0.9 * n))];
+  int64_t valid_cases = 0, test_cases = 0, test_users = 0;
+  for (int64_t u = 0; u < d.num_users(); ++u) {
+    bool has_test = false;
+    for (int64_t i = d.offsets[u] + 1; i < d.offsets[u + 1]; ++i) {
+      valid_cases += d.timestamps[i] >= valid_from && d.timestamps[i] < test_from;
+      test_cases += d.timestamps[i] >= test_from;
+      has_test |= d.timestamps[i] >= test_from;
+    }
+    test_users += has_test;
+  }
+  ASSERT_GT(valid_cases, 100);
+  ASSERT_GT(test_cases, 100);
+
+  const std::string cfg = dir_->file("timed.yaml");
+  test::write_text(cfg, "data:\n  path: " + store + "\n  split: time\n  valid_from: q0.8\n  test_from: q0.9\n"
+                        "model:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n  threads: 1\n"
+                        "eval:\n  protocols: [full]\noutput:\n  progress: off\n");
+  // The eval events' case counts per split, from a metrics file.
+  auto cases_of = [](const std::string& path) {
+    std::map<std::string, int64_t> out;
+    std::istringstream lines(test::read_text(path));
+    for (std::string line; std::getline(lines, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (j["event"] == "eval") out[j["split"].get<std::string>()] = j["users"].get<int64_t>();
+    }
+    return out;
+  };
+  r = test::run(std::string(SASREC_TRAINER) + " " + cfg + " --set output.metrics=" + dir_->file("timed.jsonl"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("time split: train before " + std::to_string(valid_from)), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("test from " + std::to_string(test_from)), std::string::npos) << r.output;
+  auto cases = cases_of(dir_->file("timed.jsonl"));
+  EXPECT_EQ(cases["valid"], valid_cases);
+  EXPECT_EQ(cases["test"], test_cases);
+
+  // Each user's first test interaction only; and the refit on train + valid, which has no valid figures.
+  r = test::run(std::string(SASREC_TRAINER) + " " + cfg + " --set data.eval_targets=first --set data.refit=true" +
+                " --set output.metrics=" + dir_->file("timed_first.jsonl"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no valid figures (data.refit: true)"), std::string::npos) << r.output;
+  cases = cases_of(dir_->file("timed_first.jsonl"));
+  EXPECT_EQ(cases.count("valid"), 0u);
+  EXPECT_EQ(cases["test"], test_users);
+
+  // A store without times (a pairs file) is refused for the time split, saying what to do.
+  const std::string pairs = dir_->file("pairs.txt"), untimed = dir_->file("untimed.h5");
+  test::write_text(pairs, "1 1\n1 2\n1 3\n2 2\n2 3\n2 4\n");
+  ASSERT_EQ(test::run(std::string(SASREC_CSV2H5) + " " + pairs + " " + untimed).exit_code, 0);
+  r = test::run(std::string(SASREC_TRAINER) + " " + cfg + " --set data.path=" + untimed);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no /interactions/timestamp"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("leave_one_out"), std::string::npos) << r.output;
 }

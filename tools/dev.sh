@@ -22,7 +22,7 @@ PACKAGES=(cmake ninja-build g++ pkg-config
           libtorch-dev libopenblas0-openmp libblas-dev
           libopenmpi-dev openmpi-bin
           libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev
-          gnuplot-nox jq ccache)
+          gnuplot-nox jq ccache python3-torch python3-numpy)
 
 # deps [PACKAGE...]: the given Debian packages (default: PACKAGES) that are missing.
 deps() {

@@ -30,12 +30,39 @@ enum class Precision { Fp32, Bf16 };
 // blocks counted in cache), tensor (chunked tensor ops, the device path;
 // runs on CPU too), auto (blocked on CPU, tensor elsewhere).
 enum class Scorer { Auto, Blocked, Tensor };
+enum class SplitKind { LeaveOneOut, Time };       // data.split
+enum class EvalTargets { All, First };            // data.eval_targets (split: time)
+enum class SampledExclude { Sequence, Train };    // eval.sampled_exclude
+
+// A cutoff of the global temporal split (data.valid_from, data.test_from):
+// unset, a timestamp in the store's unit (written as an integer or a UTC
+// date, "1388534400", "2014-01-01"), or a quantile of all interaction times
+// ("q0.8": the time below which 80% of the interactions lie).
+struct TimeCutoff {
+  enum class Kind { None, Timestamp, Quantile };
+  Kind kind = Kind::None;
+  int64_t timestamp = 0;  // Kind::Timestamp
+  double quantile = 0;    // Kind::Quantile, in (0, 1)
+  std::string text;       // as written ("" when unset), for messages and the YAML dump
+  bool set() const { return kind != Kind::None; }
+};
+// "" -> unset; "q0.8" -> quantile; an integer or a date -> timestamp. Throws
+// Error(Config) naming `key` for anything else (a bare 0.8 included: it
+// would be the timestamp 1, so the quantile must be written q0.8).
+TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key);
 
 struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
   int sampler_threads = 1;   // threads building batches ahead of the model
   int prefetch = 8;          // batches queued ahead per sampler thread
   int length_buckets = 0;    // sort users by length within windows of this many batches; 0: off (random batches)
+  // The split (dataset.h): leave_one_out (per user: last item test, the one
+  // before valid) or time (global temporal: one pair of cutoffs for everyone).
+  SplitKind split = SplitKind::LeaveOneOut;
+  TimeCutoff valid_from;     // time: interactions at or after it and before test_from are valid
+  TimeCutoff test_from;      // time: interactions at or after it are test
+  EvalTargets eval_targets = EvalTargets::All;  // time: every held-out interaction, or each user's first
+  bool refit = false;        // train on train + valid (the final refit); valid is then not evaluated
 };
 
 struct ModelConfig {
@@ -62,7 +89,7 @@ struct TrainConfig {
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.98;
-  double l2_emb = 0.0;       // L2 penalty on the item embedding table
+  double l2_emb = 0.0;       // the authors' L2 penalty l2_emb * (||M||^2 + ||P||^2) / 2 on the item and position tables
   LossKind loss = LossKind::Bce;
   int negatives = 256;       // sampled_softmax: K shared by the batch; gbce: k per target
   std::string proposal = "uniform";  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
@@ -87,6 +114,9 @@ struct EvalConfig {
   int64_t memory_mb = 256;   // bound on one score block (users x items x 4 bytes)
   int patience = 0;          // stop after this many evaluations in a row without a better valid score; 0: off
   Scorer scorer = Scorer::Auto;  // full-catalog ranking: blocked (CPU) | tensor (device path) | auto
+  // sampled protocol: negatives avoid every item of the user's sequence
+  // (sequence) or only its training items (train: the authors' code and the port).
+  SampledExclude sampled_exclude = SampledExclude::Sequence;
 };
 
 struct CheckpointConfig {
@@ -143,5 +173,8 @@ const char* loss_name(LossKind l);
 const char* attention_name(AttentionKernel a);
 const char* precision_name(Precision p);
 const char* scorer_name(Scorer s);
+const char* split_name(SplitKind s);
+const char* eval_targets_name(EvalTargets t);
+const char* sampled_exclude_name(SampledExclude e);
 
 }  // namespace sasrec

@@ -27,10 +27,11 @@ class FusedAdam : public torch::optim::Adam {
   // `param` one of this optimizer's 2-d parameters, `ids` [U] unique row
   // indices, `grad_rows` [U,d] their gradient. Weight decay applies to those rows.
   void step_rows(const torch::Tensor& param, const torch::Tensor& ids, const torch::Tensor& grad_rows);
+  // Adam's state for `p`, created (zero moments, step 0) on first use; the
+  // one place that knows how libtorch keys it.
+  torch::optim::AdamParamState& state_for(const torch::Tensor& p);
 
  private:
-  // Adam's state for `p`, created (zero moments, step 0) on first use.
-  torch::optim::AdamParamState& state_for(const torch::Tensor& p);
   const torch::optim::AdamOptions& options_for(const torch::Tensor& p) const;
 };
 

@@ -62,6 +62,7 @@ struct Shard {
   int64_t num_users_total = 0;     // U of the whole store
   std::vector<int64_t> offsets{0};  // [users.size()+1], offsets[0] = 0
   std::vector<int32_t> items;       // the shard's interactions, 1..I
+  std::vector<int64_t> timestamps;  // same layout as items; empty unless loaded with timestamps
 
   int64_t size() const { return users.size(); }
   int64_t length(int64_t local_user) const { return offsets[local_user + 1] - offsets[local_user]; }
@@ -121,7 +122,9 @@ Interactions read_store(const std::string& path);
 UserRange shard_range(const std::vector<int64_t>& offsets, int rank, int world_size);
 
 // Reads only rank's slice of the store (HDF5 hyperslabs) and validates it.
-Shard load_shard(const std::string& path, int rank, int world_size);
+// `with_timestamps`: also its slice of /interactions/timestamp (the time
+// split); a store without them is refused, saying how to make one.
+Shard load_shard(const std::string& path, int rank, int world_size, bool with_timestamps = false);
 
 // Original ids, for output by id (recommend, export).
 std::vector<std::string> read_item_ids(const std::string& path);

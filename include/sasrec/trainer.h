@@ -142,6 +142,11 @@ std::vector<double> parameter_checksum(SASRec& model);
 // gradients against ~2 ms and ~480 op calls for isfinite().all() per tensor.
 bool all_finite(const torch::Tensor& t);
 
+// The trainer's Adam over `model`'s parameters (train.lr, beta1, beta2):
+// train.l2_emb as weight decay on the item and position tables, the
+// gradient of the authors' l2_emb * (||M||^2 + ||P||^2) / 2; none elsewhere.
+std::unique_ptr<FusedAdam> make_optimizer(SASRec& model, const TrainConfig& train);
+
 // The device a config asks for ("auto": CUDA when Torch sees one).
 torch::Device resolve_device(const std::string& setting, int local_rank);
 
