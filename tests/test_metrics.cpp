@@ -288,22 +288,35 @@ TEST(Evaluator, SampledRanksAreBoundedAndDeterministic) {
   }
 }
 
+namespace {
+
+// A model for make_shard()'s 40 items whose item table is all `value`, and
+// an evaluation of both protocols with 20 sampled negatives at cutoffs `ks`.
+SASRec model_with_items(float value) {
+  ModelConfig m;
+  m.hidden = 8;
+  m.maxlen = 5;
+  SASRec model(SASRecOptions::from(m, 40, 7));
+  torch::NoGradGuard ng;
+  model->item_weight().fill_(value);
+  return model;
+}
+
+EvalConfig both_protocols(std::vector<int> ks) {
+  EvalConfig cfg;
+  cfg.protocols = {"full", "sampled"};
+  cfg.ks = std::move(ks);
+  cfg.sampled_negatives = 20;
+  return cfg;
+}
+
+}  // namespace
+
 TEST(Evaluator, EqualScoresGiveKOverTheCandidatesOnEveryProtocol) {
   // The item table at zero: every score is exactly 0, every candidate level with the target.
   SplitData data(make_shard());
-  SASRecOptions o;
-  o.num_items = 40;
-  o.hidden = 8;
-  o.maxlen = 5;
-  SASRec model(o);
-  {
-    torch::NoGradGuard ng;
-    model->item_weight().zero_();
-  }
-  EvalConfig cfg;
-  cfg.protocols = {"full", "sampled"};
-  cfg.ks = {10};
-  cfg.sampled_negatives = 20;
+  SASRec model = model_with_items(0.0f);
+  const EvalConfig cfg = both_protocols({10});
   auto comm = make_single_communicator();
   for (std::string split : {"valid", "test"}) {
     // Closed forms: with c candidates besides the target, each of the c+1 places has probability 1/(c+1).
@@ -335,19 +348,8 @@ TEST(Evaluator, EqualScoresGiveKOverTheCandidatesOnEveryProtocol) {
 
 TEST(Evaluator, NonFiniteScoresAreRankedLastAndCounted) {
   SplitData data(make_shard());
-  SASRecOptions o;
-  o.num_items = 40;
-  o.hidden = 8;
-  o.maxlen = 5;
-  SASRec model(o);
-  {
-    torch::NoGradGuard ng;
-    model->item_weight().fill_(std::numeric_limits<float>::quiet_NaN());  // exploded parameters
-  }
-  EvalConfig cfg;
-  cfg.protocols = {"full", "sampled"};
-  cfg.ks = {1, 10};
-  cfg.sampled_negatives = 20;
+  SASRec model = model_with_items(std::numeric_limits<float>::quiet_NaN());  // exploded parameters
+  const EvalConfig cfg = both_protocols({1, 10});
   auto comm = make_single_communicator();
   Evaluator ev(data, cfg, 1, *comm);
   for (const auto& r : ev.evaluate(model, "test")) {
