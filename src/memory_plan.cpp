@@ -300,6 +300,7 @@ MemoryBudget memory_budget(const Config& config, torch::Device device) {
 }
 
 std::string format_bytes(int64_t bytes) {
+  if (bytes == std::numeric_limits<int64_t>::max()) return "over 8 EiB";  // a saturated estimate
   char buf[32];
   const double b = static_cast<double>(bytes);
   if (bytes >= (int64_t{1} << 30))

@@ -182,6 +182,7 @@ TEST(MemoryPlan, AnEstimatePast64BitsSaturatesAndIsRefusedWhateverTheBudget) {
   for (const auto& part : plan.components) EXPECT_GE(part.bytes, 0) << part.name << " wrapped around";
   EXPECT_EQ(bytes_of(plan, "activations"), std::numeric_limits<int64_t>::max());
   EXPECT_EQ(plan.total(), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(format_bytes(plan.total()), "over 8 EiB");
   for (const MemoryBudget& budget : {MemoryBudget{-1, "unknown"}, MemoryBudget{1LL << 40, "runtime.memory_mb"}}) {
     try {
       check_memory_plan(plan, budget);
