@@ -13,30 +13,32 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <utility>
 
 #include "sasrec/csv_import.h"
 #include "sasrec/error.h"
 #include "sasrec/torch_compat.h"
+#include "sasrec/fnv.h"
 
 namespace sasrec {
 namespace {
 
-// "FILE:LINE: " for a node, or "FILE: " where yaml-cpp has no mark.
+// "FILE:LINE" for a node, or "FILE" where yaml-cpp has no mark.
 std::string where(const std::string& source, const YAML::Node& node) {
   const YAML::Mark m = node.Mark();
-  if (m.line >= 0 && !m.is_null()) return detail::cat(source, ":", m.line + 1, ": ");
-  return source + ": ";
+  if (m.line >= 0 && !m.is_null()) return detail::cat(source, ":", m.line + 1);
+  return source;
 }
 
 struct Ctx {
-  const std::string& source;
-  const std::string& key;  // full path, "train.lr"
+  const std::string& origin;  // "FILE:LINE" or "--set 'key=value'": where the value was written
+  const std::string& key;     // full path, "train.lr"
   const YAML::Node& node;
   [[noreturn]] void fail(const std::string& expected) const {
     std::string got = node.IsScalar() ? "'" + node.Scalar() + "'" : node.IsSequence() ? "a list" : "a map";
-    SASREC_FAIL(Config, where(source, node), "key '", key, "' must be ", expected, ", got ", got,
+    SASREC_FAIL(Config, origin, ": key '", key, "' must be ", expected, ", got ", got,
                 "; fix it in the config or with --set ", key, "=VALUE");
   }
   std::string scalar(const std::string& expected) const {
@@ -177,7 +179,7 @@ template <typename T>
 std::vector<T> parse_list(const Ctx& c, const char* expected) {
   if (!c.node.IsSequence()) c.fail(expected);
   std::vector<T> out;
-  for (const auto& item : c.node) out.push_back(parse_value<T>(Ctx{c.source, c.key, item}));
+  for (const auto& item : c.node) out.push_back(parse_value<T>(Ctx{c.origin, c.key, item}));
   return out;
 }
 template <>
@@ -281,6 +283,7 @@ const std::vector<Field>& fields() {
       field("checkpoint", "every", &Config::checkpoint, &CheckpointConfig::every),
       field("checkpoint", "keep", &Config::checkpoint, &CheckpointConfig::keep),
       field("checkpoint", "resume", &Config::checkpoint, &CheckpointConfig::resume),
+      field("checkpoint", "overwrite", &Config::checkpoint, &CheckpointConfig::overwrite),
       field("runtime", "device", &Config::runtime, &RuntimeConfig::device),
       field("runtime", "comm", &Config::runtime, &RuntimeConfig::comm),
       field("runtime", "check_replicas", &Config::runtime, &RuntimeConfig::check_replicas),
@@ -321,7 +324,8 @@ std::string did_you_mean(const std::string& unknown, const std::vector<std::stri
   return "; did you mean '" + best + "'?";
 }
 
-void apply_override(YAML::Node& root, const std::string& assignment) {
+// Applies one --set to the parsed YAML; returns the full key it set.
+std::string apply_override(YAML::Node& root, const std::string& source, const std::string& assignment) {
   auto eq = assignment.find('=');
   auto dot = assignment.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot > eq || dot == 0 || dot + 1 == eq)
@@ -335,8 +339,59 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   } catch (const YAML::Exception& e) {
     SASREC_FAIL(Config, "--set '", assignment, "': value is not valid YAML: ", e.msg);
   }
-  if (!root[section] || root[section].IsNull()) root[section] = YAML::Node(YAML::NodeType::Map);
+  const YAML::Node existing = root[section];
+  if (existing && !existing.IsNull() && !existing.IsMap())
+    SASREC_FAIL(Config, "--set '", assignment, "': section '", section, "' at ", where(source, existing),
+                " is not a map of keys but ", existing.IsScalar() ? "'" + existing.Scalar() + "'" : "a list",
+                "; write it as '", section, ":' followed by indented 'key: value' lines, or remove it");
+  if (!existing || existing.IsNull()) root[section] = YAML::Node(YAML::NodeType::Map);
   root[section][key] = v;
+  return section + "." + key;
+}
+
+Config parse_config_yaml(const std::string& yaml_text, const std::string& source,
+                         const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    SASREC_FAIL(Config, source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) SASREC_FAIL(Config, source, ": the top level must be a map of sections (data, model, train, ...)");
+  std::map<std::string, std::string> overridden;  // key -> "--set 'key=value'"
+  for (const auto& o : overrides) overridden[apply_override(root, source, o)] = "--set '" + o + "'";
+
+  std::vector<std::string> sections, keys;
+  for (const auto& f : fields()) {
+    if (std::find(sections.begin(), sections.end(), f.section) == sections.end()) sections.push_back(f.section);
+    keys.push_back(f.section + "." + f.key);
+  }
+
+  Config config;
+  config.source = source;
+  for (const auto& sec : root) {
+    const std::string section = sec.first.as<std::string>();
+    if (std::find(sections.begin(), sections.end(), section) == sections.end())
+      SASREC_FAIL(Config, where(source, sec.first), ": unknown section '", section, "'",
+                  did_you_mean(section, sections), " (sections: data, model, train, eval, checkpoint, runtime, output)");
+    if (sec.second.IsNull()) continue;
+    if (!sec.second.IsMap())
+      SASREC_FAIL(Config, where(source, sec.second), ": section '", section, "' must be a map of keys");
+    for (const auto& kv : sec.second) {
+      const std::string full = section + "." + kv.first.as<std::string>();
+      auto set = overridden.find(full);
+      const std::string origin = set != overridden.end() ? set->second : where(source, kv.first);
+      auto it = std::find_if(fields().begin(), fields().end(),
+                             [&](const Field& f) { return f.section + "." + f.key == full; });
+      if (it == fields().end())
+        SASREC_FAIL(Config, origin, ": unknown key '", full, "'", did_you_mean(full, keys),
+                    "; every key and its default is in configs/default.yaml");
+      it->set(config, Ctx{origin, full, kv.second});
+      config.origins[full] = origin;
+    }
+  }
+  return config;
 }
 
 }  // namespace
@@ -412,49 +467,46 @@ TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key) {
 
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
-  YAML::Node root;
   try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::ParserException& e) {
-    SASREC_FAIL(Config, source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg);
+    return parse_config_yaml(yaml_text, source, overrides);
+  } catch (const YAML::Exception& e) {  // anything yaml-cpp refuses that the checks above did not catch
+    SASREC_FAIL(Config, source, e.mark.is_null() ? std::string() : detail::cat(":", e.mark.line + 1), ": ", e.msg,
+                "; fix the config");
   }
-  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
-  if (!root.IsMap()) SASREC_FAIL(Config, source, ": the top level must be a map of sections (data, model, train, ...)");
-  for (const auto& o : overrides) apply_override(root, o);
-
-  std::vector<std::string> sections, keys;
-  for (const auto& f : fields()) {
-    if (std::find(sections.begin(), sections.end(), f.section) == sections.end()) sections.push_back(f.section);
-    keys.push_back(f.section + "." + f.key);
-  }
-
-  Config config;
-  for (const auto& sec : root) {
-    const std::string section = sec.first.as<std::string>();
-    if (std::find(sections.begin(), sections.end(), section) == sections.end())
-      SASREC_FAIL(Config, where(source, sec.first), "unknown section '", section, "'",
-                  did_you_mean(section, sections), " (sections: data, model, train, eval, checkpoint, runtime, output)");
-    if (sec.second.IsNull()) continue;
-    if (!sec.second.IsMap()) SASREC_FAIL(Config, where(source, sec.second), "section '", section, "' must be a map of keys");
-    for (const auto& kv : sec.second) {
-      const std::string full = section + "." + kv.first.as<std::string>();
-      auto it = std::find_if(fields().begin(), fields().end(),
-                             [&](const Field& f) { return f.section + "." + f.key == full; });
-      if (it == fields().end())
-        SASREC_FAIL(Config, where(source, kv.first), "unknown key '", full, "'", did_you_mean(full, keys),
-                    "; every key and its default is in configs/default.yaml");
-      it->set(config, Ctx{source, full, kv.second});
-    }
-  }
-  return config;
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    SASREC_FAIL(Config, path, ": is a directory; give the YAML config file (e.g. configs/default.yaml)");
   std::ifstream in(path);
   if (!in) SASREC_FAIL(Config, path, ": cannot read the config file; check the path");
   std::stringstream text;
   text << in.rdbuf();
   return parse_config(text.str(), path, overrides);
+}
+
+std::string config_value(const Config& config, const std::string& key) {
+  for (const auto& f : fields()) {
+    if (f.section + "." + f.key != key) continue;
+    const YAML::Node node = f.get(config);
+    if (node.IsScalar()) return node.Scalar();
+    YAML::Emitter out;
+    out << node;
+    return out.c_str();
+  }
+  SASREC_CHECK(false, "no config key ", key);
+  return "";
+}
+
+uint64_t config_hash(const Config& config) {
+  uint64_t h = kFnvBasis;
+  for (const auto& f : fields()) {
+    if (f.section != "data" && f.section != "model" && f.section != "train") continue;
+    const std::string line = f.section + "." + f.key + "=" + config_value(config, f.section + "." + f.key) + "\n";
+    h = fnv1a64(line.data(), line.size(), h);
+  }
+  return h;
 }
 
 std::string to_yaml(const Config& config) {
@@ -465,9 +517,14 @@ std::string to_yaml(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
+std::string Config::where(const std::string& key) const {
+  auto it = origins.find(key);
+  return it == origins.end() ? std::string() : it->second + ": ";
+}
+
 void Config::validate() const {
-  auto require = [](bool ok, const char* key, const std::string& rule) {
-    if (!ok) SASREC_FAIL(Config, "config key '", key, "' ", rule);
+  auto require = [this](bool ok, const char* key, const std::string& rule) {
+    if (!ok) SASREC_FAIL(Config, where(key), "config key '", key, "' ", rule);
   };
   require(!data.path.empty(), "data.path", "is empty: set it to the HDF5 file written by csv2h5");
   require(std::filesystem::exists(data.path), "data.path",
@@ -500,6 +557,10 @@ void Config::validate() const {
   require(model.hidden % model.heads == 0, "model.heads",
           detail::cat("(", model.heads, ") must divide model.hidden (", model.hidden, ")"));
   require(model.maxlen >= 1, "model.maxlen", "must be >= 1");
+  require(model.maxlen <= kMaxMaxlen, "model.maxlen",
+          detail::cat("(", model.maxlen, ") must be at most ", kMaxMaxlen,
+                      ": attention keeps a maxlen x maxlen matrix per sequence and head (16 GiB each at ", kMaxMaxlen,
+                      "), and a history longer than maxlen is cut to its newest maxlen items anyway"));
   require(model.dropout >= 0 && model.dropout < 1, "model.dropout", "must be in [0, 1)");
   require(eval.patience >= 0, "eval.patience", "must be >= 0 (0: off)");
   require(model.ffn_hidden >= 0, "model.ffn_hidden", "must be >= 0 (0: model.hidden)");
@@ -544,6 +605,14 @@ void Config::validate() const {
           "checkpoint.resume", "must be none, auto or an existing checkpoint file, got '" + checkpoint.resume + "'");
   require(checkpoint.resume != "auto" || !checkpoint.dir.empty(), "checkpoint.resume",
           "is auto but checkpoint.dir is empty: set checkpoint.dir");
+  require(!checkpoint.overwrite || checkpoint.resume == "none", "checkpoint.overwrite",
+          "is true, which moves the folder's checkpoints aside for a fresh run, but checkpoint.resume is '" +
+              checkpoint.resume + "', which continues from them: set one of the two");
+  require(!checkpoint.overwrite || !checkpoint.dir.empty(), "checkpoint.overwrite",
+          "is true but checkpoint.dir is empty: set checkpoint.dir");
+  require(checkpoint.dir.empty() || !std::filesystem::exists(checkpoint.dir) ||
+              std::filesystem::is_directory(checkpoint.dir),
+          "checkpoint.dir", "names '" + checkpoint.dir + "', which is not a folder: give a folder for the checkpoints");
   require(runtime.device == "auto" || runtime.device == "cpu" || runtime.device == "cuda", "runtime.device",
           "must be auto, cpu or cuda, got '" + runtime.device + "'");
   require(runtime.comm == "auto" || runtime.comm == "mpi" || runtime.comm == "nccl" || runtime.comm == "none",

@@ -11,12 +11,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 
+#include "sasrec/atomic_file.h"
+#include "sasrec/cli_errors.h"
 #include "sasrec/comm.h"
 #include "sasrec/config.h"
 #include "sasrec/error.h"
 #include "sasrec/log.h"
 #include "sasrec/serve.h"
+#include "sasrec/store.h"
 #include "sasrec/trainer.h"
 
 namespace {
@@ -56,16 +60,24 @@ int run(const std::string& mode, const std::string& config_path, const std::vect
       // Interrupted (SIGTERM / SIGINT): the checkpoint is written; a distinct exit status says so.
       return summary.interrupted_by ? sasrec::kExitInterrupted : sasrec::kExitOk;
     }
+    sasrec::install_signal_cleanup("sasrec_ddp eval");  // SIGTERM / SIGINT: exit 3, nothing written
     trainer.load_model(checkpoint);
     for (const char* split : {"valid", "test"}) {
       if (config.data.refit && std::string(split) == "valid") continue;  // trained on
       for (const auto& r : trainer.evaluate(split)) {
         if (!comm->is_root()) continue;
         nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},
-                         {"protocol", r.protocol}, {"users", r.metrics.count()}, {"seconds", r.seconds},
+                         {"protocol", r.protocol}, {"users", r.metrics.count()},
+                         {"nonfinite_users", r.metrics.nonfinite_users()}, {"seconds", r.seconds},
                          {"users_per_s", r.users_per_s}};
-        for (const auto& [k, v] : r.metrics.means()) j[k] = v;
+        for (const auto& [k, v] : r.metrics.means()) j[k] = v;  // none when no user was evaluated
         std::cout << j.dump() << std::endl;
+        if (r.metrics.count() == 0)
+          std::cerr << "eval " << r.split << "/" << r.protocol
+                    << ": no user to evaluate (a user needs 3 or more interactions); no figure\n";
+        else if (r.metrics.nonfinite_users() > 0)
+          std::cerr << "eval " << r.split << "/" << r.protocol << ": " << r.metrics.nonfinite_users()
+                    << " user(s) with NaN or Inf scores, ranked below every candidate: the model is not finite\n";
       }
     }
     return sasrec::kExitOk;
@@ -88,13 +100,20 @@ int serve(const std::string& mode, const std::string& config_path, const std::ve
           const sasrec::RecommendRequest& request, const std::string& export_out) {
   sasrec::Config config = sasrec::load_config(config_path, sets);
   config.validate();
+  sasrec::install_signal_cleanup(("sasrec_ddp " + mode).c_str());  // SIGTERM: the unfinished output is removed, exit 3
   if (mode == "recommend") {
-    const int64_t n = sasrec::run_recommend(config, request, std::cerr);
+    sasrec::RecommendRequest r = request;
+    r.config_path = config_path;
+    const int64_t n = sasrec::run_recommend(config, r, std::cerr);
     std::cerr << "recommend: " << n << " user(s) written to " << (request.out == "-" ? "stdout" : request.out) << "\n";
     return sasrec::kExitOk;
   }
+  const std::vector<sasrec::RunInput> inputs{sasrec::run_input("data.path", config.data.path),
+                                             sasrec::run_input("--checkpoint", request.checkpoint),
+                                             sasrec::run_input("the config", config_path)};
+  sasrec::check_output(export_out, "--out", inputs);  // before the model is loaded
   sasrec::SASRec model = sasrec::load_model_for_serving(config, request.checkpoint);
-  sasrec::export_embeddings(model, sasrec::read_store(config.data.path), request.checkpoint, export_out);
+  sasrec::export_embeddings(model, sasrec::read_store(config.data.path), request.checkpoint, export_out, inputs);
   std::cerr << "export: wrote " << export_out << "\n";
   return sasrec::kExitOk;
 }
@@ -114,6 +133,7 @@ void keep_freed_memory() {
 
 int main(int argc, char** argv) {
   keep_freed_memory();
+  sasrec::silence_hdf5_errors();  // failures are our one-line messages, never pages of HDF5-DIAG
   CLI::App app{"sasrec_ddp: data-parallel SASRec trainer (Kang & McAuley, ICDM 2018)"};
   app.set_version_flag("--version", std::string("sasrec_ddp ") + SASREC_VERSION);
   std::string config_path, checkpoint;
@@ -133,7 +153,9 @@ int main(int argc, char** argv) {
   recommend->add_flag("--all", request.all, "every user of the store")->excludes(users);
   recommend->add_option("--sequences", request.sequences_file,
                         "new users: one a line, '[label:] item item ...' (original ids, oldest first); - for stdin");
-  recommend->add_option("--topk", request.topk, "items per user")->capture_default_str()->check(CLI::PositiveNumber);
+  recommend->add_option("--topk", request.topk, "items per user (1 or more)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, std::numeric_limits<int>::max()));
   recommend->add_option("--out", request.out, "output file; - for stdout")->capture_default_str();
   recommend->add_option("--format", request.format, "csv or jsonl (default: by the --out name, else csv)")
       ->check(CLI::IsMember({"csv", "jsonl"}));
@@ -145,7 +167,7 @@ int main(int argc, char** argv) {
   exporter->add_option("--out", export_out, "output HDF5 file (layout: docs/serving.md)")->required();
   exporter->add_option("--set", sets, "override a config key (repeatable)");
   app.require_subcommand(0, 1);
-  CLI11_PARSE(app, argc, argv);
+  if (const int done = sasrec::parse_command_line(app, argc, argv); done >= 0) return done;
   if (config_path.empty()) {
     std::cerr << "sasrec_ddp: a config file is required\n" << app.help();
     return sasrec::kExitBadInput;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -11,6 +12,29 @@
 
 namespace sasrec {
 namespace {
+
+// A byte count that saturates at INT64_MAX instead of wrapping: a config
+// asking for more than 8 EiB gets an estimate of "too much", never a
+// negative number that passes the budget check. The inputs are >= 0.
+class Sat {
+ public:
+  constexpr Sat(int64_t v = 0) : v_(v) {}  // NOLINT: plain numbers mix in
+  constexpr int64_t value() const { return v_; }
+  friend Sat operator+(Sat a, Sat b) {
+    int64_t r;
+    return __builtin_add_overflow(a.v_, b.v_, &r) ? Sat(kMax) : Sat(r);
+  }
+  friend Sat operator*(Sat a, Sat b) {
+    int64_t r;
+    return __builtin_mul_overflow(a.v_, b.v_, &r) ? Sat(kMax) : Sat(r);
+  }
+  friend Sat min(Sat a, Sat b) { return a.v_ < b.v_ ? a : b; }
+  friend Sat max(Sat a, Sat b) { return a.v_ < b.v_ ? b : a; }
+
+ private:
+  static constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  int64_t v_;
+};
 
 constexpr int64_t kFloat = 4;
 constexpr int64_t kMiB = int64_t{1} << 20;
@@ -27,22 +51,22 @@ constexpr int64_t kEvalBlock = 64 * 1024 * kFloat;
 // width, two LayerNorms (2d each); the final LayerNorm 2d, the embedding
 // LayerNorm 2d (model.embedding_norm); the user table U*d with
 // model.user_embedding.
-int64_t dense_parameter_floats(const ModelConfig& m, int64_t num_users) {
-  const int64_t d = m.hidden, f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
-  const int64_t block = 3 * d * d + 2 * d + (m.attention_output ? d * d + d : 0) + 2 * d * f + f + d + 2 * 2 * d;
-  return int64_t{m.maxlen} * d + m.blocks * block + 2 * d + (m.embedding_norm ? 2 * d : 0) +
-         (m.user_embedding ? num_users * d : 0);
+Sat dense_parameter_floats(const ModelConfig& m, int64_t num_users) {
+  const Sat d = m.hidden, f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
+  const Sat block = 3 * d * d + 2 * d + (m.attention_output ? d * d + d : Sat(0)) + 2 * d * f + f + d + 2 * 2 * d;
+  return Sat(m.maxlen) * d + Sat(m.blocks) * block + 2 * d + (m.embedding_norm ? 2 * d : Sat(0)) +
+         (m.user_embedding ? Sat(num_users) * d : Sat(0));
 }
 
 // The most rows of the item table one step on one rank touches (sampled
 // losses): the batch's inputs/targets plus bce's one negative per token,
 // gbce's k per token or sampled_softmax's K shared ones, at most the whole table.
-int64_t touched_rows(const TrainConfig& t, int64_t tokens, int64_t table_rows) {
-  int64_t touched = tokens;
-  if (t.loss == LossKind::Bce) touched += tokens;
-  if (t.loss == LossKind::Gbce) touched += tokens * t.negatives;
-  if (t.loss == LossKind::SampledSoftmax) touched += t.negatives;
-  return std::min(table_rows, touched);
+Sat touched_rows(const TrainConfig& t, Sat tokens, Sat table_rows) {
+  Sat touched = tokens;
+  if (t.loss == LossKind::Bce) touched = touched + tokens;
+  if (t.loss == LossKind::Gbce) touched = touched + tokens * t.negatives;
+  if (t.loss == LossKind::SampledSoftmax) touched = touched + t.negatives;
+  return min(table_rows, touched);
 }
 
 // Negatives a batch carries per [B,n] cell (sampler.h): gbce k; bce 1 (the
@@ -79,9 +103,9 @@ int64_t read_cgroup_limit(const std::string& path) {
 }  // namespace
 
 int64_t MemoryPlan::total() const {
-  int64_t sum = 0;
-  for (const auto& c : components) sum += c.bytes;
-  return sum;
+  Sat sum = 0;
+  for (const auto& c : components) sum = sum + c.bytes;
+  return sum.value();
 }
 
 const MemoryComponent* MemoryPlan::find(const std::string& name) const {
@@ -95,17 +119,17 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   const ModelConfig& m = config.model;
   const TrainConfig& t = config.train;
   const EvalConfig& e = config.eval;
-  const int64_t d = m.hidden, n = m.maxlen, I = num_items, B = t.batch_size, K = t.negatives;
-  const int64_t rows = I + 1;      // the table has a padding row
-  const int64_t N = B * n;         // tokens of a step, upper bound (every sequence maxlen long)
+  const Sat d = m.hidden, n = m.maxlen, I = num_items, B = t.batch_size, K = t.negatives;
+  const Sat rows = I + 1;      // the table has a padding row
+  const Sat N = B * n;         // tokens of a step, upper bound (every sequence maxlen long)
   const bool ce = t.loss == LossKind::Ce;
   const bool dropout = m.dropout > 0;
-  const int64_t table = rows * d * kFloat;
-  const int64_t rest = dense_parameter_floats(m, num_users_total) * kFloat;
-  const int64_t U = touched_rows(t, N, rows);
+  const Sat table = rows * d * kFloat;
+  const Sat rest = dense_parameter_floats(m, num_users_total) * kFloat;
+  const Sat U = touched_rows(t, N, rows);
   MemoryPlan plan;
-  auto add = [&](std::string name, int64_t bytes, std::string keys, std::string advice) {
-    plan.components.push_back({std::move(name), bytes, std::move(keys), std::move(advice)});
+  auto add = [&](std::string name, Sat bytes, std::string keys, std::string advice) {
+    plan.components.push_back({std::move(name), bytes.value(), std::move(keys), std::move(advice)});
   };
 
   add("item table", table, "model.hidden, items",
@@ -141,8 +165,8 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   // is a copy of every gradient; the sparse exchange gathers every rank's
   // ids (int64) and rows and sums them into the touched rows of all ranks.
   if (world_size > 1) {
-    const int64_t dense = table + rest;
-    const int64_t sparse = world_size * U * (8 + d * kFloat) + std::min(rows, world_size * U) * d * kFloat;
+    const Sat dense = table + rest;
+    const Sat sparse = world_size * U * (8 + d * kFloat) + min(rows, world_size * U) * d * kFloat;
     const std::string& x = t.exchange;
     if (ce || x == "dense")
       add("exchange buffers (dense)", dense, "train.exchange",
@@ -152,7 +176,7 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
       add("exchange buffers (sparse)", sparse, "train.exchange, train.batch_size, world size",
           "lower train.batch_size or train.negatives");
     else
-      add("exchange buffers (auto: the larger of dense and sparse)", std::max(dense, sparse), "train.exchange",
+      add("exchange buffers (auto: the larger of dense and sparse)", max(dense, sparse), "train.exchange",
           "train.exchange: sparse never builds the dense bucket");
   }
 
@@ -170,11 +194,11 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
     // FFN's inner width f (3 f; 1 f without dropout). The variants add W_O's
     // output and its dropout (2 d a block) and the embedding LayerNorm's
     // output (d).
-    const int64_t f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
-    const int64_t per_block = (dropout ? 8 : 7) * d + (dropout ? 3 : 1) * f + (m.attention_output ? 2 * d : 0);
-    const int64_t per_token = ((dropout ? 2 : 1) + 1 + 4 + (m.embedding_norm ? 1 : 0)) * d + m.blocks * per_block;
-    const int64_t attention = m.blocks * (dropout ? 2 : 1) * int64_t{m.heads} * B * n * n;
-    const int64_t bytes = (per_token * N + attention) * kFloat + ((2 + negatives_per_cell(t)) * B * n + 4 * N) * 8;
+    const Sat f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
+    const Sat per_block = (dropout ? 8 : 7) * d + (dropout ? 3 : 1) * f + (m.attention_output ? 2 * d : Sat(0));
+    const Sat per_token = ((dropout ? 2 : 1) + 1 + 4 + (m.embedding_norm ? 1 : 0)) * d + Sat(m.blocks) * per_block;
+    const Sat attention = Sat(m.blocks) * (dropout ? 2 : 1) * Sat(m.heads) * B * n * n;
+    const Sat bytes = (per_token * N + attention) * kFloat + ((2 + negatives_per_cell(t)) * B * n + 4 * N) * 8;
     add("activations", bytes, "train.batch_size, model.maxlen, model.hidden, model.blocks, model.heads",
         "lower train.batch_size or model.maxlen (N = batch_size x maxlen tokens, an upper bound)");
   }
@@ -199,7 +223,7 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
     case LossKind::Ce:  // logits, log-softmax and the gradient, each [N,I]
       add("loss buffers (ce)", 3 * N * I * kFloat, "train.loss, train.batch_size, model.maxlen",
           detail::cat("train.loss ce scores every item: N x I x 4 bytes for the logits, the log-softmax and their "
-                      "gradient (N = ", N, " tokens, I = ", I,
+                      "gradient (N = ", N.value(), " tokens, I = ", I.value(),
                       "); use train.loss sampled_softmax or gbce, or lower train.batch_size; more ranks do not help "
                       "(batch_size is per rank)"));
       break;
@@ -210,10 +234,10 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   // sampler's queued batches (seq, pos [B,n], neg [B,n] or [B,n,k] int64). The id maps are
   // not loaded for training.
   {
-    const int64_t local_users = (num_users_total + world_size - 1) / world_size;
-    const int64_t queued = int64_t{std::max(1, config.data.sampler_threads)} * (config.data.prefetch + 1) *
-                          (2 + negatives_per_cell(t)) * B * n * 8;
-    add("data", local_interactions * 4 + local_users * 3 * 8 + (num_users_total + 1) * 8 + queued,
+    const Sat local_users = (num_users_total + world_size - 1) / world_size;
+    const Sat queued = Sat(std::max(1, config.data.sampler_threads)) * (Sat(config.data.prefetch) + 1) *
+                       (2 + negatives_per_cell(t)) * B * n * 8;
+    add("data", Sat(local_interactions) * 4 + local_users * 3 * 8 + (Sat(num_users_total) + 1) * 8 + queued,
         "data.path (interactions), data.prefetch",
         "each rank holds only its shard: more ranks shrink this one");
   }
@@ -222,16 +246,17 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   // forward pass of batch_users sequences (no graph: a few [users,n,d] at a
   // time) and the sampled protocol's gathered negatives and their products.
   {
-    const int64_t users = e.batch_users;
-    int64_t bytes = users * d * kFloat + 4 * users * n * d * kFloat + users * n * 4;
+    const Sat users = e.batch_users;
+    Sat bytes = users * d * kFloat + 4 * users * n * d * kFloat + users * n * 4;
     for (const auto& p : e.protocols)
-      if (p == "sampled") bytes += 2 * users * int64_t{e.sampled_negatives} * d * kFloat + users * e.sampled_negatives * 8;
+      if (p == "sampled")
+        bytes = bytes + 2 * users * Sat(e.sampled_negatives) * d * kFloat + users * Sat(e.sampled_negatives) * 8;
     std::string keys = "eval.batch_users";
     if (device.is_cpu()) {
       const int64_t threads = t.threads > 0 ? t.threads : std::max(1u, std::thread::hardware_concurrency());
-      bytes += threads * kEvalBlock;
+      bytes = bytes + Sat(threads) * kEvalBlock;
     } else {
-      bytes += e.memory_mb * kMiB;
+      bytes = bytes + Sat(e.memory_mb) * kMiB;
       keys += ", eval.memory_mb";
     }
     add("evaluation buffers", bytes, keys,
@@ -275,6 +300,7 @@ MemoryBudget memory_budget(const Config& config, torch::Device device) {
 }
 
 std::string format_bytes(int64_t bytes) {
+  if (bytes == std::numeric_limits<int64_t>::max()) return "over 8 EiB";  // a saturated estimate
   char buf[32];
   const double b = static_cast<double>(bytes);
   if (bytes >= (int64_t{1} << 30))
@@ -288,6 +314,17 @@ std::string format_bytes(int64_t bytes) {
 
 void check_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget) {
   const int64_t total = plan.total();
+  if (total == std::numeric_limits<int64_t>::max()) {
+    // Past 8 EiB (the sum saturated): refused whatever the budget, even an unknown one.
+    const MemoryComponent* biggest = nullptr;
+    for (const auto& c : plan.components)
+      if (!biggest || c.bytes > biggest->bytes) biggest = &c;
+    SASREC_FAIL(Config, "memory plan: this config needs more than 8 EiB per rank (the estimate overflows 64 bits)",
+                biggest ? detail::cat("; the largest part is ", biggest->name, " [", biggest->keys, "]: ",
+                                      biggest->advice)
+                        : std::string(),
+                ". No machine has that: change these settings");
+  }
   if (budget.bytes < 0 || total <= budget.bytes) return;
   std::vector<const MemoryComponent*> by_size;
   for (const auto& c : plan.components)

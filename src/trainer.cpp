@@ -1,6 +1,7 @@
 // trainer.cpp: the training loop (see trainer.h for the phases).
 #include "sasrec/trainer.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -31,9 +33,51 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 nlohmann::json eval_event(int64_t epoch, const EvalResult& r) {
   nlohmann::json j{{"event", "eval"}, {"epoch", epoch}, {"split", r.split}, {"protocol", r.protocol},
-                   {"users", r.metrics.count()}, {"seconds", r.seconds}, {"users_per_s", r.users_per_s}};
-  for (const auto& [k, v] : r.metrics.means()) j[k] = v;
+                   {"users", r.metrics.count()}, {"nonfinite_users", r.metrics.nonfinite_users()},
+                   {"seconds", r.seconds}, {"users_per_s", r.users_per_s}};
+  for (const auto& [k, v] : r.metrics.means()) j[k] = v;  // none when no user was evaluated
   return j;
+}
+
+// The train.* and data.* keys that change which steps a run takes: a resume
+// with other values goes on along another path than the uninterrupted run.
+constexpr const char* kTrajectoryKeys[] = {
+    "data.path",       "data.length_buckets", "model.dropout",  "train.batch_size", "train.lr",
+    "train.beta1",     "train.beta2",         "train.l2_emb",   "train.loss",       "train.negatives",
+    "train.proposal",  "train.gbce_t",        "train.exchange", "train.item_optimizer", "train.seed"};
+
+// Refuses a catalog with nothing to rank, and a sampled protocol asking for
+// more negatives than some evaluated user has untouched items (it would rank
+// against fewer, and different, items than configured).
+void check_data_for_config(const Config& config, const SplitData& data, Communicator& comm) {
+  const int64_t items = data.num_items();
+  if (items < 2)
+    SASREC_FAIL(Input, config.data.path, ": the catalog has ", items,
+                " item(s): there is nothing to rank, and no loss has a negative to learn from (gbce and bce draw "
+                "items the user did not touch). Use a store with 2 or more items");
+  const auto& p = config.eval.protocols;
+  if (std::find(p.begin(), p.end(), "sampled") == p.end()) return;
+  const int64_t k = config.eval.sampled_negatives;
+  int64_t short_users = 0, fewest = items;
+  std::vector<int32_t> seen;
+  for (int64_t u : data.holdout_users()) {
+    const ItemSpan full = data.full(u);
+    seen.assign(full.begin(), full.end());
+    std::sort(seen.begin(), seen.end());
+    const int64_t untouched = items - (std::unique(seen.begin(), seen.end()) - seen.begin());
+    short_users += untouched <= k;
+    fewest = std::min(fewest, untouched);
+  }
+  short_users = comm.allreduce_sum(short_users);
+  if (short_users == 0) return;
+  fewest = comm.allgather(torch::tensor({fewest}, torch::kInt64)).min().item<int64_t>();
+  SASREC_FAIL(Config, config.where("eval.sampled_negatives"), "config key 'eval.sampled_negatives' (", k,
+              ") is at or above the number of items that ", short_users,
+              " user(s) with a held-out item never touched (the fewest: ", fewest, " of ", items,
+              " items); the sampled protocol draws its negatives from those items, so it could not rank against ", k,
+              " of them. ",
+              fewest > 1 ? detail::cat("Set eval.sampled_negatives below ", fewest, ", or use eval.protocols: [full]")
+                         : std::string("Use eval.protocols: [full]"));
 }
 
 // The memory plan every rank makes alike (memory_plan.h): the largest
@@ -102,13 +146,44 @@ std::unique_ptr<SplitData> load_split(const DataConfig& config, Communicator& co
   return data;
 }
 
-// NDCG@10 of the first protocol, the model-selection figure (MRR where 10 is not among eval.ks).
+// NDCG@10 of the first protocol, the model-selection figure (MRR where 10
+// is not among eval.ks); -1 when no user was evaluated (no figure at all).
 double selection_score(const std::vector<EvalResult>& valid) {
-  if (valid.empty()) return -1;
+  if (valid.empty() || valid.front().metrics.count() == 0) return -1;
   auto m = valid.front().metrics.means();
   auto it = m.find("ndcg@10");
   return it != m.end() ? it->second : m.at("mrr");
 }
+
+// output.profile: libtorch's Chrome trace of some steps, recorded into an
+// AtomicOutput's temporary and renamed into place when the recording ends,
+// so the file is there, whole, or not at all.
+class ProfileTrace {
+ public:
+  ProfileTrace(const std::string& path, const std::vector<RunInput>& inputs)
+      : out_(path, "output.profile", inputs),
+        record_(std::make_unique<torch::autograd::profiler::RecordProfile>(out_.temp_path())) {}
+  // Ends the recording, writes the file; returns the line to log. A failure
+  // here costs the profile, not the run.
+  std::string finish(int64_t first, int64_t last) {
+    record_.reset();  // libtorch writes the trace now
+    struct stat st {};
+    if (::stat(out_.temp_path().c_str(), &st) != 0 || st.st_size == 0) {
+      out_.discard();
+      return "output.profile: libtorch wrote no trace, so " + out_.path() + " was not written";
+    }
+    try {
+      out_.commit();
+    } catch (const Error& e) {
+      return std::string("output.profile: ") + e.what() + "; training goes on without it";
+    }
+    return detail::cat("wrote the profile of steps ", first, "-", last, " to ", out_.path());
+  }
+
+ private:
+  AtomicOutput out_;  // declared first: destroyed after the recording, so it removes what that wrote
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> record_;
+};
 
 }  // namespace
 
@@ -152,6 +227,8 @@ Trainer::Trainer(Config config, Communicator& comm)
                 "; nothing to train on");
   const int64_t per_step = static_cast<int64_t>(config_.train.batch_size) * comm_.world_size();
   steps_per_epoch_ = (global_trainable_ + per_step - 1) / per_step;
+  check_data_for_config(config_, *data_, comm_);
+  item_map_ = read_item_map_fingerprint(config_.data.path);
 
   // Before the model exists: a config that cannot fit stops here, on every rank alike.
   std::tie(memory_plan_, memory_budget_) = plan_rank_memory(config_, *data_, comm_, device_);
@@ -463,20 +540,82 @@ void Trainer::inject_step_fault(int64_t step) {
 void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
   for (const auto& r : results) {
     metrics_.write(eval_event(epoch, r));
+    const std::string what = detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": ");
+    if (r.metrics.count() == 0) {
+      log_line(comm_.is_root(), what + "no user to evaluate (a user needs 3 or more interactions to have a valid "
+                                       "and a test item); no figure");
+      continue;
+    }
     // The cutoff nearest to 10 on the terminal; the metrics file has them all.
     const int k = nearest_cutoff(config_.eval.ks);
     auto m = r.metrics.means();
     const std::string at = "@" + std::to_string(k);
-    log_line(comm_.is_root(), detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": HR", at, " ",
-                                          m["hr" + at], "  NDCG", at, " ", m["ndcg" + at], "  MRR ", m["mrr"], "  (",
-                                          r.metrics.count(), " users, ", format_duration(r.seconds), ", ",
-                                          static_cast<int64_t>(r.users_per_s), " users/s)"));
+    const int64_t bad = r.metrics.nonfinite_users();
+    log_line(comm_.is_root(),
+             detail::cat(what, "HR", at, " ", m["hr" + at], "  NDCG", at, " ", m["ndcg" + at], "  MRR ", m["mrr"], "  (",
+                         r.metrics.count(), " users, ", format_duration(r.seconds), ", ",
+                         static_cast<int64_t>(r.users_per_s), " users/s)",
+                         bad ? detail::cat("; ", bad, " user(s) with NaN or Inf scores, ranked below every candidate: "
+                                                      "the model is not finite")
+                             : std::string()));
   }
 }
 
 std::vector<EvalResult> Trainer::evaluate(const std::string& split) { return evaluator_->evaluate(model_, split); }
 
-void Trainer::load_model(const std::string& checkpoint) { load_checkpoint(checkpoint, model_, nullptr); }
+void Trainer::load_model(const std::string& checkpoint) {
+  load_checkpoint(checkpoint, model_, nullptr, checkpoint_match());
+}
+
+CheckpointMatch Trainer::checkpoint_match() const { return CheckpointMatch{config_.data.path, item_map_}; }
+
+std::vector<RunInput> Trainer::run_inputs(const std::string& resume) const {
+  std::vector<RunInput> in{run_input("data.path", config_.data.path)};
+  if (!config_.source.empty()) in.push_back(run_input("the config", config_.source));
+  if (!resume.empty()) in.push_back(run_input("the checkpoint resumed from", resume));
+  return in;
+}
+
+void Trainer::claim_checkpoint_dir(const CheckpointDir& dir, const std::string& run_id, bool resumed) {
+  const std::vector<std::string> others = dir.foreign(resumed ? run_id : "");
+  if (others.empty()) return;
+  if (!resumed && config_.checkpoint.overwrite) {
+    const std::string aside = dir.move_aside();
+    log_line(true, detail::cat("checkpoint.overwrite: moved ", others.size(), " checkpoint(s) of an earlier run from ",
+                               dir.dir(), " to ", aside));
+    return;
+  }
+  std::set<std::string> names;
+  for (const auto& path : others) {
+    const std::string id = checkpoint_run_id(path);
+    names.insert(id.empty() ? "unnamed (written before run ids)" : id);
+  }
+  std::string ids;
+  for (const auto& id : names) ids += (ids.empty() ? "" : ", ") + id;
+  if (resumed)
+    SASREC_FAIL(Input, config_.where("checkpoint.dir"), "checkpoint.dir '", dir.dir(), "' holds ", others.size(),
+                " checkpoint(s) of another run (run ", ids, ", newest ", others.back(), ") than the one resumed (run ",
+                run_id, "); its pruning (checkpoint.keep) would delete them. Move them away or choose another "
+                "checkpoint.dir");
+  SASREC_FAIL(Input, config_.where("checkpoint.dir"), "checkpoint.dir '", dir.dir(), "' holds ", others.size(),
+              " checkpoint(s) of another run (run ", ids, ", newest ", others.back(),
+              "); a fresh run there would mix its files with them and prune them. Set checkpoint.resume: auto to "
+              "continue that run, choose another checkpoint.dir, or set checkpoint.overwrite: true to move them aside");
+}
+
+std::vector<std::string> Trainer::trajectory_differences(const TrainState& loaded) const {
+  std::vector<std::string> out;
+  if (loaded.config_yaml.empty()) return out;
+  const Config then = parse_config(loaded.config_yaml, "the checkpoint's config");
+  for (const char* key : kTrajectoryKeys) {
+    const std::string a = config_value(config_, key), b = config_value(then, key);
+    if (a != b) out.push_back(detail::cat(key, " is ", a, " here but ", b, " in the checkpoint"));
+  }
+  if (loaded.world_size > 0 && loaded.world_size != comm_.world_size())
+    out.push_back(detail::cat("the world size is ", comm_.world_size(), " here but ", loaded.world_size,
+                              " in the checkpoint"));
+  return out;
+}
 
 TrainSummary Trainer::fit() {
   const bool root = comm_.is_root();
@@ -485,27 +624,58 @@ TrainSummary Trainer::fit() {
   TrainState state;
   state.config_yaml = to_yaml(config_);
 
+  // Rank 0 owns checkpoint.dir for the whole run, before anything reads it.
+  std::unique_ptr<FolderLock> lock;
+  std::unique_ptr<CheckpointDir> checkpoints;
+  if (!config_.checkpoint.dir.empty() && root) {
+    checkpoints = std::make_unique<CheckpointDir>(config_.checkpoint.dir, config_.checkpoint.keep);
+    lock = std::make_unique<FolderLock>(config_.checkpoint.dir, "checkpoint.dir");
+    if (lock->previous_pid())
+      log_line(root, detail::cat("checkpoint.dir: took over the lock of pid ", lock->previous_pid(),
+                                 ", which is no longer running"));
+    if (const int stale = checkpoints->remove_stale_temporaries())
+      log_line(root, detail::cat("removed ", stale, " unfinished checkpoint file(s) of a killed run from ",
+                                 config_.checkpoint.dir));
+  }
+
   const std::string resume = resume_path();
+  std::vector<std::string> differences;
   if (!resume.empty()) {
-    TrainState loaded = load_checkpoint(resume, model_, optimizer_.get());
+    TrainState loaded = load_checkpoint(resume, model_, optimizer_.get(), checkpoint_match());
     state.epoch = loaded.epoch;
     state.step = loaded.step;
     state.batch = loaded.batch;
     state.dropout_calls = loaded.dropout_calls;
+    state.run_id = loaded.run_id;
     SASREC_CHECK(state.batch < steps_per_epoch_, resume, ": resumes at batch ", state.batch, " of an epoch of ",
                  steps_per_epoch_, " steps; it was written with another train.batch_size or rank count");
     log_line(root, detail::cat("resumed from ", resume, " after epoch ", state.epoch, ", step ", state.step,
                                state.batch ? detail::cat(" (batch ", state.batch, " of epoch ", state.epoch + 1, ")")
                                            : std::string()));
+    differences = trajectory_differences(loaded);
+    for (const auto& d : differences)
+      log_line(root, "resume: " + d + "; the run goes on along another path than an uninterrupted one would");
   }
-  if (root) metrics_ = MetricsWriter(config_.output.metrics, /*append=*/!resume.empty());
-  std::unique_ptr<CheckpointDir> checkpoints;
-  if (!config_.checkpoint.dir.empty() && root) {
-    checkpoints = std::make_unique<CheckpointDir>(config_.checkpoint.dir, config_.checkpoint.keep);
-    if (const int stale = checkpoints->remove_stale_temporaries())
-      log_line(root, detail::cat("removed ", stale, " unfinished checkpoint file(s) of a killed run from ",
-                                 config_.checkpoint.dir));
+  const bool resumed = !resume.empty();
+  if (checkpoints) claim_checkpoint_dir(*checkpoints, state.run_id, resumed);
+  if (state.run_id.empty()) state.run_id = new_run_id();  // fresh, or resumed from a file without one
+  summary.run_id = state.run_id;
+  state.config_hash = config_hash(config_);
+  state.world_size = comm_.world_size();
+  state.item_map = item_map_;
+  state.data_path = config_.data.path;
+
+  const std::vector<RunInput> inputs = run_inputs(resume);
+  if (root) {
+    metrics_ = MetricsWriter(config_.output.metrics, /*append=*/resumed, inputs);
+    if (!metrics_.moved_aside().empty())
+      log_line(root, detail::cat("output.metrics: ", config_.output.metrics, " held another run's events; moved to ",
+                                 metrics_.moved_aside()));
   }
+  // output.profile: checked now, written at step kProfileLast (or the run's end).
+  std::vector<RunInput> profile_inputs = inputs;
+  profile_inputs.push_back(run_input("output.metrics", config_.output.metrics));
+  if (root && !config_.output.profile.empty()) check_output(config_.output.profile, "output.profile", profile_inputs);
   // Rank 0 writes; the checkpoint kinds of SASREC_INJECT_FAULT apply to its writes.
   auto save = [&](const TrainState& s) {
     FaultKind inject = FaultKind::None;
@@ -521,7 +691,9 @@ TrainSummary Trainer::fit() {
                   {"device", device_.str()}, {"threads", torch::get_num_threads()}, {"parameters", params},
                   {"users", data_->num_users_total()}, {"items", data_->num_items()},
                   {"trainable_users", global_trainable_}, {"steps_per_epoch", steps_per_epoch_},
-                  {"resumed_from", resume}, {"config", state.config_yaml}});
+                  {"resumed_from", resume}, {"run_id", state.run_id},
+                  {"config_hash", fingerprint_hex(state.config_hash)}, {"item_map", fingerprint_hex(item_map_)},
+                  {"resume_differences", differences}, {"config", state.config_yaml}});
   metrics_.write(memory_plan_event(memory_plan_, memory_budget_));
   log_line(root, detail::cat("sasrec_ddp: ", data_->num_users_total(), " users, ", data_->num_items(), " items, ",
                              params, " parameters, ", comm_.world_size(), " rank(s) on ", device_.str(), ", ",
@@ -556,7 +728,13 @@ TrainSummary Trainer::fit() {
   const int64_t run_steps = std::min<int64_t>(config_.train.epochs * steps_per_epoch_,
                                               max_steps > 0 ? max_steps : INT64_MAX);
   constexpr int64_t kProfileFirst = 11, kProfileLast = 60;
-  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+  std::unique_ptr<ProfileTrace> profile;
+  auto finish_profile = [&](int64_t last_step) {
+    if (!profile) return;
+    progress.clear();
+    log_line(root, profile->finish(kProfileFirst, last_step));
+    profile.reset();
+  };
   const auto start = Clock::now();
   double best_score = -1;
   int evals_without_gain = 0;  // eval.patience
@@ -577,12 +755,12 @@ TrainSummary Trainer::fit() {
     sparse_steps_ = dense_steps_ = wire_bytes_ = exchanged_rows_ = 0;
     const auto epoch_start = Clock::now();
     double loss_sum_total = 0;
-    int64_t targets = 0, sequences = 0, steps = 0;
+    int64_t targets = 0, sequences = 0, steps = 0, taken = 0;  // taken: steps not skipped (the same on every rank)
     int stop_signal = 0;  // the step guard's request, once every rank knows of it
     for (int64_t s = first; s < steps_per_epoch_; ++s) {
       // output.profile: a Chrome trace of steps kProfileFirst..kProfileLast, op by op.
       if (root && !config_.output.profile.empty() && state.step + 1 == kProfileFirst)
-        profile = std::make_unique<torch::autograd::profiler::RecordProfile>(config_.output.profile);
+        profile = std::make_unique<ProfileTrace>(config_.output.profile, profile_inputs);
       auto t = Clock::now();
       Batch batch;
       {
@@ -593,13 +771,8 @@ TrainSummary Trainer::fit() {
       const StepOutcome outcome = train_step(batch, state.step + 1, guard.requested() != 0);
       if (outcome.skipped) ++summary.skipped_steps;
       loss_sum_total += outcome.loss_sum;
-      if (profile && state.step + 1 == kProfileLast) {
-        profile.reset();  // writes the trace
-        progress.clear();
-        log_line(root, "wrote the profile of steps " + std::to_string(kProfileFirst) + "-" +
-                           std::to_string(kProfileLast) + " to " + config_.output.profile);
-      }
-      if (!outcome.skipped) targets += batch.targets;
+      if (state.step + 1 == kProfileLast) finish_profile(kProfileLast);
+      if (!outcome.skipped) targets += batch.targets, ++taken;
       sequences += batch.seq.size(0);
       ++steps;
       ++state.step;
@@ -628,6 +801,7 @@ TrainSummary Trainer::fit() {
       }
     }
     if (stop_signal) {  // interrupted: checkpoint where we are and return
+      finish_profile(state.step);
       progress.clear();
       if (state.batch == steps_per_epoch_) state.epoch = epoch, state.batch = 0;
       state.dropout_calls = model_->dropout_calls();
@@ -652,10 +826,11 @@ TrainSummary Trainer::fit() {
     if (!std::isfinite(sums[0]))
       SASREC_FAIL(Check, "epoch ", epoch, ": the loss is not finite (", sums[0],
                   "); lower train.lr or check the data");
-    const double loss = sums[0] / std::max(1.0, sums[1]);
     const double seq_per_s = sums[2] / std::max(1e-9, seconds);
     state.epoch = epoch;
     summary.epochs = epoch;
+    // No step taken (all skipped): there is no loss, not a loss of 0.
+    const nlohmann::json loss = taken > 0 ? nlohmann::json(sums[0] / std::max(1.0, sums[1])) : nlohmann::json();
     // The exchange, bytes one rank moved per step (ring algorithms, item_rows.h).
     const nlohmann::json exchange{{"sparse_steps", sparse_steps_}, {"dense_steps", dense_steps_},
                                   {"bytes_per_step", wire_bytes_ / std::max<int64_t>(1, steps)},
@@ -666,8 +841,22 @@ TrainSummary Trainer::fit() {
                     {"phase_seconds", {{"sample", t_sample_}, {"forward", t_forward_}, {"backward", t_backward_},
                                        {"reduce", t_reduce_}, {"step", t_step_}}},
                     {"exchange", exchange}});
-    log_line(root, detail::cat("epoch ", epoch, "/", config_.train.epochs, "  loss ", loss, "  ",
-                               static_cast<int64_t>(seq_per_s), " seq/s  ", format_duration(seconds)));
+    if (taken == 0) {
+      // Nothing was learnt in a whole epoch: the parameters make every step
+      // non-finite, and going on would skip every step again.
+      log_line(root, detail::cat("epoch ", epoch, "/", config_.train.epochs, "  no step taken: all ", steps,
+                                 " step(s) were skipped for non-finite values (train.on_nonfinite: skip), so there "
+                                 "is no loss"));
+      SASREC_FAIL(Check, "epoch ", epoch, ": every one of its ", steps, " step(s) was skipped for a non-finite loss or "
+                  "gradient (train.on_nonfinite: skip): the training diverged and cannot go on",
+                  summary.checkpoint.empty() ? std::string() : "; the last checkpoint is " + summary.checkpoint,
+                  ". Lower train.lr (", config_.train.lr, ") or check the data");
+    }
+    log_line(root, detail::cat("epoch ", epoch, "/", config_.train.epochs, "  loss ", loss.get<double>(), "  ",
+                               static_cast<int64_t>(seq_per_s), " seq/s  ", format_duration(seconds),
+                               taken < steps ? detail::cat("  (", steps - taken, " of ", steps,
+                                                           " steps skipped: non-finite)")
+                                             : std::string()));
 
     const bool last = epoch == config_.train.epochs || stop;
     const int every = config_.eval.every;
@@ -703,6 +892,7 @@ TrainSummary Trainer::fit() {
     }
     if (checkpoints && (last || stop || epoch % config_.checkpoint.every == 0)) save(state);
   }
+  finish_profile(state.step);
   summary.steps = state.step;
   summary.seconds = since(start);
   nlohmann::json done{{"event", "summary"}, {"epochs", summary.epochs}, {"steps", summary.steps},
@@ -720,6 +910,8 @@ TrainSummary Trainer::fit() {
   for (const auto& line : format_summary(summary.epochs, summary.steps, summary.seconds, summary.best_epoch,
                                          summary.best_valid, summary.best_test, config_.eval.ks))
     log_line(root, line);
+  if (summary.best_epoch == 0 && !summary.last.empty())
+    log_line(root, "no evaluation had a user to evaluate, so there is no best epoch and no figure");
   return summary;
 }
 

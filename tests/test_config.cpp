@@ -192,3 +192,61 @@ TEST(Config, TimeSplitCutoffs) {
   Config refit = parse_config("", "r", {"data.path=" + data, "data.split=time", "data.test_from=q0.9", "data.refit=true"});
   EXPECT_NO_THROW(refit.validate());  // refit needs no valid period
 }
+
+TEST(Config, SetErrorsAreAttributedToTheSetNotToTheFile) {
+  const std::string msg =
+      error_of([] { parse_config("train:\n  epochs: 3\n", "run.yaml", {"train.epochs=abc"}); });
+  EXPECT_EQ(msg.rfind("--set 'train.epochs=abc': key 'train.epochs' must be an integer", 0), 0u) << msg;
+  EXPECT_EQ(msg.find("run.yaml"), std::string::npos) << msg;
+  const std::string unknown = error_of([] { parse_config("", "run.yaml", {"train.epoch=3"}); });
+  EXPECT_EQ(unknown.rfind("--set 'train.epoch=3': unknown key 'train.epoch'", 0), 0u) << unknown;
+}
+
+TEST(Config, SetIntoASectionThatIsNoMapIsAConfigError) {
+  // yaml-cpp itself would throw its own exception (exit 1, its message).
+  try {
+    parse_config("model:\n  hidden: 8\ndata: oops\n", "run.yaml", {"data.path=/x.h5"});
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.domain(), ErrorDomain::Config);
+    EXPECT_NE(std::string(e.what()).find("--set 'data.path=/x.h5': section 'data' at run.yaml:3 is not a map of keys "
+                                         "but 'oops'"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Config, ValueErrorsNameTheLineTheValueIsOn) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  Config c = parse_config("data:\n  path: " + data + "\nmodel:\n  hidden: 50\n  heads: 3\n", "run.yaml");
+  EXPECT_EQ(error_of([&] { c.validate(); }).rfind("run.yaml:5: config key 'model.heads' (3) must divide", 0), 0u)
+      << error_of([&] { c.validate(); });
+  Config s = parse_config("data:\n  path: " + data + "\n", "run.yaml", {"train.lr=-1"});
+  EXPECT_EQ(error_of([&] { s.validate(); }).rfind("--set 'train.lr=-1': config key 'train.lr' must be > 0", 0), 0u)
+      << error_of([&] { s.validate(); });
+  EXPECT_EQ(s.where("train.batch_size"), "") << "a default was written nowhere";
+}
+
+TEST(Config, ADirectoryAsTheConfigIsRefused) {
+  test::TempDir dir;
+  const std::string msg = error_of([&] { load_config(dir.path().string()); });
+  EXPECT_NE(msg.find(dir.path().string() + ": is a directory; give the YAML config file"), std::string::npos) << msg;
+}
+
+TEST(Config, MaxlenIsBoundedAndOverwriteExcludesResume) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  Config huge = parse_config("", "r", {"data.path=" + data, "model.maxlen=100000000"});
+  EXPECT_NE(error_of([&] { huge.validate(); }).find("config key 'model.maxlen' (100000000) must be at most 65536"),
+            std::string::npos);
+  Config edge = parse_config("", "r", {"data.path=" + data, "model.maxlen=65536"});
+  EXPECT_NO_THROW(edge.validate());
+  Config both = parse_config("", "r", {"data.path=" + data, "checkpoint.dir=" + dir.file("c"),
+                                       "checkpoint.overwrite=true", "checkpoint.resume=auto"});
+  EXPECT_NE(error_of([&] { both.validate(); }).find("checkpoint.overwrite"), std::string::npos);
+  Config file_dir = parse_config("", "r", {"data.path=" + data, "checkpoint.dir=" + data});
+  EXPECT_NE(error_of([&] { file_dir.validate(); }).find("which is not a folder"), std::string::npos);
+}

@@ -72,8 +72,11 @@ std::string make_store(const std::string& name, int users, int items, uint64_t s
 }
 
 Config base_config(const std::string& data, const std::string& run) {
+  // 10 sampled negatives: the stores here have 40-2000 items, and the trainer refuses a sampled
+  // protocol asking for more negatives than a user has untouched items (12-item stores: full only).
   Config c = parse_config("", "test", {"data.path=" + data, "model.hidden=16", "model.maxlen=12",
                                        "model.heads=2", "train.threads=1", "eval.every=0",
+                                       "eval.sampled_negatives=10",
                                        "output.metrics=" + shared_dir() + "/" + run + ".jsonl"});
   c.validate();
   return c;
@@ -317,6 +320,7 @@ TEST(Mpi, AutoExchangePicksTheCheaperWay) {
     Config c = base_config(data, expect_sparse ? "auto_large" : "auto_tiny");
     c.train.epochs = 1;
     c.train.batch_size = 16;
+    c.eval.protocols = {"full"};  // some users of the tiny store touched all 12 items: no negative to sample
     Trainer t(c, *g_comm);
     t.fit();
     g_comm->barrier();

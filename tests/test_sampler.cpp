@@ -196,6 +196,19 @@ TEST(Sampler, NegativesNeverInHistory) {
   EXPECT_EQ(seen, (std::set<int64_t>{1, 4, 6, 8, 9, 10, 12, 14, 15}));
 }
 
+TEST(Sampler, NegativesOfANearlyFullHistoryAreTheItemsLeftUniformly) {
+  // 18 of 20 items seen (90%: rejection would spin): only 4 and 17 may come, each about half the time.
+  Rng rng(2);
+  std::vector<int32_t> hist;
+  for (int32_t i = 1; i <= 20; ++i)
+    if (i != 4 && i != 17) hist.push_back(i);
+  std::vector<int64_t> out(4000);
+  sample_negatives(rng, 20, hist, static_cast<int64_t>(out.size()), out.data());
+  const auto fours = std::count(out.begin(), out.end(), 4);
+  EXPECT_EQ(fours + std::count(out.begin(), out.end(), 17), 4000) << "a negative from the history";
+  EXPECT_NEAR(static_cast<double>(fours) / 4000, 0.5, 0.05);  // 6 standard deviations
+}
+
 TEST(Sampler, BatchLayoutShiftedTargetsTrimmedWidth) {
   SplitData d(shard_of({{1, 2, 3, 4, 5, 6, 7}, {8, 9, 10, 11}}, 20));
   SamplerOptions o;

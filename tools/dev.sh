@@ -154,6 +154,12 @@ quickstart() {
   echo "== 2/3 csv2h5"
   "$BUILD/csv2h5" "$out/interactions.csv" "$out/interactions.h5"
   echo "== 3/3 training (configs/quickstart.yaml)"
+  # A checkpoint folder holds one run (a fresh run in another's is refused):
+  # a rerun of the quickstart starts over, so its previous run goes first.
+  if [ -e "$out/checkpoints" ] || [ -e "$out/metrics.jsonl" ]; then
+    echo "   (removing the previous quickstart run: $out/checkpoints, $out/metrics.jsonl)"
+    rm -rf "$out/checkpoints" "$out/metrics.jsonl"
+  fi
   (cd "$ROOT" && "$BUILD/sasrec_ddp" configs/quickstart.yaml)
   echo "== metrics: $out/metrics.jsonl; the generator's oracle and popularity figures: $out/interactions.csv.oracle.json"
 }

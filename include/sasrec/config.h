@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -124,6 +125,9 @@ struct CheckpointConfig {
   int every = 1;             // epochs between checkpoints
   int keep = 3;              // newest checkpoints kept
   std::string resume = "none";  // none | auto | PATH
+  // A fresh run in a folder holding another run's checkpoints: false refuses
+  // it (exit 2); true moves them aside into DIR/replaced-YYYYmmdd-HHMMSS/.
+  bool overwrite = false;
 };
 
 struct RuntimeConfig {
@@ -153,9 +157,20 @@ struct Config {
   RuntimeConfig runtime;
   OutputConfig output;
 
-  // Cross-field and range checks; throws sasrec::Error(Config) naming the key.
+  // Where each key given was written: "FILE:LINE" or "--set 'key=value'"
+  // (keys left at their default are absent), and the config file itself.
+  std::map<std::string, std::string> origins;
+  std::string source;
+
+  // Cross-field and range checks; throws sasrec::Error(Config) naming the
+  // key and where it was written.
   void validate() const;
+  // "FILE:LINE: " / "--set 'key=value': " of a key, "" for a default.
+  std::string where(const std::string& key) const;
 };
+
+// The longest model.maxlen accepted (validate()).
+inline constexpr int kMaxMaxlen = 65536;
 
 // Parses YAML text; `source` names it in messages (a path or "<string>").
 // `overrides` are "section.key=value" strings applied on top.
@@ -165,6 +180,11 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 
 // The fully resolved config as YAML (every key), for run folders and checkpoints.
 std::string to_yaml(const Config& config);
+// One key's value as the YAML dump writes it ("post", "0.001", "[1, 5, 10]").
+std::string config_value(const Config& config, const std::string& key);
+// FNV-1a-64 over every key=value of the data, model and train sections: the
+// config hash a run's checkpoints record (the sections that decide what is trained).
+uint64_t config_hash(const Config& config);
 
 const char* norm_name(Norm n);
 const char* activation_name(Activation a);

@@ -14,10 +14,14 @@
 //                     themselves can be drawn)
 // Full scoring is chunked over cases (eval.batch_users) and items (so one
 // score block stays under eval.memory_mb); the rank is a count of higher
-// scores, never a sort. Each rank evaluates its own users; sums are reduced
-// over ranks, so every rank returns the same global figures. The users
-// (eval.max_users) and sampled negatives are chosen by hashes of the global
-// user index: the figures do not depend on the rank count.
+// and of equal scores, never a sort. Ties, NaN and Inf follow one rule in
+// every path (the CPU blocked count, the tensor-op path of CUDA, the sampled
+// protocol): the expected rank under a random tie-break, a NaN candidate
+// above the target, a non-finite target below every candidate (metrics.h).
+// Each rank evaluates its own users; sums are reduced over ranks, so every
+// rank returns the same global figures. The users (eval.max_users) and
+// sampled negatives are chosen by hashes of the global user index: the
+// figures do not depend on the rank count.
 #pragma once
 
 #include <string>
@@ -34,7 +38,7 @@ namespace sasrec {
 struct EvalResult {
   std::string split;     // valid | test
   std::string protocol;  // full | sampled
-  RankMetrics metrics;
+  RankMetrics metrics;      // metrics.nonfinite_users(): users with a NaN or Inf score
   double seconds = 0;     // the evaluation of the split, every protocol together
   double users_per_s = 0; // global users evaluated / seconds
 };
@@ -46,14 +50,14 @@ class Evaluator {
   // One result per protocol of the config, reduced over ranks.
   std::vector<EvalResult> evaluate(SASRec& model, const std::string& split);
 
-  // The 0-based ranks of this rank's evaluated cases for one protocol (tests).
-  std::vector<int64_t> ranks(SASRec& model, const std::string& split, const std::string& protocol);
+  // Where the targets of this rank's evaluated cases stand, for one protocol (tests).
+  std::vector<TargetRank> ranks(SASRec& model, const std::string& split, const std::string& protocol);
 
  private:
-  // Ranks of `cases` under each protocol of the config: [protocol][case].
-  std::vector<std::vector<int64_t>> chunk_ranks(SASRec& model, Holdout split, const std::vector<EvalCase>& cases);
-  // Ranks of every evaluated case: [protocol][case].
-  std::vector<std::vector<int64_t>> all_ranks(SASRec& model, Holdout split);
+  // Places of `cases` under each protocol of the config: [protocol][case].
+  std::vector<std::vector<TargetRank>> chunk_ranks(SASRec& model, Holdout split, const std::vector<EvalCase>& cases);
+  // Places of every evaluated case: [protocol][case].
+  std::vector<std::vector<TargetRank>> all_ranks(SASRec& model, Holdout split);
 
   const SplitData& data_;
   EvalConfig config_;
@@ -61,5 +65,22 @@ class Evaluator {
   Communicator& comm_;
   std::vector<EvalCase> cases_[2];  // the cases evaluated, [Holdout]
 };
+
+// The two full-catalog kernels, public so that tests run both on one input.
+// h [n,D] user vectors, w [I+1,D] the item table, target_score [n] each
+// user's score of its target; masked[r]: the sorted, unique items not ranked
+// for user r (the padding item 0, the history, the target itself, which is
+// compared, never counted against itself). Same rule, same result:
+//   blocked:    CPU float32 only; 64 x 1024 scores at a time by BLAS, counted
+//               while in cache (the CPU path)
+//   tensor ops: any device; chunks of at most memory_mb MiB of scores (the CUDA path)
+std::vector<TargetRank> full_ranks_blocked(const torch::Tensor& h, const torch::Tensor& w,
+                                           const torch::Tensor& target_score,
+                                           const std::vector<std::vector<int32_t>>& masked);
+std::vector<TargetRank> full_ranks_tensor_ops(const torch::Tensor& h, const torch::Tensor& w,
+                                              const torch::Tensor& target_score,
+                                              const std::vector<std::vector<int32_t>>& masked, int64_t memory_mb);
+// The sampled protocol: each target_score [n] against its row of neg_score [n,k].
+std::vector<TargetRank> sampled_ranks(const torch::Tensor& target_score, const torch::Tensor& neg_score);
 
 }  // namespace sasrec

@@ -80,9 +80,12 @@ struct SamplerOptions {
   bool pin_memory = false;
 };
 
-// Fills `out` with up to `n` items drawn uniformly from 1..num_items, none in
-// `history_sorted` (sorted ascending). Falls back to any item when the history
-// covers nearly the whole catalog. Exposed for tests.
+// Fills `out` with `n` items drawn uniformly (with replacement) from the
+// items of 1..num_items not in `history_sorted` (sorted ascending): by
+// rejection while the history is under 90% of the catalog, else from the
+// explicit complement. Only a history holding every item leaves nothing to
+// draw from; then any item is drawn (training; the evaluator refuses such a
+// user). Exposed for tests.
 void sample_negatives(class Rng& rng, int64_t num_items, const std::vector<int32_t>& history_sorted, int64_t n,
                       int64_t* out);
 

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "sasrec/atomic_file.h"
 #include "sasrec/checkpoint.h"
 #include "sasrec/comm.h"
 #include "sasrec/config.h"
@@ -47,6 +48,7 @@ struct TrainSummary {
   std::string checkpoint;               // the last checkpoint written, "" if none
   int64_t skipped_steps = 0;            // steps skipped for non-finite gradients (train.on_nonfinite: skip)
   bool early_stopped = false;           // eval.patience ended the run before train.epochs
+  std::string run_id;                   // the run's id, recorded in its checkpoints (resumed: the checkpoint's)
 };
 
 class Trainer {
@@ -57,8 +59,13 @@ class Trainer {
   // config says so; evaluates and checkpoints as configured. A SIGTERM or
   // SIGINT (step_guard.h) ends the run after the step in flight, with a
   // checkpoint that resumes exactly (summary.interrupted_by says which).
+  // Rank 0 owns checkpoint.dir while it runs (a lock file); a fresh run in a
+  // folder holding another run's checkpoints is refused (checkpoint.overwrite
+  // moves them aside). An epoch in which every step was skipped for
+  // non-finite values (train.on_nonfinite: skip) ends the run as a failure.
   TrainSummary fit();
-  // Loads a checkpoint's parameters (no optimizer state) for evaluation.
+  // Loads a checkpoint's parameters (no optimizer state) for evaluation;
+  // refuses one made for another model function or item map (checkpoint.h).
   void load_model(const std::string& checkpoint);
   std::vector<EvalResult> evaluate(const std::string& split);
 
@@ -97,6 +104,15 @@ class Trainer {
   void inject_step_fault(int64_t step);
   void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
   std::string resume_path() const;
+  // What load_checkpoint must find: this run's store and its item map.
+  CheckpointMatch checkpoint_match() const;
+  // The files this run reads, which none of its outputs may replace.
+  std::vector<RunInput> run_inputs(const std::string& resume) const;
+  // Rank 0: refuses (or, checkpoint.overwrite, moves aside) the folder's
+  // checkpoints of runs other than `run_id` ("" for a fresh run).
+  void claim_checkpoint_dir(const CheckpointDir& dir, const std::string& run_id, bool resumed);
+  // Config keys that change the trajectory and differ from the checkpoint's ("key: here vs there").
+  std::vector<std::string> trajectory_differences(const TrainState& loaded) const;
 
   Config config_;
   Communicator& comm_;
@@ -132,6 +148,7 @@ class Trainer {
   MemoryPlan memory_plan_;      // made and checked in the constructor, written with the start event
   MemoryBudget memory_budget_;
   FaultPlan fault_;             // SASREC_INJECT_FAULT (tests of failure handling)
+  uint64_t item_map_ = 0;       // item_map_fingerprint of data.path, recorded in and checked against checkpoints
 };
 
 // A float64 checksum of every parameter (sum and a position-weighted sum).
