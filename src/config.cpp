@@ -172,7 +172,7 @@ TimeCutoff parse_value<TimeCutoff>(const Ctx& c) {
   try {
     return parse_time_cutoff(s, c.key);
   } catch (const Error& e) {  // the reason, at the config line
-    SASREC_FAIL(Config, where(c.source, c.node), e.what(), "; fix it in the config or with --set ", c.key, "=VALUE");
+    SASREC_FAIL(Config, c.origin, ": ", e.what(), "; fix it in the config or with --set ", c.key, "=VALUE");
   }
 }
 template <typename T>
