@@ -120,6 +120,14 @@ LossKind parse_value<LossKind>(const Ctx& c) {
   if (s == "gbce") return LossKind::Gbce;
   c.fail("one of bce, ce, sampled_softmax, gbce");
 }
+template <>
+LrSchedule parse_value<LrSchedule>(const Ctx& c) {
+  std::string s = c.scalar("one of constant, cosine, linear");
+  if (s == "constant") return LrSchedule::Constant;
+  if (s == "cosine") return LrSchedule::Cosine;
+  if (s == "linear") return LrSchedule::Linear;
+  c.fail("one of constant, cosine, linear");
+}
 template <typename T>
 std::vector<T> parse_list(const Ctx& c, const char* expected) {
   if (!c.node.IsSequence()) c.fail(expected);
@@ -146,6 +154,7 @@ YAML::Node to_node(Norm v) { return YAML::Node(std::string(norm_name(v))); }
 YAML::Node to_node(Activation v) { return YAML::Node(std::string(activation_name(v))); }
 YAML::Node to_node(Init v) { return YAML::Node(std::string(init_name(v))); }
 YAML::Node to_node(LossKind v) { return YAML::Node(std::string(loss_name(v))); }
+YAML::Node to_node(LrSchedule v) { return YAML::Node(std::string(lr_schedule_name(v))); }
 template <typename T>
 YAML::Node to_node(const std::vector<T>& v) {
   YAML::Node n(YAML::NodeType::Sequence);
@@ -192,6 +201,10 @@ const std::vector<Field>& fields() {
       field("train", "beta1", &Config::train, &TrainConfig::beta1),
       field("train", "beta2", &Config::train, &TrainConfig::beta2),
       field("train", "l2_emb", &Config::train, &TrainConfig::l2_emb),
+      field("train", "weight_decay", &Config::train, &TrainConfig::weight_decay),
+      field("train", "lr_schedule", &Config::train, &TrainConfig::lr_schedule),
+      field("train", "warmup_steps", &Config::train, &TrainConfig::warmup_steps),
+      field("train", "min_lr", &Config::train, &TrainConfig::min_lr),
       field("train", "loss", &Config::train, &TrainConfig::loss),
       field("train", "negatives", &Config::train, &TrainConfig::negatives),
       field("train", "proposal", &Config::train, &TrainConfig::proposal),
@@ -305,6 +318,15 @@ const char* loss_name(LossKind l) {
   return "?";
 }
 
+const char* lr_schedule_name(LrSchedule s) {
+  switch (s) {
+    case LrSchedule::Constant: return "constant";
+    case LrSchedule::Cosine: return "cosine";
+    case LrSchedule::Linear: return "linear";
+  }
+  return "?";
+}
+
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
   YAML::Node root;
@@ -388,6 +410,10 @@ void Config::validate() const {
   require(train.beta1 >= 0 && train.beta1 < 1, "train.beta1", "must be in [0, 1)");
   require(train.beta2 >= 0 && train.beta2 < 1, "train.beta2", "must be in [0, 1)");
   require(train.l2_emb >= 0, "train.l2_emb", "must be >= 0");
+  require(train.weight_decay >= 0, "train.weight_decay", "must be >= 0 (0: off)");
+  require(train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0 (0: no warm-up)");
+  require(train.min_lr >= 0 && train.min_lr <= train.lr, "train.min_lr",
+          detail::cat("must be in [0, train.lr = ", train.lr, "]"));
   require(train.negatives >= 1, "train.negatives", "must be >= 1");
   require(train.max_steps >= 0, "train.max_steps", "must be >= 0 (0: no limit)");
   require(train.threads >= 0, "train.threads", "must be >= 0 (0: all cores)");

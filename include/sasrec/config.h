@@ -17,6 +17,7 @@ enum class Norm { Pre, Post, Paper };
 enum class Activation { Relu, Gelu };
 enum class Init { Xavier, Normal };
 enum class LossKind { Bce, Ce, SampledSoftmax, Gbce };
+enum class LrSchedule { Constant, Cosine, Linear };
 
 struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
@@ -50,6 +51,15 @@ struct TrainConfig {
   double beta1 = 0.9;
   double beta2 = 0.98;
   double l2_emb = 0.0;       // L2 penalty on the item embedding table
+  // Decoupled weight decay (AdamW) on the dense matrices: attention and FFN
+  // weights; not biases, LayerNorm or the embedding tables.
+  double weight_decay = 0.0;
+  // The learning rate over the run's steps (optimizer.h, scheduled_lr): a
+  // linear warm-up over warmup_steps, then constant or decaying to min_lr at
+  // the last step of train.epochs.
+  LrSchedule lr_schedule = LrSchedule::Constant;
+  int64_t warmup_steps = 0;
+  double min_lr = 0.0;
   LossKind loss = LossKind::Bce;
   int negatives = 256;       // sampled_softmax: K shared by the batch; gbce: k per target
   std::string proposal = "uniform";  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
@@ -122,5 +132,6 @@ const char* norm_name(Norm n);
 const char* activation_name(Activation a);
 const char* init_name(Init i);
 const char* loss_name(LossKind l);
+const char* lr_schedule_name(LrSchedule s);
 
 }  // namespace sasrec
