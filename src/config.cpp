@@ -135,6 +135,8 @@ constexpr Names<SampledExclude> kSampledExcludeNames[] = {{SampledExclude::Seque
 constexpr Names<AttentionKernel> kAttentionNames[] = {{AttentionKernel::Auto, "auto"}, {AttentionKernel::Fused, "fused"},
                                                       {AttentionKernel::Sdpa, "sdpa"}, {AttentionKernel::Tensor, "tensor"}};
 constexpr Names<Precision> kPrecisionNames[] = {{Precision::Fp32, "fp32"}, {Precision::Bf16, "bf16"}};
+constexpr Names<LrSchedule> kLrScheduleNames[] = {{LrSchedule::Constant, "constant"}, {LrSchedule::Cosine, "cosine"},
+                                                   {LrSchedule::Linear, "linear"}};
 constexpr Names<Scorer> kScorerNames[] = {{Scorer::Auto, "auto"}, {Scorer::Blocked, "blocked"}, {Scorer::Tensor, "tensor"}};
 
 template <typename E, size_t N>
@@ -165,6 +167,8 @@ template <>
 Precision parse_value<Precision>(const Ctx& c) { return parse_choice(c, kPrecisionNames); }
 template <>
 Scorer parse_value<Scorer>(const Ctx& c) { return parse_choice(c, kScorerNames); }
+template <>
+LrSchedule parse_value<LrSchedule>(const Ctx& c) { return parse_choice(c, kLrScheduleNames); }
 template <>
 TimeCutoff parse_value<TimeCutoff>(const Ctx& c) {
   if (c.node.IsNull()) return {};
@@ -208,6 +212,7 @@ YAML::Node to_node(SplitKind v) { return YAML::Node(std::string(split_name(v)));
 YAML::Node to_node(EvalTargets v) { return YAML::Node(std::string(eval_targets_name(v))); }
 YAML::Node to_node(SampledExclude v) { return YAML::Node(std::string(sampled_exclude_name(v))); }
 YAML::Node to_node(const TimeCutoff& v) { return YAML::Node(v.text); }
+YAML::Node to_node(LrSchedule v) { return YAML::Node(std::string(lr_schedule_name(v))); }
 template <typename T>
 YAML::Node to_node(const std::vector<T>& v) {
   YAML::Node n(YAML::NodeType::Sequence);
@@ -259,6 +264,10 @@ const std::vector<Field>& fields() {
       field("train", "beta1", &Config::train, &TrainConfig::beta1),
       field("train", "beta2", &Config::train, &TrainConfig::beta2),
       field("train", "l2_emb", &Config::train, &TrainConfig::l2_emb),
+      field("train", "weight_decay", &Config::train, &TrainConfig::weight_decay),
+      field("train", "lr_schedule", &Config::train, &TrainConfig::lr_schedule),
+      field("train", "warmup_steps", &Config::train, &TrainConfig::warmup_steps),
+      field("train", "min_lr", &Config::train, &TrainConfig::min_lr),
       field("train", "loss", &Config::train, &TrainConfig::loss),
       field("train", "negatives", &Config::train, &TrainConfig::negatives),
       field("train", "proposal", &Config::train, &TrainConfig::proposal),
@@ -434,6 +443,7 @@ const char* loss_name(LossKind l) {
 const char* attention_name(AttentionKernel a) { return choice_name(a, kAttentionNames); }
 const char* precision_name(Precision p) { return choice_name(p, kPrecisionNames); }
 const char* scorer_name(Scorer s) { return choice_name(s, kScorerNames); }
+const char* lr_schedule_name(LrSchedule s) { return choice_name(s, kLrScheduleNames); }
 const char* split_name(SplitKind s) { return choice_name(s, kSplitNames); }
 const char* eval_targets_name(EvalTargets t) { return choice_name(t, kEvalTargetNames); }
 const char* sampled_exclude_name(SampledExclude e) { return choice_name(e, kSampledExcludeNames); }
@@ -571,6 +581,10 @@ void Config::validate() const {
   require(train.beta1 >= 0 && train.beta1 < 1, "train.beta1", "must be in [0, 1)");
   require(train.beta2 >= 0 && train.beta2 < 1, "train.beta2", "must be in [0, 1)");
   require(train.l2_emb >= 0, "train.l2_emb", "must be >= 0");
+  require(train.weight_decay >= 0, "train.weight_decay", "must be >= 0 (0: off)");
+  require(train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0 (0: no warm-up)");
+  require(train.min_lr >= 0 && train.min_lr <= train.lr, "train.min_lr",
+          detail::cat("must be in [0, train.lr = ", train.lr, "]"));
   require(train.negatives >= 1, "train.negatives", "must be >= 1");
   require(train.max_steps >= 0, "train.max_steps", "must be >= 0 (0: no limit)");
   require(train.threads >= 0, "train.threads", "must be >= 0 (0: all cores)");

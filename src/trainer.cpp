@@ -240,6 +240,19 @@ Trainer::Trainer(Config config, Communicator& comm)
   broadcast_parameters();
 
   optimizer_ = make_optimizer(model_, config_.train);
+  // Decoupled weight decay on the dense matrices (attention, FFN), not on
+  // biases, LayerNorm or the embedding tables (item, position, user).
+  if (config_.train.weight_decay > 0) {
+    std::vector<torch::Tensor> dense;
+    for (const auto& p : model_->named_parameters())
+      if (p.value().dim() == 2 && p.key() != "item.weight" && p.key() != "position.weight" &&
+          p.key() != "user.weight")
+        dense.push_back(p.value());
+    optimizer_->set_decoupled_weight_decay(dense, config_.train.weight_decay);
+  }
+  schedule_steps_ = config_.train.epochs * steps_per_epoch_;
+  if (config_.train.max_steps > 0) schedule_steps_ = std::min(schedule_steps_, config_.train.max_steps);
+  lr_ = config_.train.lr;
   // runtime.cuda_graphs: the step's forward and backward captured per token
   // bucket; the item table is then read whole (step_graph.h).
   if (config_.runtime.cuda_graphs) {
@@ -458,6 +471,8 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
   t = Clock::now();
   if (global_targets > 0) {
     RECORD_USER_SCOPE("phase::step");
+    lr_ = scheduled_lr(config_.train, step, schedule_steps_);
+    optimizer_->set_lr(lr_);
     optimizer_->step();  // the item table too unless lazy (its dense gradient is then undefined)
     if (lazy_item_adam_) optimizer_->step_rows(model_->item_weight(), item_grad_.ids, item_grad_.values);
     model_->zero_padding();
@@ -837,7 +852,7 @@ TrainSummary Trainer::fit() {
                                   {"dense_bytes_per_step", allreduce_wire_bytes(dense_bucket_bytes_, comm_.world_size())},
                                   {"item_rows_per_step", exchanged_rows_ / std::max<int64_t>(1, steps)}};
     metrics_.write({{"event", "train_epoch"}, {"epoch", epoch}, {"steps", steps}, {"step", state.step},
-                    {"loss", loss}, {"seqs_per_s", seq_per_s}, {"seconds", seconds},
+                    {"loss", loss}, {"lr", lr_}, {"seqs_per_s", seq_per_s}, {"seconds", seconds},
                     {"phase_seconds", {{"sample", t_sample_}, {"forward", t_forward_}, {"backward", t_backward_},
                                        {"reduce", t_reduce_}, {"step", t_step_}}},
                     {"exchange", exchange}});

@@ -250,3 +250,25 @@ TEST(Config, MaxlenIsBoundedAndOverwriteExcludesResume) {
   Config file_dir = parse_config("", "r", {"data.path=" + data, "checkpoint.dir=" + data});
   EXPECT_NE(error_of([&] { file_dir.validate(); }).find("which is not a folder"), std::string::npos);
 }
+
+TEST(Config, LearningRateScheduleAndWeightDecayKeys) {
+  Config c = parse_config("train:\n  lr_schedule: cosine\n  warmup_steps: 100\n  min_lr: 1e-5\n  weight_decay: 0.1\n", "r");
+  EXPECT_EQ(c.train.lr_schedule, LrSchedule::Cosine);
+  EXPECT_EQ(c.train.warmup_steps, 100);
+  EXPECT_DOUBLE_EQ(c.train.min_lr, 1e-5);
+  EXPECT_DOUBLE_EQ(c.train.weight_decay, 0.1);
+  EXPECT_NE(to_yaml(c).find("lr_schedule: cosine"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("train:\n  lr_schedule: step\n", "r"); }).find("constant, cosine, linear"),
+            std::string::npos);
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  for (const auto& [set, key] : std::vector<std::pair<std::string, std::string>>{
+           {"train.weight_decay=-0.1", "train.weight_decay"},
+           {"train.warmup_steps=-1", "train.warmup_steps"},
+           {"train.min_lr=0.01", "train.min_lr"}}) {
+    Config bad = parse_config("", "r", {"data.path=" + data, set});
+    const std::string msg = error_of([&] { bad.validate(); });
+    EXPECT_NE(msg.find(key), std::string::npos) << set << " -> " << msg;
+  }
+}

@@ -51,6 +51,7 @@ struct TimeCutoff {
 // Error(Config) naming `key` for anything else (a bare 0.8 included: it
 // would be the timestamp 1, so the quantile must be written q0.8).
 TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key);
+enum class LrSchedule { Constant, Cosine, Linear };
 
 struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
@@ -91,6 +92,15 @@ struct TrainConfig {
   double beta1 = 0.9;
   double beta2 = 0.98;
   double l2_emb = 0.0;       // the authors' L2 penalty l2_emb * (||M||^2 + ||P||^2) / 2 on the item and position tables
+  // Decoupled weight decay (AdamW) on the dense matrices: attention and FFN
+  // weights; not biases, LayerNorm or the embedding tables.
+  double weight_decay = 0.0;
+  // The learning rate over the run's steps (optimizer.h, scheduled_lr): a
+  // linear warm-up over warmup_steps, then constant or decaying to min_lr at
+  // the last step of train.epochs.
+  LrSchedule lr_schedule = LrSchedule::Constant;
+  int64_t warmup_steps = 0;
+  double min_lr = 0.0;
   LossKind loss = LossKind::Bce;
   int negatives = 256;       // sampled_softmax: K shared by the batch; gbce: k per target
   std::string proposal = "uniform";  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
@@ -196,5 +206,6 @@ const char* scorer_name(Scorer s);
 const char* split_name(SplitKind s);
 const char* eval_targets_name(EvalTargets t);
 const char* sampled_exclude_name(SampledExclude e);
+const char* lr_schedule_name(LrSchedule s);
 
 }  // namespace sasrec

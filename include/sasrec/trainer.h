@@ -130,6 +130,10 @@ class Trainer {
   std::vector<int64_t> item_counts_;
   torch::Tensor log_kq_;
   double gbce_beta_ = 1;
+  // train.lr_schedule: the run's steps it spans (train.epochs, or train.max_steps
+  // when fewer) and the rate of the last step taken (reported per epoch).
+  int64_t schedule_steps_ = 0;
+  double lr_ = 0;
   // Phase timers of the current epoch, seconds.
   double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
   // The item table's gradient arrives as rows (bce, sampled_softmax, gbce: every
