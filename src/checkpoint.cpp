@@ -9,7 +9,6 @@
 #include <ctime>
 #include <random>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -125,7 +124,7 @@ std::string new_run_id() {
 }
 
 void save_checkpoint(const std::string& path, SASRec& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& state, FaultKind inject) {
+                     const TrainState& state, const MidWriteHook& mid_write) {
   torch::serialize::OutputArchive archive;
   {
     // Flat "blocks.0.attn.q.weight" keys: readable by name, checked by shape on load.
@@ -166,8 +165,7 @@ void save_checkpoint(const std::string& path, SASRec& model, torch::optim::Optim
   out.write(&header, sizeof(header));
   const size_t half = payload.size() / 2;
   out.write(payload.data(), half);
-  if (inject == FaultKind::CkptKill) std::raise(SIGKILL);  // a machine dying mid-write (SASREC_INJECT_FAULT)
-  if (inject == FaultKind::CkptEnospc) out.fail(ENOSPC);   // a full disk
+  if (mid_write) mid_write(out);  // the tests' faults (train_hooks.h): a killed writer, a full disk
   out.write(payload.data() + half, payload.size() - half);
   out.commit();
 }
@@ -289,11 +287,6 @@ std::vector<std::string> CheckpointDir::list() const {
   return out;
 }
 
-std::string CheckpointDir::latest() const {
-  auto all = list();
-  return all.empty() ? "" : all.back();
-}
-
 int CheckpointDir::remove_stale_temporaries() const { return sasrec::remove_stale_temporaries(dir_, "epoch-"); }
 
 std::vector<std::string> CheckpointDir::foreign(const std::string& run_id) const {
@@ -330,7 +323,7 @@ std::string CheckpointDir::move_aside() const {
 }
 
 std::string CheckpointDir::save(SASRec& model, torch::optim::Optimizer* optimizer, const TrainState& state,
-                                FaultKind inject) {
+                                const MidWriteHook& mid_write) {
   char name[64];
   if (state.batch == 0)
     std::snprintf(name, sizeof(name), "epoch-%06lld.pt", static_cast<long long>(state.epoch));
@@ -338,7 +331,7 @@ std::string CheckpointDir::save(SASRec& model, torch::optim::Optimizer* optimize
     std::snprintf(name, sizeof(name), "epoch-%06lld.step-%09lld.pt", static_cast<long long>(state.epoch),
                   static_cast<long long>(state.step));
   const std::string path = (fs::path(dir_) / name).string();
-  save_checkpoint(path, model, optimizer, state, inject);
+  save_checkpoint(path, model, optimizer, state, mid_write);
   auto all = list();
   for (size_t i = 0; i + keep_ < all.size(); ++i) fs::remove(all[i]);
   return path;

@@ -45,7 +45,7 @@ std::vector<int64_t> candidate_counts(int64_t rows_of_w, const std::vector<std::
 std::vector<TargetRank> full_ranks_blocked(const torch::Tensor& h, const torch::Tensor& w,
                                            const torch::Tensor& target_score,
                                            const std::vector<std::vector<int32_t>>& masked) {
-  constexpr int64_t kRows = 64, kCols = 1024;  // a 256 KiB score block
+  constexpr int64_t kRows = kScoreBlockRows, kCols = kScoreBlockCols;
   SASREC_CHECK(h.is_cpu() && w.is_cpu() && h.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kFloat32 &&
                    h.is_contiguous() && w.is_contiguous() && target_score.is_contiguous(),
                "full_ranks_blocked takes contiguous CPU float32 tensors");
@@ -210,8 +210,7 @@ std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdo
   for (int64_t r = 0; r < n; ++r) {
     const ItemSpan full = data_.full(cases[r].user);
     const int64_t hist = cases[r].target;
-    const int64_t len = std::min(width, hist);
-    for (int64_t t = 0; t < len; ++t) s[r * width + width - len + t] = full.data[hist - len + t];
+    left_pad_last(full.data, hist, width, s + r * width);
     target[r] = full.data[hist];
     global_ids[r] = data_.global_user(cases[r].user);
     // The history, the padding item and the target (compared, not counted against itself).
@@ -232,9 +231,9 @@ std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdo
   for (const auto& protocol : config_.protocols) {
     // eval.scorer: the blocked count on CPU, chunked tensor ops (the device path) elsewhere or when asked.
     const bool blocked = config_.scorer == Scorer::Blocked || (config_.scorer == Scorer::Auto && device.is_cpu());
-    if (protocol == "full" && blocked) {
+    if (protocol == Protocol::Full && blocked) {
       out.push_back(full_ranks_blocked(h.contiguous(), w.contiguous(), target_score.contiguous(), masked));
-    } else if (protocol == "full") {
+    } else if (protocol == Protocol::Full) {
       out.push_back(full_ranks_tensor_ops(h, w, target_score, masked, config_.memory_mb));
     } else {  // sampled
       const int64_t k = config_.sampled_negatives;
@@ -275,9 +274,9 @@ std::vector<std::vector<TargetRank>> Evaluator::all_ranks(SASRec& model, Holdout
   return out;
 }
 
-std::vector<TargetRank> Evaluator::ranks(SASRec& model, const std::string& split, const std::string& protocol) {
+std::vector<TargetRank> Evaluator::ranks(SASRec& model, const std::string& split, Protocol protocol) {
   auto it = std::find(config_.protocols.begin(), config_.protocols.end(), protocol);
-  SASREC_CHECK(it != config_.protocols.end(), "protocol ", protocol, " is not configured");
+  SASREC_CHECK(it != config_.protocols.end(), "protocol ", protocol_name(protocol), " is not configured");
   return all_ranks(model, parse_holdout(split))[it - config_.protocols.begin()];
 }
 
@@ -286,7 +285,7 @@ std::vector<EvalResult> Evaluator::evaluate(SASRec& model, const std::string& sp
   auto ranks = all_ranks(model, parse_holdout(split));
   std::vector<EvalResult> results;
   for (size_t p = 0; p < config_.protocols.size(); ++p) {
-    EvalResult r{split, config_.protocols[p], RankMetrics(config_.ks), 0};
+    EvalResult r{split, protocol_name(config_.protocols[p]), RankMetrics(config_.ks), 0};
     for (const TargetRank& rank : ranks[p]) r.metrics.add(rank);
     comm_.allreduce_sum(r.metrics.sums());
     results.push_back(std::move(r));

@@ -95,8 +95,7 @@ Sampler::Sampler(const SplitData& data, SamplerOptions options) : data_(data), o
     std::vector<int64_t>().swap(opt_.proposal_counts);  // the table has what it needs
   }
   const int64_t users = static_cast<int64_t>(data_.trainable_users().size());
-  steps_ = opt_.steps_per_epoch > 0 ? opt_.steps_per_epoch : (users + opt_.batch_size - 1) / opt_.batch_size;
-  steps_ = std::max<int64_t>(steps_, 1);
+  steps_ = opt_.steps_per_epoch > 0 ? opt_.steps_per_epoch : steps_for_epoch(users, opt_.batch_size, 1);
 }
 
 Sampler::~Sampler() { stop(); }
@@ -231,6 +230,11 @@ Batch Sampler::build(int64_t epoch, int64_t index) const {
     }
   }
   return b;
+}
+
+int64_t steps_for_epoch(int64_t trainable_users, int64_t batch_size, int world_size) {
+  const int64_t per_step = batch_size * world_size;
+  return std::max<int64_t>(1, (trainable_users + per_step - 1) / per_step);
 }
 
 }  // namespace sasrec

@@ -19,7 +19,7 @@
 #include "sasrec/atomic_file.h"
 #include "sasrec/checkpoint.h"
 #include "sasrec/error.h"
-#include "sasrec/trainer.h"
+#include "sasrec/device.h"
 
 namespace sasrec {
 namespace {
@@ -142,9 +142,7 @@ torch::Tensor final_states(SASRec& model, const std::vector<History>& histories,
     int64_t* s = seq.data_ptr<int64_t>();
     for (int64_t i = 0; i < m; ++i) {
       const auto& items = histories[rows[i]].items;
-      const int64_t len = std::min<int64_t>(width, items.size());
-      const int64_t from = static_cast<int64_t>(items.size()) - len;
-      for (int64_t t = 0; t < len; ++t) s[i * width + width - len + t] = items[from + t];
+      left_pad_last(items.data(), static_cast<int64_t>(items.size()), width, s + i * width);
       users[i] = std::max<int64_t>(0, histories[rows[i]].user);
     }
     auto h = model->forward(seq.to(device), with_user ? users.to(device) : torch::Tensor()).select(1, width - 1);
@@ -330,9 +328,6 @@ void write_recommendations(std::ostream& out, RecommendFormat format, const std:
 }
 
 SASRec load_model_for_serving(const Config& config, const std::string& checkpoint) {
-  const int threads = config.train.threads > 0 ? config.train.threads
-                                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads);
   const StoreInfo info = read_store_info(config.data.path);
   SASRec model(SASRecOptions::from(config, info.num_items, info.num_users));
   load_checkpoint(checkpoint, model, nullptr,
@@ -396,11 +391,10 @@ void export_embeddings(SASRec& model, const Interactions& data, const std::strin
   out.commit();
 }
 
-int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log) {
-  if (request.topk < 1) SASREC_FAIL(Input, "--topk must be at least 1");
-  if (!request.all && request.users_file.empty() && request.sequences_file.empty())
-    SASREC_FAIL(Input, "nothing to recommend for: give --users FILE, --all or --sequences FILE (- for stdin)");
-  // Every input is looked at before anything is loaded or written.
+namespace {
+
+// run_recommend's inputs: every file it reads, checked before anything is loaded or written.
+std::vector<RunInput> recommend_inputs(const Config& config, const RecommendRequest& request) {
   std::vector<RunInput> inputs{run_input("--checkpoint", request.checkpoint), run_input("data.path", config.data.path)};
   if (!request.config_path.empty()) inputs.push_back(run_input("the config", request.config_path));
   for (const auto& [flag, path] : {std::pair<const char*, std::string>{"--users", request.users_file},
@@ -412,14 +406,72 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
                   std::filesystem::exists(path) ? "not a readable file" : "no such file", "); check the path");
     inputs.push_back(run_input(flag, path));
   }
+  return inputs;
+}
+
+// The store's users to recommend for: all, or those of --users (unknown ids reported and skipped).
+std::vector<int64_t> requested_users(const Config& config, const RecommendRequest& request, const Interactions& data,
+                                     std::ostream& log) {
+  std::vector<int64_t> users;
+  if (request.all) {
+    for (int64_t u = 0; u < data.num_users(); ++u) users.push_back(u);
+    return users;
+  }
+  std::ifstream in(request.users_file);
+  if (!in) SASREC_FAIL(Input, request.users_file, ": cannot read the user list");
+  std::unordered_map<std::string, int64_t> user_index;
+  for (int64_t u = 0; u < data.num_users(); ++u) user_index.emplace(data.user_ids[u], u);
+  for (const auto& id : read_lines(in)) {
+    auto it = user_index.find(id);
+    if (it == user_index.end())
+      log << "recommend: unknown user id '" << id << "' skipped (not in " << config.data.path << ")\n";
+    else
+      users.push_back(it->second);
+  }
+  return users;
+}
+
+// The new users of --sequences with a known item, labelled (unknown ids reported and skipped).
+void requested_sequences(const RecommendRequest& request, const std::vector<std::string>& item_ids, std::ostream& log,
+                         std::vector<std::string>& labels, std::vector<History>& histories) {
+  std::ifstream file_in;
+  if (request.sequences_file != "-") {
+    file_in.open(request.sequences_file);
+    if (!file_in) SASREC_FAIL(Input, request.sequences_file, ": cannot read the sequences");
+  }
+  std::istream& in = request.sequences_file == "-" ? std::cin : file_in;
+  for (const auto& p : parse_sequences(in, index_ids(item_ids))) {
+    if (!p.unknown.empty()) {
+      log << "recommend: " << p.label << ": " << p.unknown.size() << " unknown item id(s) skipped:";
+      for (const auto& id : p.unknown) log << ' ' << id;
+      log << '\n';
+    }
+    if (p.history.items.empty()) {
+      log << "recommend: " << p.label << ": no known item, no recommendations\n";
+      continue;
+    }
+    labels.push_back(p.label);
+    histories.push_back(p.history);
+  }
+}
+
+}  // namespace
+
+int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log) {
+  if (request.topk < 1) SASREC_FAIL(Input, "--topk must be at least 1");
+  if (!request.all && request.users_file.empty() && request.sequences_file.empty())
+    SASREC_FAIL(Input, "nothing to recommend for: give --users FILE, --all or --sequences FILE (- for stdin)");
+  // 1. Every input looked at, the output checked, before anything is loaded or written.
+  const std::vector<RunInput> inputs = recommend_inputs(config, request);
   std::unique_ptr<AtomicOutput> target;
   if (request.out != "-")
     target = std::make_unique<AtomicOutput>(request.out, "--out", inputs,
                                             "an existing file is untouched; free disk space");
   const RecommendFormat format = recommend_format(request.format, request.out);
+  // 2. The model and the item ids.
   SASRec model = load_model_for_serving(config, request.checkpoint);
   const std::vector<std::string> item_ids = read_item_ids(config.data.path);
-
+  // 3. The lists, into the output's temporary (or stdout).
   std::ofstream file;
   if (target) {
     file.open(target->temp_path(), std::ios::binary | std::ios::trunc);
@@ -427,78 +479,41 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
   }
   std::ostream& out = target ? file : std::cout;
   write_recommend_header(out, format);
-
   int64_t written = 0;
   auto emit = [&](const std::vector<std::string>& labels, const std::vector<History>& histories) {
     const auto lists = recommend(model, histories, request.topk, config.eval.memory_mb, config.eval.scorer);
     for (size_t i = 0; i < lists.size(); ++i) write_recommendations(out, format, labels[i], lists[i], item_ids);
     written += static_cast<int64_t>(lists.size());
   };
-
   if (request.all || !request.users_file.empty()) {
     const Interactions data = read_store(config.data.path);
-    std::vector<int64_t> users;
-    if (request.all) {
-      for (int64_t u = 0; u < data.num_users(); ++u) users.push_back(u);
-    } else {
-      std::ifstream in(request.users_file);
-      if (!in) SASREC_FAIL(Input, request.users_file, ": cannot read the user list");
-      std::unordered_map<std::string, int64_t> user_index;
-      for (int64_t u = 0; u < data.num_users(); ++u) user_index.emplace(data.user_ids[u], u);
-      for (const auto& id : read_lines(in)) {
-        auto it = user_index.find(id);
-        if (it == user_index.end())
-          log << "recommend: unknown user id '" << id << "' skipped (not in " << config.data.path << ")\n";
-        else
-          users.push_back(it->second);
-      }
-    }
+    const std::vector<int64_t> users = requested_users(config, request, data, log);
     for (size_t c0 = 0; c0 < users.size(); c0 += kUsersPerChunk) {
       std::vector<std::string> labels;
       std::vector<History> histories;
       for (size_t c = c0; c < std::min(users.size(), c0 + kUsersPerChunk); ++c) {
         const int64_t u = users[c];
         labels.push_back(data.user_ids[u]);
-        histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
-                                                  data.items.begin() + data.offsets[u + 1]),
-                             u});
+        histories.push_back(
+            {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]), u});
       }
       emit(labels, histories);
     }
   }
-
   if (!request.sequences_file.empty()) {
-    std::ifstream file_in;
-    if (request.sequences_file != "-") {
-      file_in.open(request.sequences_file);
-      if (!file_in) SASREC_FAIL(Input, request.sequences_file, ": cannot read the sequences");
-    }
-    std::istream& in = request.sequences_file == "-" ? std::cin : file_in;
-    const auto parsed = parse_sequences(in, index_ids(item_ids));
     std::vector<std::string> labels;
     std::vector<History> histories;
-    for (const auto& p : parsed) {
-      if (!p.unknown.empty()) {
-        log << "recommend: " << p.label << ": " << p.unknown.size() << " unknown item id(s) skipped:";
-        for (const auto& id : p.unknown) log << ' ' << id;
-        log << '\n';
-      }
-      if (p.history.items.empty()) {
-        log << "recommend: " << p.label << ": no known item, no recommendations\n";
-        continue;
-      }
-      labels.push_back(p.label);
-      histories.push_back(p.history);
-    }
+    requested_sequences(request, item_ids, log, labels, histories);
     emit(labels, histories);
   }
+  // 4. Renamed over --out only now: a failure above left it as it was.
   out.flush();
   if (target) file.close();
   if (!out) {
     if (target) target->fail(errno ? errno : EIO);
     SASREC_FAIL(Io, "writing the recommendations to stdout failed");
   }
-  if (target) target->commit();  // renamed over --out only now: a failure above left it as it was
+  if (target) target->commit();
   return written;
 }
 

@@ -82,11 +82,11 @@ TEST(MemoryPlan, ParametersMatchTheModel) {
 
 TEST(MemoryPlan, ExchangeBuffersWithTwoRanks) {
   Config c = small();
-  c.train.exchange = "sparse";
+  c.train.exchange = Exchange::Sparse;
   const MemoryPlan sparse = plan_memory(c, 20, 10, 70, 2, kCpu);
   // 2 ranks x 21 rows x (8 + 32) bytes gathered, the sum over min(21, 42) rows x 32.
   EXPECT_EQ(bytes_of(sparse, "exchange buffers (sparse)"), 2 * 21 * 40 + 21 * 32);
-  c.train.exchange = "dense";
+  c.train.exchange = Exchange::Dense;
   EXPECT_EQ(bytes_of(plan_memory(c, 20, 10, 70, 2, kCpu), "exchange buffers (dense)"), 672 + 1760);
 }
 

@@ -236,14 +236,14 @@ TEST(Evaluator, FullRanksEqualBruteForce) {
   o.maxlen = 4;  // shorter than some histories: truncation is exercised
   SASRec model(o);
   EvalConfig cfg;
-  cfg.protocols = {"full"};
+  cfg.protocols = {Protocol::Full};
   cfg.batch_users = 3;
   cfg.memory_mb = 1;
   auto comm = make_single_communicator();
   for (std::string split : {"valid", "test"}) {
     Evaluator ev(data, cfg, 1, *comm);
     std::vector<int64_t> ranks;
-    for (const TargetRank& r : ev.ranks(model, split, "full")) ranks.push_back(r.higher + r.ties);
+    for (const TargetRank& r : ev.ranks(model, split, Protocol::Full)) ranks.push_back(r.higher + r.ties);
     ASSERT_EQ(ranks.size(), data.holdout_users().size());
     model->eval();
     torch::NoGradGuard ng;
@@ -280,11 +280,11 @@ TEST(Evaluator, SampledRanksAreBoundedAndDeterministic) {
   o.maxlen = 5;
   SASRec model(o);
   EvalConfig cfg;
-  cfg.protocols = {"sampled"};
+  cfg.protocols = {Protocol::Sampled};
   cfg.sampled_negatives = 10;
   auto comm = make_single_communicator();
   Evaluator a(data, cfg, 3, *comm), b(data, cfg, 3, *comm);
-  auto ra = a.ranks(model, "test", "sampled"), rb = b.ranks(model, "test", "sampled");
+  auto ra = a.ranks(model, "test", Protocol::Sampled), rb = b.ranks(model, "test", Protocol::Sampled);
   ASSERT_EQ(ra.size(), rb.size());
   for (size_t i = 0; i < ra.size(); ++i) {
     EXPECT_EQ(ra[i].higher, rb[i].higher);
@@ -309,7 +309,7 @@ SASRec model_with_items(float value) {
 
 EvalConfig both_protocols(std::vector<int> ks) {
   EvalConfig cfg;
-  cfg.protocols = {"full", "sampled"};
+  cfg.protocols = {Protocol::Full, Protocol::Sampled};
   cfg.ks = std::move(ks);
   cfg.sampled_negatives = 20;
   return cfg;
@@ -429,12 +429,12 @@ TEST(Evaluator, TimeSplitCasesEqualBruteForce) {
     o.maxlen = 4;  // shorter than some histories
     SASRec model(o);
     EvalConfig cfg;
-    cfg.protocols = {"full"};
+    cfg.protocols = {Protocol::Full};
     cfg.batch_users = 2;
     auto comm = make_single_communicator();
     Evaluator ev(data, cfg, 1, *comm);
     std::vector<int64_t> ranks;  // no ties in float64 terms: the count above (ties would add half their count)
-    for (const TargetRank& r : ev.ranks(model, "test", "full")) ranks.push_back(r.higher + r.ties);
+    for (const TargetRank& r : ev.ranks(model, "test", Protocol::Full)) ranks.push_back(r.higher + r.ties);
     const auto& cases = data.cases(Holdout::Test);
     ASSERT_EQ(ranks.size(), cases.size());
     ASSERT_EQ(cases.size(), targets == EvalTargets::All ? 8u : 4u);
@@ -493,14 +493,14 @@ TEST(Evaluator, SampledNegativesFromTheTrainPartCanBeTheHeldOutItems) {
   }
   auto comm = make_single_communicator();
   EvalConfig cfg;
-  cfg.protocols = {"sampled"};
+  cfg.protocols = {Protocol::Sampled};
   cfg.sampled_negatives = 100;
   Evaluator sequence(data, cfg, 1, *comm);
-  const auto at_top = sequence.ranks(model, "test", "sampled");
+  const auto at_top = sequence.ranks(model, "test", Protocol::Sampled);
   ASSERT_EQ(at_top.size(), 1u);
   EXPECT_EQ(at_top[0].higher, 0);
   EXPECT_EQ(at_top[0].ties, 0);
   cfg.sampled_exclude = SampledExclude::Train;
   Evaluator train(data, cfg, 1, *comm);
-  EXPECT_GT(train.ranks(model, "test", "sampled")[0].higher, 0);
+  EXPECT_GT(train.ranks(model, "test", Protocol::Sampled)[0].higher, 0);
 }

@@ -105,7 +105,7 @@ TEST(Mpi, OneStepOnTwoRanksEqualsOneStepOnOneRank) {
   c.train.loss = LossKind::Ce;
   c.train.max_steps = 1;
   c.train.batch_size = 32;
-  c.eval.protocols = {"full"};
+  c.eval.protocols = {Protocol::Full};
   c.eval.max_users = 1;
   Trainer multi(c, *g_comm);
   ASSERT_EQ(multi.steps_per_epoch(), 1);
@@ -213,7 +213,7 @@ TEST(Mpi, PopularityProposalCountsEveryRanksInteractions) {
   const std::string data = make_store("popularity.h5", 101, 40, 5);
   Config c = base_config(data, "popularity");
   c.train.loss = LossKind::SampledSoftmax;
-  c.train.proposal = "popularity";
+  c.train.proposal = Proposal::Popularity;
   c.validate();
   Trainer multi(c, *g_comm);
   std::vector<int64_t> mine = multi.proposal_counts();
@@ -250,7 +250,7 @@ TEST(Mpi, ResumedRunEndsBitIdentical) {
   Trainer(part, *g_comm).fit();
   g_comm->barrier();
   part.train.epochs = 3;
-  part.checkpoint.resume = "auto";
+  part.checkpoint.resume = {ResumeFrom::Kind::Auto, ""};
   Trainer b(part, *g_comm);
   b.fit();
   for (auto& [name, t] : params(b)) EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
@@ -286,8 +286,8 @@ TEST(Mpi, SparseAndDenseExchangeGiveIdenticalParameters) {
         c.train.negatives = 32;
         c.train.l2_emb = 0.01;
         c.train.loss = std::string(loss) == "bce" ? LossKind::Bce : LossKind::SampledSoftmax;
-        c.train.exchange = exchange;
-        c.train.item_optimizer = optimizer;
+        c.train.exchange = std::string(exchange) == "sparse" ? Exchange::Sparse : Exchange::Dense;
+        c.train.item_optimizer = std::string(optimizer) == "adam" ? ItemOptimizer::Adam : ItemOptimizer::LazyAdam;
         Trainer t(c, *g_comm);
         t.fit();
         got[exchange] = params(t);
@@ -320,7 +320,7 @@ TEST(Mpi, AutoExchangePicksTheCheaperWay) {
     Config c = base_config(data, expect_sparse ? "auto_large" : "auto_tiny");
     c.train.epochs = 1;
     c.train.batch_size = 16;
-    c.eval.protocols = {"full"};  // some users of the tiny store touched all 12 items: no negative to sample
+    c.eval.protocols = {Protocol::Full};  // some users of the tiny store touched all 12 items: no negative to sample
     Trainer t(c, *g_comm);
     t.fit();
     g_comm->barrier();
@@ -334,6 +334,7 @@ TEST(Mpi, AutoExchangePicksTheCheaperWay) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
+  torch::set_num_threads(1);  // as test_main.cpp: the ranks share the machine's cores
   ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
   return RUN_ALL_TESTS();
 }

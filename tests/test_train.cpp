@@ -111,14 +111,14 @@ TEST_F(TrainTest, ResumedRunEndsBitIdentical) {
   }
   Config second = first;
   second.train.epochs = 4;
-  second.checkpoint.resume = "auto";
+  second.checkpoint.resume = {ResumeFrom::Kind::Auto, ""};
   {
     auto comm = make_single_communicator();
     TrainSummary s = Trainer(second, *comm).fit();
     EXPECT_EQ(s.epochs, 4);
   }
-  auto a = parameters_of(CheckpointDir(straight.checkpoint.dir, 3).latest(), straight);
-  auto b = parameters_of(CheckpointDir(second.checkpoint.dir, 3).latest(), second);
+  auto a = parameters_of(CheckpointDir(straight.checkpoint.dir, 3).list().back(), straight);
+  auto b = parameters_of(CheckpointDir(second.checkpoint.dir, 3).list().back(), second);
   ASSERT_EQ(a.size(), b.size());
   for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name << " differs after resume";
   EXPECT_NE(test::read_text(dir_->file("first.jsonl")).find("\"resumed_from\""), std::string::npos);
@@ -127,7 +127,7 @@ TEST_F(TrainTest, ResumedRunEndsBitIdentical) {
 TEST_F(TrainTest, SameSeedSameParameters) {
   Config c = small_config("det");
   c.train.epochs = 1;
-  c.eval.protocols = {"full"};
+  c.eval.protocols = {Protocol::Full};
   c.checkpoint.dir = dir_->file("ckpt_det_a");
   {
     auto comm = make_single_communicator();
@@ -139,8 +139,8 @@ TEST_F(TrainTest, SameSeedSameParameters) {
     auto comm = make_single_communicator();
     Trainer(d, *comm).fit();
   }
-  auto a = parameters_of(CheckpointDir(c.checkpoint.dir, 3).latest(), c);
-  auto b = parameters_of(CheckpointDir(d.checkpoint.dir, 3).latest(), d);
+  auto a = parameters_of(CheckpointDir(c.checkpoint.dir, 3).list().back(), c);
+  auto b = parameters_of(CheckpointDir(d.checkpoint.dir, 3).list().back(), d);
   for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
 }
 
@@ -153,7 +153,7 @@ TEST_F(TrainTest, PatienceStopsAfterEvaluationsWithoutGain) {
   c.train.lr = 1e-30;
   c.eval.every = 1;
   c.eval.patience = 2;
-  c.eval.protocols = {"full"};
+  c.eval.protocols = {Protocol::Full};
   c.eval.max_users = 200;
   c.checkpoint.dir = dir_->file("ckpt_patience");
   auto comm = make_single_communicator();
@@ -177,15 +177,15 @@ TEST_F(TrainTest, GbceWithOneNegativeAndTZeroIsBce) {
     c.train.negatives = 1;
     c.train.gbce_t = 0;
     c.train.epochs = 2;
-    c.eval.protocols = {"full"};
+    c.eval.protocols = {Protocol::Full};
     c.checkpoint.dir = dir_->file(std::string("ckpt_same_") + (loss == LossKind::Bce ? "bce" : "gbce"));
     auto comm = make_single_communicator();
     Trainer(c, *comm).fit();
     return c;
   };
   const Config bce = run(LossKind::Bce), gbce = run(LossKind::Gbce);
-  auto a = parameters_of(CheckpointDir(bce.checkpoint.dir, 3).latest(), bce);
-  auto b = parameters_of(CheckpointDir(gbce.checkpoint.dir, 3).latest(), gbce);
+  auto a = parameters_of(CheckpointDir(bce.checkpoint.dir, 3).list().back(), bce);
+  auto b = parameters_of(CheckpointDir(gbce.checkpoint.dir, 3).list().back(), gbce);
   ASSERT_EQ(a.size(), b.size());
   for (auto& [name, t] : a)
     EXPECT_TRUE(torch::allclose(t, b.at(name), 1e-3, 1e-4))
@@ -203,21 +203,21 @@ TEST_F(TrainTest, LossesTrainAndCheckpointOfAnotherShapeIsRefused) {
   struct Run {
     const char* name;
     LossKind loss;
-    const char* proposal;
+    Proposal proposal;
     int epochs;
     double lr;
   };
-  for (const Run& run : {Run{"ce", LossKind::Ce, "uniform", 3, 1e-3},
-                         Run{"sampled_softmax", LossKind::SampledSoftmax, "uniform", 3, 1e-3},
-                         Run{"sampled_softmax_pop", LossKind::SampledSoftmax, "popularity", 3, 1e-3},
-                         Run{"gbce", LossKind::Gbce, "uniform", 24, 2e-3}}) {
+  for (const Run& run : {Run{"ce", LossKind::Ce, Proposal::Uniform, 3, 1e-3},
+                         Run{"sampled_softmax", LossKind::SampledSoftmax, Proposal::Uniform, 3, 1e-3},
+                         Run{"sampled_softmax_pop", LossKind::SampledSoftmax, Proposal::Popularity, 3, 1e-3},
+                         Run{"gbce", LossKind::Gbce, Proposal::Uniform, 24, 2e-3}}) {
     Config c = small_config(std::string("loss_") + run.name);
     c.train.loss = run.loss;
     c.train.proposal = run.proposal;
     c.train.negatives = 64;
     c.train.epochs = run.epochs;
     c.train.lr = run.lr;
-    c.eval.protocols = {"full"};
+    c.eval.protocols = {Protocol::Full};
     c.checkpoint.dir = dir_->file(std::string("ckpt_") + run.name);
     auto comm = make_single_communicator();
     TrainSummary s = Trainer(c, *comm).fit();
@@ -233,7 +233,7 @@ TEST_F(TrainTest, LossesTrainAndCheckpointOfAnotherShapeIsRefused) {
   auto comm = make_single_communicator();
   Trainer t(other, *comm);
   try {
-    t.load_model(CheckpointDir(dir_->file("ckpt_ce"), 3).latest());
+    t.load_model(CheckpointDir(dir_->file("ckpt_ce"), 3).list().back());
     FAIL() << "a checkpoint of hidden 32 loaded into hidden 16";
   } catch (const sasrec::Error& e) {
     // Named by the key (the shapes are the fallback for checkpoints without a recorded config).

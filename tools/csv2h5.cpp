@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   } catch (const Error& e) {
     std::fprintf(stderr, "csv2h5: %s\n", e.what());
-    return e.domain() == ErrorDomain::Input ? kExitBadInput : kExitFailure;
+    return exit_code_for(e);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "csv2h5: out of memory; see docs/data.md for the memory per row, or filter the input\n");
     return kExitFailure;

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   } catch (const Error& e) {
     std::fprintf(stderr, "sasrec_synth: %s\n", e.what());
-    return e.domain() == ErrorDomain::Input ? kExitBadInput : kExitFailure;
+    return exit_code_for(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sasrec_synth: %s\n", e.what());
     return kExitFailure;

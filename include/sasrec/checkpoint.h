@@ -30,7 +30,7 @@
 #include <string>
 #include <vector>
 
-#include "sasrec/fault.h"
+#include "sasrec/train_hooks.h"
 #include "sasrec/fnv.h"
 #include "sasrec/model.h"
 
@@ -56,10 +56,10 @@ struct CheckpointMatch {
   uint64_t item_map = 0;  // its item-map fingerprint; 0: not checked
 };
 
-// `inject` (tests only): CkptKill raises SIGKILL half-way through the
-// payload, CkptEnospc fails the write as a full disk would.
+// `mid_write` (the tests' seam, train_hooks.h): called half-way through the
+// payload with the output being written.
 void save_checkpoint(const std::string& path, SASRec& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& state, FaultKind inject = FaultKind::None);
+                     const TrainState& state, const MidWriteHook& mid_write = {});
 
 // "" when `path` is an intact checkpoint (header, size and checksum agree),
 // else what is wrong with it.
@@ -88,9 +88,7 @@ class CheckpointDir {
  public:
   CheckpointDir(std::string dir, int keep);
   std::string save(SASRec& model, torch::optim::Optimizer* optimizer, const TrainState& state,
-                   FaultKind inject = FaultKind::None);
-  // The newest checkpoint, or "" when there is none.
-  std::string latest() const;
+                   const MidWriteHook& mid_write = {});
   std::vector<std::string> list() const;  // oldest first
   // Removes temporaries a killed writer left behind (*.tmp-PID of a pid
   // that no longer runs); returns how many.

@@ -52,6 +52,23 @@ struct TimeCutoff {
 // would be the timestamp 1, so the quantile must be written q0.8).
 TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key);
 enum class LrSchedule { Constant, Cosine, Linear };
+enum class Proposal { Uniform, Popularity };           // train.proposal (sampled_softmax's negatives)
+enum class Exchange { Auto, Sparse, Dense };           // train.exchange (the item table's gradient across ranks)
+enum class ItemOptimizer { Adam, LazyAdam };           // train.item_optimizer
+enum class OnNonfinite { Stop, Skip };                 // train.on_nonfinite
+enum class Protocol { Full, Sampled };                 // eval.protocols
+enum class DeviceKind { Auto, Cpu, Cuda };             // runtime.device
+enum class CommKind { Auto, Mpi, Nccl, None };         // runtime.comm
+enum class ProgressKind { Auto, Live, Lines, Off };    // output.progress
+
+// checkpoint.resume: none, auto (the newest intact checkpoint of
+// checkpoint.dir) or a checkpoint file.
+struct ResumeFrom {
+  enum class Kind { None, Auto, Path };
+  Kind kind = Kind::None;
+  std::string path;  // Kind::Path
+  bool operator==(const ResumeFrom& o) const { return kind == o.kind && path == o.path; }
+};
 
 struct DataConfig {
   std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
@@ -103,21 +120,21 @@ struct TrainConfig {
   double min_lr = 0.0;
   LossKind loss = LossKind::Bce;
   int negatives = 256;       // sampled_softmax: K shared by the batch; gbce: k per target
-  std::string proposal = "uniform";  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
+  Proposal proposal = Proposal::Uniform;  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
   double gbce_t = 0.75;      // gbce calibration t in [0, 1] (0: plain BCE with `negatives` negatives)
   // Item-table gradients across ranks: sparse (allgather of the touched rows),
   // dense (in the all-reduce bucket), auto (sparse when its bytes are fewer, each step).
-  std::string exchange = "auto";
-  std::string item_optimizer = "adam";  // adam (dense, the paper's) | lazy_adam (touched rows only)
+  Exchange exchange = Exchange::Auto;
+  ItemOptimizer item_optimizer = ItemOptimizer::Adam;  // adam (dense, the paper's) | lazy_adam (touched rows only)
   uint64_t seed = 42;
   int64_t max_steps = 0;     // 0: no limit (stop after this many steps in total)
   int threads = 0;           // intra-op threads for the model; 0: all cores
-  std::string on_nonfinite = "stop";  // NaN/Inf loss or gradient: stop (error, last checkpoint kept) | skip the step
+  OnNonfinite on_nonfinite = OnNonfinite::Stop;  // NaN/Inf loss or gradient: stop (error, last checkpoint kept) | skip the step
 };
 
 struct EvalConfig {
   int every = 20;            // epochs between evaluations; 0: only after the last
-  std::vector<std::string> protocols{"full", "sampled"};
+  std::vector<Protocol> protocols{Protocol::Full, Protocol::Sampled};
   std::vector<int> ks{1, 5, 10, 20};
   int64_t max_users = 0;     // 0: every eligible user
   int sampled_negatives = 100;
@@ -134,15 +151,15 @@ struct CheckpointConfig {
   std::string dir;           // empty: no checkpoints
   int every = 1;             // epochs between checkpoints
   int keep = 3;              // newest checkpoints kept
-  std::string resume = "none";  // none | auto | PATH
+  ResumeFrom resume;         // none | auto | PATH
   // A fresh run in a folder holding another run's checkpoints: false refuses
   // it (exit 2); true moves them aside into DIR/replaced-YYYYmmdd-HHMMSS/.
   bool overwrite = false;
 };
 
 struct RuntimeConfig {
-  std::string device = "auto";  // auto | cpu | cuda
-  std::string comm = "auto";    // auto | mpi | nccl | none
+  DeviceKind device = DeviceKind::Auto;  // auto | cpu | cuda
+  CommKind comm = CommKind::Auto;        // auto | mpi | nccl | none
   int check_replicas = 0;       // compare a parameter checksum every N steps; 0: off
   int64_t memory_mb = 0;        // per-rank memory budget for the plan (memory_plan.h); 0: what the machine has
   AttentionKernel attention = AttentionKernel::Auto;  // attention.h / model.h
@@ -154,7 +171,7 @@ struct RuntimeConfig {
 struct OutputConfig {
   std::string metrics = "metrics.jsonl";
   int log_every = 0;  // steps between plain progress lines (output not a terminal); 0: one every 30 s
-  std::string progress = "auto";  // auto (live line on a terminal, plain lines otherwise) | live | lines | off
+  ProgressKind progress = ProgressKind::Auto;  // auto (live line on a terminal, plain lines otherwise) | live | lines | off
   std::string profile;  // Chrome trace of steps 11-60 of the run (rank 0); empty: off
 };
 
@@ -196,7 +213,19 @@ std::string config_value(const Config& config, const std::string& key);
 // config hash a run's checkpoints record (the sections that decide what is trained).
 uint64_t config_hash(const Config& config);
 
+// The name of each choice as YAML spells it (one name table per enum, in
+// config.cpp, serves parsing, did-you-mean and the YAML dump).
 const char* norm_name(Norm n);
+const char* proposal_name(Proposal p);
+const char* exchange_name(Exchange e);
+const char* item_optimizer_name(ItemOptimizer o);
+const char* on_nonfinite_name(OnNonfinite o);
+const char* protocol_name(Protocol p);
+const char* device_name(DeviceKind d);
+const char* comm_name(CommKind c);
+const char* progress_name(ProgressKind p);
+// "none" | "auto" | the path.
+std::string resume_name(const ResumeFrom& r);
 const char* activation_name(Activation a);
 const char* init_name(Init i);
 const char* loss_name(LossKind l);

@@ -51,7 +51,7 @@ class Evaluator {
   std::vector<EvalResult> evaluate(SASRec& model, const std::string& split);
 
   // Where the targets of this rank's evaluated cases stand, for one protocol (tests).
-  std::vector<TargetRank> ranks(SASRec& model, const std::string& split, const std::string& protocol);
+  std::vector<TargetRank> ranks(SASRec& model, const std::string& split, Protocol protocol);
 
  private:
   // Places of `cases` under each protocol of the config: [protocol][case].
@@ -65,6 +65,10 @@ class Evaluator {
   Communicator& comm_;
   std::vector<EvalCase> cases_[2];  // the cases evaluated, [Holdout]
 };
+
+// The blocked CPU kernel's score block: users x items scored by one BLAS call
+// and counted while in cache, 256 KiB a thread (the memory plan counts it).
+inline constexpr int64_t kScoreBlockRows = 64, kScoreBlockCols = 1024;
 
 // The two full-catalog kernels, public so that tests run both on one input.
 // h [n,D] user vectors, w [I+1,D] the item table, target_score [n] each

@@ -140,6 +140,16 @@ class SASRecImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SASRec);
 
+// Every parameter of the model `o` describes, by its checkpoint name, in the
+// order named_parameters() lists them: the one statement of the model's
+// shapes. The constructor checks the module it builds against it; the
+// memory plan sums it without building anything (memory_plan.h).
+struct ParameterShape {
+  std::string name;            // "blocks.0.attn.q.weight"
+  std::vector<int64_t> shape;  // [d, d]
+};
+std::vector<ParameterShape> parameter_shapes(const SASRecOptions& o);
+
 // Which keys each query of a left-padded batch may see: seq [B,T] (item
 // ids, or bool "is an item") -> bool [B,1,T,T], true where key j <= query
 // i and j is an item, or j == i (a padding query sees itself: no softmax
