@@ -67,7 +67,7 @@ stage "Beauty: ours and the reference, $EPOCHS epochs, the paper's hyperparamete
 ours() {  # NAME, extra --set ...
   local name=$1; shift
   timeout 240 "$BUILD/sasrec_ddp" "$ROOT/configs/beauty.yaml" --set data.path="$OUT/beauty.h5" --set train.epochs="$EPOCHS" \
-    --set eval.every=0 --set train.threads=8 --set output.metrics="$OUT/ours_$name.jsonl" "$@" > "$OUT/ours_$name.log" 2>&1 \
+    --set eval.every=0 --set train.threads=8 --set data.sampler_threads=4 --set output.metrics="$OUT/ours_$name.jsonl" "$@" > "$OUT/ours_$name.log" 2>&1 \
     || echo "ours $name FAILED: $(tail -3 "$OUT/ours_$name.log")"
 }
 ours cuda_fp32 --set runtime.device=cuda

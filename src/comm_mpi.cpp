@@ -1,5 +1,6 @@
 // comm_mpi.cpp: the MPI communicator (CPU tensors). Every MPI call goes
-// through SASREC_MPI_CHECK, which names the call, the rank and MPI's message.
+// through SASREC_MPI_CHECK (error.h), which names the call, the rank and
+// MPI's message.
 //
 // MPI counts and displacements are `int`. Element counts above the
 // communicator's limit (INT_MAX unless a test asks for less) go in chunks,
@@ -17,23 +18,18 @@
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
 
-#define SASREC_MPI_CHECK(expr)                                                                         \
-  do {                                                                                                 \
-    int rc_ = (expr);                                                                                  \
-    if (rc_ != MPI_SUCCESS) {                                                                          \
-      char msg_[MPI_MAX_ERROR_STRING];                                                                 \
-      int len_ = 0;                                                                                    \
-      MPI_Error_string(rc_, msg_, &len_);                                                              \
-      int rank_ = -1;                                                                                  \
-      MPI_Comm_rank(MPI_COMM_WORLD, &rank_);                                                           \
-      throw ::sasrec::Error(::sasrec::ErrorDomain::Mpi,                                                \
-                            ::sasrec::detail::cat("rank ", rank_, ": ", #expr, " failed: ",            \
-                                                  std::string(msg_, len_)),                            \
-                            __FILE__, __LINE__);                                                       \
-    }                                                                                                  \
-  } while (0)
 
 namespace sasrec {
+
+void detail::throw_mpi_error(int code, const char* expr, const char* file, int line) {
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(code, msg, &len);
+  int rank = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  throw Error(ErrorDomain::Mpi, detail::cat("rank ", rank, ": ", expr, " failed: ", std::string(msg, len)), file, line);
+}
+
 namespace {
 
 MPI_Datatype mpi_type(torch::ScalarType t) {

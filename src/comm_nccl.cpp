@@ -2,7 +2,7 @@
 // finds a CUDA-enabled Torch and NCCL (SASREC_HAVE_NCCL). MPI bootstraps it
 // (the NCCL unique id is broadcast over MPI) and carries every collective on
 // CPU tensors (metric sums, counts, checksums); CUDA tensors go over NCCL on
-// the current stream. Every NCCL call goes through SASREC_NCCL_CHECK.
+// the current stream. Every NCCL call goes through SASREC_NCCL_CHECK (error.h).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <nccl.h>
@@ -13,16 +13,15 @@
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
 
-#define SASREC_NCCL_CHECK(expr)                                                                       \
-  do {                                                                                                \
-    ncclResult_t rc_ = (expr);                                                                        \
-    if (rc_ != ncclSuccess)                                                                           \
-      throw ::sasrec::Error(::sasrec::ErrorDomain::Nccl,                                              \
-                            ::sasrec::detail::cat(#expr, " failed: ", ncclGetErrorString(rc_)), __FILE__, \
-                            __LINE__);                                                                \
-  } while (0)
 
 namespace sasrec {
+
+void detail::throw_nccl_error(int code, const char* expr, int rank, const char* file, int line) {
+  throw Error(ErrorDomain::Nccl,
+              detail::cat("rank ", rank, ": ", expr, " failed: ", ncclGetErrorString(static_cast<ncclResult_t>(code))),
+              file, line);
+}
+
 namespace {
 
 ncclDataType_t nccl_type(torch::ScalarType t) {
@@ -45,11 +44,11 @@ class NcclCommunicator final : public Communicator {
       : bootstrap_(std::move(bootstrap)), device_(device) {
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
     ncclUniqueId id;
-    if (bootstrap_->is_root()) SASREC_NCCL_CHECK(ncclGetUniqueId(&id));
+    if (bootstrap_->is_root()) SASREC_NCCL_CHECK(ncclGetUniqueId(&id), bootstrap_->rank());
     auto bytes = torch::from_blob(&id, {static_cast<int64_t>(sizeof(id))}, torch::kUInt8).clone();
     bootstrap_->broadcast(bytes, 0);
     std::memcpy(&id, bytes.data_ptr(), sizeof(id));
-    SASREC_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap_->world_size(), id, bootstrap_->rank()));
+    SASREC_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap_->world_size(), id, bootstrap_->rank()), bootstrap_->rank());
   }
   ~NcclCommunicator() override {
     if (comm_) ncclCommDestroy(comm_);
@@ -64,14 +63,14 @@ class NcclCommunicator final : public Communicator {
     if (!t.is_cuda()) return bootstrap_->allreduce_sum(t);
     check(t);
     SASREC_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), ncclSum,
-                                    comm_, stream(t)));
+                                    comm_, stream(t)), bootstrap_->rank());
   }
 
   void broadcast(torch::Tensor& t, int root) override {
     if (!t.is_cuda()) return bootstrap_->broadcast(t, root);
     check(t);
     SASREC_NCCL_CHECK(
-        ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), root, comm_, stream(t)));
+        ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), root, comm_, stream(t)), bootstrap_->rank());
   }
 
   torch::Tensor allgather(const torch::Tensor& t) override {
@@ -87,7 +86,7 @@ class NcclCommunicator final : public Communicator {
     shape[0] = most * world_size();
     auto all = torch::empty(shape, t.options());
     SASREC_NCCL_CHECK(ncclAllGather(padded.data_ptr(), all.data_ptr(), padded.numel(), nccl_type(t.scalar_type()),
-                                    comm_, stream(t)));
+                                    comm_, stream(t)), bootstrap_->rank());
     std::vector<torch::Tensor> parts;
     for (int r = 0; r < world_size(); ++r) parts.push_back(all.slice(0, r * most, r * most + rows[r].item<int64_t>()));
     return torch::cat(parts);
@@ -117,15 +116,15 @@ class NcclCommunicator final : public Communicator {
     auto* send = static_cast<const char*>(t.data_ptr());
     auto* recv = static_cast<char*>(out.data_ptr());
     int64_t s_off = 0, r_off = 0;
-    SASREC_NCCL_CHECK(ncclGroupStart());
+    SASREC_NCCL_CHECK(ncclGroupStart(), bootstrap_->rank());
     for (int r = 0; r < world_size(); ++r) {
       if (send_rows[r] > 0)
-        SASREC_NCCL_CHECK(ncclSend(send + s_off * row * bytes, send_rows[r] * row, type, r, comm_, stream(t)));
+        SASREC_NCCL_CHECK(ncclSend(send + s_off * row * bytes, send_rows[r] * row, type, r, comm_, stream(t)), bootstrap_->rank());
       if (recv_rows[r] > 0)
-        SASREC_NCCL_CHECK(ncclRecv(recv + r_off * row * bytes, recv_rows[r] * row, type, r, comm_, stream(t)));
+        SASREC_NCCL_CHECK(ncclRecv(recv + r_off * row * bytes, recv_rows[r] * row, type, r, comm_, stream(t)), bootstrap_->rank());
       s_off += send_rows[r], r_off += recv_rows[r];
     }
-    SASREC_NCCL_CHECK(ncclGroupEnd());
+    SASREC_NCCL_CHECK(ncclGroupEnd(), bootstrap_->rank());
     return out;
   }
 

@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "sasrec/atomic_file.h"
 #include "sasrec/error.h"
 
 namespace sasrec {
@@ -76,6 +77,12 @@ int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
   return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
+int days_in_month(int y, int m) {
+  static constexpr int kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return m == 2 && leap ? 29 : kDays[m - 1];
+}
+
 // Reads exactly n digits at p into v.
 bool digits(const char* p, const char* end, int n, int* v) {
   if (end - p < n) return false;
@@ -93,7 +100,7 @@ bool parse_iso(const char* p, const char* end, int64_t* out) {
   if (!digits(p, end, 4, &y) || end - p < 10 || p[4] != '-' || !digits(p + 5, end, 2, &mo) || p[7] != '-' ||
       !digits(p + 8, end, 2, &d))
     return false;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31) return false;
+  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)) return false;  // 2019-02-29, 2020-04-31: no such day
   p += 10;
   if (p < end && (*p == 'T' || *p == ' ')) {
     if (!digits(p + 1, end, 2, &h) || end - p < 6 || p[3] != ':' || !digits(p + 4, end, 2, &mi)) return false;
@@ -132,8 +139,10 @@ bool parse_time(const char* p, const char* end, int64_t* out) {
         v = v * 10 + static_cast<uint64_t>(*r - '0');
         ++r;
       }
-      if (r == end && v <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        *out = neg ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
+      constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+      if (r == end && (v <= kMax || (neg && v == kMax + 1))) {  // -2^63 too
+        *out = v <= kMax ? (neg ? -static_cast<int64_t>(v) : static_cast<int64_t>(v))
+                         : std::numeric_limits<int64_t>::min();
         return true;
       }
     }
@@ -383,30 +392,60 @@ class StringIndex {
 
 // ---- line reading ---------------------------------------------------------------------------
 
-// Reads a file through a buffer refilled with read(2), either line by line
-// (next(): without "\n" or "\r\n", the UTF-8 byte order mark removed) or as
-// blocks of whole lines (next_block()). Views stay valid until the next call;
-// kPad readable bytes follow every view.
+// Reads the input once, as a stream, through a buffer refilled with read(2):
+// a regular file, a FIFO, /dev/stdin, "-" (standard input) or a process
+// substitution (<(zcat f.gz)) alike, so nothing is read twice. Either line by
+// line (next(): without "\n" or "\r\n", the UTF-8 byte order mark removed)
+// or as blocks of whole lines (next_block()); peek() shows the first lines
+// without consuming them (format detection). Views stay valid until the next
+// call; kPad readable bytes follow every view.
 class LineReader {
  public:
-  LineReader(const std::string& path, size_t buffer_bytes) : path_(path) {
+  LineReader(const std::string& path, size_t buffer_bytes) : path_(path == "-" ? "stdin" : path) {
+    if (path == "-") {
+      fd_ = STDIN_FILENO;
+    } else {
+      struct stat st;
+      if (stat(path.c_str(), &st) != 0)
+        SASREC_FAIL(Input, path, ": no such file (", std::strerror(errno), "); check the input path");
+      if (S_ISDIR(st.st_mode)) SASREC_FAIL(Input, path, ": is a directory; give the input file");
+      fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // a FIFO waits here for its writer
+      if (fd_ < 0) SASREC_FAIL(Input, path, ": cannot open (", std::strerror(errno), "); check its permissions");
+      owns_fd_ = true;
+    }
     struct stat st;
-    if (stat(path.c_str(), &st) != 0)
-      SASREC_FAIL(Input, path, ": no such file (", std::strerror(errno), "); check the input path");
-    if (S_ISDIR(st.st_mode)) SASREC_FAIL(Input, path, ": is a directory; give the input file");
-    fd_ = ::open(path.c_str(), O_RDONLY);
-    if (fd_ < 0) SASREC_FAIL(Input, path, ": cannot open (", std::strerror(errno), "); check its permissions");
-    size_ = st.st_size;
+    regular_ = fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
 #ifdef POSIX_FADV_SEQUENTIAL
-    posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+    if (regular_) posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
     allocate(std::max<size_t>(buffer_bytes, 4096));
   }
   ~LineReader() {
-    if (fd_ >= 0) ::close(fd_);
+    if (owns_fd_) ::close(fd_);
   }
   LineReader(const LineReader&) = delete;
   LineReader& operator=(const LineReader&) = delete;
+
+  // The unread bytes, after reading until they hold `lines` newlines, the
+  // end of the input or `max_bytes`; nothing is consumed.
+  std::string_view peek(size_t lines, size_t max_bytes) {
+    size_t scanned = begin_, found = 0;
+    while (true) {
+      for (const char* p = buf_.get() + scanned; found < lines;) {
+        const char* nl = static_cast<const char*>(std::memchr(p, '\n', buf_.get() + end_ - p));
+        if (!nl) break;
+        ++found;
+        p = nl + 1;
+      }
+      scanned = end_;
+      if (found >= lines || eof_ || end_ - begin_ >= max_bytes) break;
+      const size_t offset = scanned - begin_;
+      refill();  // moves the unread bytes to the front
+      scanned = begin_ + offset;
+    }
+    return std::string_view(buf_.get() + begin_, end_ - begin_);
+  }
+  bool at_eof_after_peek() const { return eof_; }
 
   bool next(std::string_view* line) {
     while (true) {
@@ -465,9 +504,9 @@ class LineReader {
 
   int64_t line_number() const { return line_; }
   void set_line_number(int64_t line) { line_ = line; }
-  int64_t consumed() const { return consumed_; }
-  int64_t size() const { return size_; }
-  const std::string& path() const { return path_; }
+  int64_t consumed() const { return consumed_; }  // bytes handed out so far (the input's size at the end)
+  const std::string& path() const { return path_; }  // "stdin" for "-"
+  int fd() const { return fd_; }
 
   // A raw line (without its '\n') as next() gives it: no trailing '\r', no
   // byte order mark on line 1.
@@ -513,8 +552,8 @@ class LineReader {
         const char* zp = static_cast<const char*>(z);
         int64_t line = line_ + 1 + std::count(static_cast<const char*>(buf_.get() + begin_), zp, '\n');
         SASREC_FAIL(Input, path_, ":", line,
-                    ": binary data (a NUL byte); the input must be a text file (csv, pairs or seq), "
-                    "decompress it first if it is compressed");
+                    ": binary data (a NUL byte); the input must be a text file (csv, pairs or seq). A compressed "
+                    "file: decompress it on the fly, e.g. zcat FILE.gz | csv2h5 - OUT.h5");
       }
       end_ += r;
       got += r;
@@ -527,12 +566,13 @@ class LineReader {
   std::unique_ptr<char[]> buf_;
   size_t cap_ = 0;  // usable bytes; kPad more are allocated
   int fd_ = -1;
+  bool owns_fd_ = false;
+  bool regular_ = false;
   size_t begin_ = 0, end_ = 0;
   const char* nl_ = nullptr;  // the next newline, when already found
   bool eof_ = false;
   int64_t line_ = 0;
   int64_t consumed_ = 0;
-  int64_t size_ = 0;
 };
 
 // ---- field splitting -----------------------------------------------------------------------
@@ -659,21 +699,87 @@ std::string join(const std::vector<std::string_view>& v) {
   return out;
 }
 
-// Index of the column named `want` (exact, then normalized), or of the first
-// candidate when `want` is empty; -1 when absent.
-int find_column(const std::vector<std::string_view>& header, const std::string& want,
-                std::initializer_list<const char*> candidates) {
+// A header column found by name, and a second column of the same name
+// (-1: none), which makes the choice ambiguous.
+struct Column {
+  int index = -1;
+  int twin = -1;
+};
+
+// The column named `want` (exact, then normalized), or the first candidate
+// when `want` is empty; index -1 when absent.
+Column find_column(const std::vector<std::string_view>& header, const std::string& want,
+                   std::initializer_list<const char*> candidates) {
+  auto matching = [&](auto same) {
+    Column c;
+    for (size_t i = 0; i < header.size(); ++i) {
+      if (!same(trim(header[i]))) continue;
+      if (c.index < 0)
+        c.index = static_cast<int>(i);
+      else if (c.twin < 0)
+        c.twin = static_cast<int>(i);
+    }
+    return c;
+  };
   if (!want.empty()) {
-    for (size_t i = 0; i < header.size(); ++i)
-      if (trim(header[i]) == want) return static_cast<int>(i);
-    for (size_t i = 0; i < header.size(); ++i)
-      if (normalize(trim(header[i])) == normalize(want)) return static_cast<int>(i);
-    return -1;
+    Column c = matching([&](std::string_view h) { return h == want; });
+    return c.index >= 0 ? c : matching([&](std::string_view h) { return normalize(h) == normalize(want); });
   }
-  for (const char* c : candidates)
-    for (size_t i = 0; i < header.size(); ++i)
-      if (normalize(trim(header[i])) == c) return static_cast<int>(i);
-  return -1;
+  for (const char* name : candidates) {
+    Column c = matching([&](std::string_view h) { return normalize(h) == name; });
+    if (c.index >= 0) return c;
+  }
+  return {};
+}
+
+// pairs and seq: a line whose first non-blank character is '#' is a comment.
+bool is_comment(std::string_view line) {
+  line = trim(line);
+  return !line.empty() && line.front() == '#';
+}
+
+// The offset of the first byte of `s` that breaks UTF-8 (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF), or npos.
+size_t utf8_error(const unsigned char* s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    const unsigned c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    else return i;
+    if (i + len > n || s[i + 1] < lo || s[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k)
+      if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+// An id for a message: printable ASCII as is, other bytes as \xNN.
+std::string escaped(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 60)) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
+      out += buf;
+    }
+  }
+  return s.size() > 60 ? out + "..." : out;
 }
 
 char detect_delimiter(std::string_view header) {
@@ -815,8 +921,7 @@ class Structural {
 // Reads the whole input into `rows` (user/item indices in first-appearance order).
 class Parser {
  public:
-  Parser(const std::string& path, const ImportOptions& opt, ImportStats* st)
-      : reader_(path, opt.buffer_bytes), opt_(opt), st_(st) {}
+  Parser(LineReader& reader, const ImportOptions& opt, ImportStats* st) : reader_(reader), opt_(opt), st_(st) {}
 
   void run(InputFormat format, RawRows* rows) {
     rows_ = rows;
@@ -834,6 +939,7 @@ class Parser {
  private:
   struct Pending {
     Key user, item;
+    int64_t line;  // for the message about an id that is not UTF-8
   };
   static constexpr int kPending = 16;
 
@@ -850,10 +956,10 @@ class Parser {
     if (rows_->has_time) rows_->time.push_back(time);
     if (npending_ == kPending) {
       intern(pending_[head_]);
-      pending_[head_] = Pending{user, item};
+      pending_[head_] = Pending{user, item, line_};
       head_ = (head_ + 1) % kPending;
     } else {
-      pending_[(head_ + npending_) % kPending] = Pending{user, item};
+      pending_[(head_ + npending_) % kPending] = Pending{user, item, line_};
       ++npending_;
     }
   }
@@ -872,12 +978,28 @@ class Parser {
     const Key& u = p.user;
     if (!(have_last_ && u.len <= kKeyWords && u.len == last_user_.len && u.w[0] == last_user_.w[0] &&
           u.w[1] == last_user_.w[1] && u.w[2] == last_user_.w[2])) {
+      const int64_t known = rows_->users.size();
       last_index_ = rows_->users.intern(u);
+      if (rows_->users.size() != known) check_utf8(u, "user", p.line);
       last_user_ = u;
       have_last_ = true;
     }
     rows_->user.push_back(last_index_);
+    const int64_t known = rows_->items.size();
     rows_->item.push_back(rows_->items.intern(p.item));
+    if (rows_->items.size() != known) check_utf8(p.item, "item", p.line);
+  }
+
+  // A new id must be UTF-8: the store's id maps are UTF-8 strings (h5py's
+  // .asstr() and every JSON output would fail on anything else). Checked
+  // once per distinct id; ASCII ids of up to 24 bytes by one mask.
+  void check_utf8(const Key& k, const char* what, int64_t line) const {
+    if (k.len <= kKeyWords && ((k.w[0] | k.w[1] | k.w[2]) & 0x8080808080808080ull) == 0) return;
+    const size_t bad = utf8_error(reinterpret_cast<const unsigned char*>(k.p), k.len);
+    if (bad == std::string_view::npos) return;
+    SASREC_FAIL(Input, where(line), ": the ", what, " id '", escaped(std::string_view(k.p, k.len)),
+                "' is not valid UTF-8 (byte ", bad + 1, "); the store keeps ids as UTF-8 text: convert the input "
+                "first, e.g. iconv -f latin1 -t utf-8 IN > IN.utf8");
   }
 
   void flush() {
@@ -1001,19 +1123,30 @@ class Parser {
                   delim_name(), "': ", join(header_), "); name it with ", flag,
                   " or set the delimiter with --delimiter");
     };
-    uc_ = find_column(header_, opt_.user_col,
-                      {"userid", "user", "uid", "reviewerid", "customerid", "visitorid", "sessionid"});
+    // Two columns of the chosen name: which one is meant is a guess, so not made.
+    auto unique = [&](const Column& c, const char* what) {
+      if (c.twin >= 0)
+        SASREC_FAIL(Input, where(header_line), ": the header has two columns named '", trim(header_[c.index]),
+                    "' (columns ", c.index + 1, " and ", c.twin + 1, "); which one holds the ", what,
+                    " is ambiguous: rename one of them");
+      return c.index;
+    };
+    uc_ = unique(find_column(header_, opt_.user_col,
+                             {"userid", "user", "uid", "reviewerid", "customerid", "visitorid", "sessionid"}),
+                 "user");
     if (uc_ < 0) missing("user", "--user-col", opt_.user_col);
-    ic_ = find_column(header_, opt_.item_col,
-                      {"itemid", "item", "iid", "movieid", "asin", "productid", "product", "businessid", "trackid",
-                       "songid", "articleid", "bookid", "isbn"});
+    ic_ = unique(find_column(header_, opt_.item_col,
+                             {"itemid", "item", "iid", "movieid", "asin", "productid", "product", "businessid",
+                              "trackid", "songid", "articleid", "bookid", "isbn"}),
+                 "item");
     if (ic_ < 0) missing("item", "--item-col", opt_.item_col);
     if (ic_ == uc_)
       SASREC_FAIL(Input, where(header_line), ": the user and item columns are the same column '", header_[uc_],
                   "'; name them with --user-col and --item-col");
-    tc_ = find_column(header_, opt_.time_col,
-                      {"timestamp", "time", "unixreviewtime", "ts", "datetime", "date", "eventtime", "createdat",
-                       "unixtime"});
+    tc_ = unique(find_column(header_, opt_.time_col,
+                             {"timestamp", "time", "unixreviewtime", "ts", "datetime", "date", "eventtime",
+                              "createdat", "unixtime"}),
+                 "time");
     if (tc_ < 0 && !opt_.time_col.empty()) missing("time", "--time-col", opt_.time_col);
     if (st_) {
       st_->delimiter = delim_;
@@ -1058,6 +1191,10 @@ class Parser {
         split_whitespace(LineReader::clean_line(ls, le - ls, line_), &fields_);
         ls = le + 1;
         if (fields_.empty()) continue;
+        if (fields_[0].front() == '#') {  // a comment line (docs/data.md)
+          if (st_) ++st_->comment_lines;
+          continue;
+        }
         if (seq) {
           const Key user = key_padded(fields_[0].data(), fields_[0].size());
           for (size_t k = 1; k < fields_.size(); ++k) add(user, key_padded(fields_[k].data(), fields_[k].size()), 0);
@@ -1074,7 +1211,7 @@ class Parser {
 
   static constexpr size_t kMaxFastFields = 64;
 
-  LineReader reader_;
+  LineReader& reader_;
   const ImportOptions& opt_;
   ImportStats* st_;
   RawRows* rows_ = nullptr;
@@ -1279,10 +1416,11 @@ Csr build_csr(const std::string& path, const ImportOptions& opt, RawRows* rows, 
   return c;
 }
 
-// Streams the CSR and the ids through StoreWriter.
-void write_csr(const std::string& output, const Csr& c, const RawRows& rows) {
+// Streams the CSR and the ids through StoreWriter; returns the temporaries
+// of killed writers it removed.
+int write_csr(const std::string& output, const Csr& c, const RawRows& rows, const std::vector<RunInput>& inputs) {
   const bool has_time = !c.times.empty();
-  StoreWriter w(output, has_time);
+  StoreWriter w(output, has_time, inputs);
   std::vector<int64_t> t;
   for (int64_t u = 0; u < c.num_users; ++u) {
     const int64_t b = c.offsets[u], n = c.offsets[u + 1] - b;
@@ -1297,37 +1435,25 @@ void write_csr(const std::string& output, const Csr& c, const RawRows& rows) {
     w.add_user(rows.users.key(c.user_index(u)), c.items.data() + b, times, n);
   }
   w.finish(c.num_items, [&](int64_t i) { return std::string(rows.items.key(c.item_index(i))); });
+  return w.stale_temporaries_removed();
 }
 
-// Parses `path` and builds the CSR (the work of import_interactions).
-Csr import_csr(const std::string& path, const ImportOptions& opt, ImportStats* st, RawRows* rows) {
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  InputFormat format = opt.format == InputFormat::Auto ? detect_format(path, opt.delimiter) : opt.format;
-  st->format = format;
-  {
-    Parser parser(path, opt, st);
-    parser.run(format, rows);
-  }
-  {
-    struct stat s;
-    st->bytes = stat(path.c_str(), &s) == 0 ? s.st_size : 0;
-  }
-  st->rows = static_cast<int64_t>(rows->user.size());
-  const auto t1 = Clock::now();
-  st->read_seconds = std::chrono::duration<double>(t1 - t0).count();
-  Csr c = build_csr(path, opt, rows, st);
-  st->sort_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
-  st->users = c.num_users;
-  st->items = c.num_items;
-  st->interactions = c.offsets[c.num_users];
-  return c;
-}
-
-}  // namespace
-
-InputFormat detect_format(const std::string& path, char delimiter) {
-  LineReader reader(path, 1 << 16);
+// The format of an input under --format auto (rule: docs/data.md) from its
+// first lines `prefix`: whole lines, the last one too when `complete` (the
+// input ends there). `path` names the input in messages.
+InputFormat detect_in(std::string_view prefix, bool complete, const std::string& path, char delimiter) {
+  size_t pos = 0;
+  int64_t line_number = 0;
+  auto next_line = [&](std::string_view* line) {
+    if (pos >= prefix.size()) return false;
+    const char* b = prefix.data() + pos;
+    const char* nl = static_cast<const char*>(std::memchr(b, '\n', prefix.size() - pos));
+    if (!nl && !complete) return false;  // a line cut by the end of the prefix
+    const size_t n = nl ? static_cast<size_t>(nl - b) : prefix.size() - pos;
+    pos += n + 1;
+    *line = LineReader::clean_line(b, n, ++line_number);
+    return true;
+  };
   std::string_view line;
   std::vector<std::string_view> f;
   int64_t first_line = 0;
@@ -1335,10 +1461,10 @@ InputFormat detect_format(const std::string& path, char delimiter) {
   bool all_two = true, any_more = false;
   size_t tab_count = 0;
   bool same_count = true, has_tab = false;
-  while (sampled < 100 && reader.next(&line)) {
-    if (trim(line).empty()) continue;
+  while (sampled < 100 && next_line(&line)) {
+    if (trim(line).empty() || is_comment(line)) continue;
     if (sampled == 0) {
-      first_line = reader.line_number();
+      first_line = line_number;
       char d = delimiter ? delimiter : 0;
       if (!d)
         for (char c : {',', '\t', ';'})
@@ -1365,7 +1491,7 @@ InputFormat detect_format(const std::string& path, char delimiter) {
     ++sampled;
   }
   if (sampled == 0)
-    SASREC_FAIL(Input, path, ":", std::max<int64_t>(1, reader.line_number()),
+    SASREC_FAIL(Input, path, ":", std::max<int64_t>(1, line_number),
                 ": empty input (no data rows); give a file with at least one interaction");
   if (all_two) return InputFormat::Pairs;
   if (has_tab && same_count && sampled >= 2 && tab_count >= 3)
@@ -1377,12 +1503,52 @@ InputFormat detect_format(const std::string& path, char delimiter) {
               "sequences or a csv with a header, or pass --format");
 }
 
+// Enough of the input's start for detect_in: its first 100 non-empty lines
+// in all but odd inputs (thousands of blank lines).
+constexpr size_t kPeekLines = 4096;
+constexpr size_t kPeekBytes = size_t{64} << 20;
+
+InputFormat detect_format_of(LineReader& reader, char delimiter) {
+  const std::string_view prefix = reader.peek(kPeekLines, kPeekBytes);
+  return detect_in(prefix, reader.at_eof_after_peek(), reader.path(), delimiter);
+}
+
+// Reads the input of `reader` (once, from where it stands) and builds the
+// CSR (the work of import_interactions).
+Csr import_csr(LineReader& reader, const ImportOptions& opt, ImportStats* st, RawRows* rows) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  InputFormat format = opt.format == InputFormat::Auto ? detect_format_of(reader, opt.delimiter) : opt.format;
+  st->format = format;
+  {
+    Parser parser(reader, opt, st);
+    parser.run(format, rows);
+  }
+  st->bytes = reader.consumed();
+  st->rows = static_cast<int64_t>(rows->user.size());
+  const auto t1 = Clock::now();
+  st->read_seconds = std::chrono::duration<double>(t1 - t0).count();
+  Csr c = build_csr(reader.path(), opt, rows, st);
+  st->sort_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  st->users = c.num_users;
+  st->items = c.num_items;
+  st->interactions = c.offsets[c.num_users];
+  return c;
+}
+
+}  // namespace
+
+InputFormat detect_format(const std::string& path, char delimiter) {
+  LineReader reader(path, 1 << 16);
+  return detect_format_of(reader, delimiter);
+}
 
 Interactions import_interactions(const std::string& path, const ImportOptions& opt, ImportStats* stats) {
   ImportStats local;
   ImportStats* st = stats ? stats : &local;
   RawRows rows;
-  Csr c = import_csr(path, opt, st, &rows);
+  LineReader reader(path, opt.buffer_bytes);
+  Csr c = import_csr(reader, opt, st, &rows);
   Interactions d;
   d.offsets.assign(c.offsets.begin(), c.offsets.end());
   d.items.assign(c.items.begin(), c.items.end());
@@ -1399,23 +1565,20 @@ ImportStats convert_to_store(const std::string& input, const std::string& output
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  {
-    fs::path out(output);
-    fs::path dir = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec))
-      SASREC_FAIL(Input, output, ": the output directory ", dir.string(), " does not exist; create it first");
-    if (access(dir.c_str(), W_OK | X_OK) != 0)
-      SASREC_FAIL(Input, output, ": the output directory ", dir.string(),
-                  " is not writable; choose another output path or fix its permissions");
-    if (fs::is_directory(out, ec))
-      SASREC_FAIL(Input, output, ": is a directory; give the output file name (e.g. ", (out / "data.h5").string(), ")");
-  }
+  // The output is checked before the input is read (a FIFO would wait for
+  // its writer first), then again against the opened input itself: "-" or
+  // /dev/stdin may be the very file named as the output.
+  std::vector<RunInput> inputs;
+  if (input != "-") inputs.push_back(run_input("the input", input));
+  check_output(output, "the output", inputs);
+  LineReader reader(input, opt.buffer_bytes);
+  inputs.push_back(RunInput{"the input", reader.path(), file_id_of_fd(reader.fd())});
+  check_output(output, "the output", inputs);
   ImportStats st;
   RawRows rows;
-  Csr c = import_csr(input, opt, &st, &rows);
+  Csr c = import_csr(reader, opt, &st, &rows);
   const auto t1 = Clock::now();
-  write_csr(output, c, rows);
+  st.stale_temporaries_removed = write_csr(output, c, rows, inputs);
   const auto t2 = Clock::now();
   st.write_seconds = std::chrono::duration<double>(t2 - t1).count();
   st.seconds = std::chrono::duration<double>(t2 - t0).count();

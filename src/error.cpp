@@ -10,11 +10,16 @@ const char* domain_name(ErrorDomain d) {
     case ErrorDomain::Config: return "config";
     case ErrorDomain::Hdf5: return "hdf5";
     case ErrorDomain::Mpi: return "mpi";
-    case ErrorDomain::Cuda: return "cuda";
     case ErrorDomain::Nccl: return "nccl";
     case ErrorDomain::Io: return "io";
   }
   return "unknown";
+}
+
+int exit_code_for(const std::exception& e) {
+  const auto* error = dynamic_cast<const Error*>(&e);
+  const bool input = error && (error->domain() == ErrorDomain::Config || error->domain() == ErrorDomain::Input);
+  return input ? kExitBadInput : kExitFailure;
 }
 
 Error::Error(ErrorDomain domain, const std::string& message, const char* file, int line)

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
 
 #include "sasrec/error.h"
@@ -17,18 +18,61 @@ namespace {
 constexpr uint64_t kEvalStream = 0xe7a1ull;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Full-catalog ranks on CPU: for each user, the number of items scoring
-// higher than its target, the items of `masked[r]` (sorted, unique: history,
-// target, padding item 0) not counted. Scores are made block by block with
-// BLAS into a buffer that stays in cache and counted while there, so no
-// [users x items] score matrix or comparison mask is ever stored.
-// h [n,D], w [I+1,D] contiguous float32; target [n].
-std::vector<int64_t> count_higher(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& target,
-                                  const std::vector<std::vector<int32_t>>& masked) {
-  constexpr int64_t kRows = 64, kCols = 1024;  // a 256 KiB score block
+// A target whose own score is NaN or +-Inf: below every candidate.
+void place_nonfinite_targets(const float* target, const std::vector<int64_t>& candidates,
+                             std::vector<TargetRank>& out) {
+  for (size_t r = 0; r < out.size(); ++r)
+    if (!std::isfinite(target[r])) out[r] = TargetRank{candidates[r], 0, true};
+}
+
+// Candidates of each row: the rows of w (items 0..I) less the masked ones (the padding among them).
+std::vector<int64_t> candidate_counts(int64_t rows_of_w, const std::vector<std::vector<int32_t>>& masked) {
+  std::vector<int64_t> out(masked.size());
+  for (size_t r = 0; r < masked.size(); ++r) out[r] = rows_of_w - static_cast<int64_t>(masked[r].size());
+  return out;
+}
+
+}  // namespace
+
+// Full-catalog places on CPU: scores are made block by block with BLAS into
+// a buffer that stays in cache and counted while there (s <= t and s == t
+// in one pass: higher = not <=, so a NaN counts above the target), the
+// items of masked[r] subtracted by a cursor, so no [users x items] score
+// matrix or comparison mask is ever stored. A score can overflow to Inf
+// only where |h_r| * max_i |w_i| nears FLT_MAX (Cauchy-Schwarz bounds every
+// partial sum of the dot product); only such rows, or all when w itself is
+// not finite, are searched for non-finite scores element by element.
+std::vector<TargetRank> full_ranks_blocked(const torch::Tensor& h, const torch::Tensor& w,
+                                           const torch::Tensor& target_score,
+                                           const std::vector<std::vector<int32_t>>& masked) {
+  constexpr int64_t kRows = kScoreBlockRows, kCols = kScoreBlockCols;
+  SASREC_CHECK(h.is_cpu() && w.is_cpu() && h.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kFloat32 &&
+                   h.is_contiguous() && w.is_contiguous() && target_score.is_contiguous(),
+               "full_ranks_blocked takes contiguous CPU float32 tensors");
   const int64_t n = h.size(0), D = h.size(1), items = w.size(0);
-  const float *H = h.data_ptr<float>(), *W = w.data_ptr<float>(), *tgt = target.data_ptr<float>();
-  std::vector<int64_t> higher(n, 0);
+  SASREC_CHECK(static_cast<int64_t>(masked.size()) == n && target_score.numel() == n,
+               "one masked list and target per row");
+  const float *H = h.data_ptr<float>(), *W = w.data_ptr<float>(), *tgt = target_score.data_ptr<float>();
+  std::vector<TargetRank> out(n);
+  std::vector<char> search(n, 1);  // rows whose scores might not all be finite
+  {
+    // Plain loops: this runs for every chunk of users, over the whole table.
+    auto squared_norm = [D](const float* x) {
+      double q = 0;
+      for (int64_t d = 0; d < D; ++d) q += static_cast<double>(x[d]) * x[d];
+      return q;
+    };
+    double w_max = 0;
+    bool w_finite = true;
+    for (int64_t i = 0; i < items; ++i) {
+      const double q = squared_norm(W + i * D);
+      w_finite = w_finite && std::isfinite(q);
+      w_max = std::max(w_max, q);
+    }
+    const double limit = 0.5 * std::numeric_limits<float>::max();
+    for (int64_t r = 0; r < n; ++r)
+      search[r] = !(w_finite && std::sqrt(squared_norm(H + r * D)) * std::sqrt(w_max) < limit);
+  }
   at::parallel_for(0, (n + kRows - 1) / kRows, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> block(kRows * kCols);
     for (int64_t rb = begin; rb < end; ++rb) {
@@ -42,63 +86,139 @@ std::vector<int64_t> count_higher(const torch::Tensor& h, const torch::Tensor& w
         for (int64_t r = 0; r < rows; ++r) {
           const float t = tgt[r0 + r];
           const float* s = block.data() + r * cols;
-          int64_t count = 0;
-          for (int64_t j = 0; j < cols; ++j) count += s[j] > t;
+          // int32 counts (a block has at most kCols): the loop vectorizes without widening.
+          int32_t at_most = 0, equal = 0;
+          for (int64_t j = 0; j < cols; ++j) {
+            at_most += s[j] <= t;
+            equal += s[j] == t;
+          }
+          int64_t higher = cols - at_most;
           const auto& m = masked[r0 + r];
-          for (size_t& k = cursor[r]; k < m.size() && m[k] < c0 + cols; ++k) count -= s[m[k] - c0] > t;
-          higher[r0 + r] += count;
+          for (size_t& k = cursor[r]; k < m.size() && m[k] < c0 + cols; ++k) {
+            const float x = s[m[k] - c0];
+            higher -= !(x <= t);
+            equal -= x == t;
+          }
+          TargetRank& o = out[r0 + r];
+          o.higher += higher;
+          o.ties += equal;
+          if (search[r0 + r] && !o.nonfinite)
+            for (int64_t j = c0 == 0 ? 1 : 0; j < cols; ++j) o.nonfinite = o.nonfinite || !std::isfinite(s[j]);
         }
       }
     }
   });
-  return higher;
+  place_nonfinite_targets(tgt, candidate_counts(items, masked), out);
+  return out;
 }
-}  // namespace
+
+// The same rule with tensor ops: masked scores become -inf (never above a
+// finite target, never equal to it), the non-finite search looks at every
+// score of items 1..I before that.
+std::vector<TargetRank> full_ranks_tensor_ops(const torch::Tensor& h, const torch::Tensor& w,
+                                              const torch::Tensor& target_score,
+                                              const std::vector<std::vector<int32_t>>& masked, int64_t memory_mb) {
+  const int64_t n = h.size(0), items = w.size(0);
+  const auto device = h.device();
+  std::vector<int64_t> mask_rows, mask_cols;
+  for (int64_t r = 0; r < n; ++r)
+    for (int32_t c : masked[r]) mask_rows.push_back(r), mask_cols.push_back(c);
+  auto rows = torch::tensor(mask_rows, torch::kInt64);
+  auto cols = torch::tensor(mask_cols, torch::kInt64);
+  const int64_t budget = memory_mb * (1 << 20) / (4 * std::max<int64_t>(1, n));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(items, budget));
+  const auto counts = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  auto higher = torch::zeros({n}, counts), ties = torch::zeros({n}, counts);
+  auto nonfinite = torch::zeros({n}, counts.dtype(torch::kBool));
+  const auto t = target_score.unsqueeze(1);  // [n,1]
+  for (int64_t c0 = 0; c0 < items; c0 += chunk) {
+    const int64_t c1 = std::min(items, c0 + chunk);
+    auto scores = torch::matmul(h, w.slice(0, c0, c1).t());  // [n, c1-c0]
+    auto real = c0 == 0 ? scores.slice(1, 1) : scores;      // item 0 is padding
+    nonfinite = nonfinite.logical_or(torch::isfinite(real).logical_not().any(1));
+    auto in = (cols >= c0) & (cols < c1);
+    if (in.any().item<bool>()) {
+      auto r = rows.masked_select(in).to(device);
+      auto c = (cols.masked_select(in) - c0).to(device);
+      scores.index_put_({r, c}, torch::full({}, kNegInf, scores.options()));
+    }
+    higher += (scores <= t).logical_not().sum(1);
+    ties += (scores == t).sum(1);
+  }
+  auto hc = higher.cpu(), tc = ties.cpu(), nc = nonfinite.cpu(), target = target_score.to(torch::kCPU).contiguous();
+  std::vector<TargetRank> out(n);
+  for (int64_t r = 0; r < n; ++r)
+    out[r] = TargetRank{hc.data_ptr<int64_t>()[r], tc.data_ptr<int64_t>()[r], nc.data_ptr<bool>()[r]};
+  place_nonfinite_targets(target.data_ptr<float>(), candidate_counts(items, masked), out);
+  return out;
+}
+
+std::vector<TargetRank> sampled_ranks(const torch::Tensor& target_score, const torch::Tensor& neg_score) {
+  const int64_t n = neg_score.size(0), k = neg_score.size(1);
+  const auto t = target_score.unsqueeze(1);  // [n,1]
+  auto higher = (neg_score <= t).logical_not().sum(1).cpu();
+  auto ties = (neg_score == t).sum(1).cpu();
+  auto nonfinite = torch::isfinite(neg_score).logical_not().any(1).cpu();
+  auto target = target_score.to(torch::kCPU).contiguous();
+  std::vector<TargetRank> out(n);
+  for (int64_t r = 0; r < n; ++r)
+    out[r] = TargetRank{higher.data_ptr<int64_t>()[r], ties.data_ptr<int64_t>()[r], nonfinite.data_ptr<bool>()[r]};
+  place_nonfinite_targets(target.data_ptr<float>(), std::vector<int64_t>(n, k), out);
+  return out;
+}
 
 Evaluator::Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm)
     : data_(data), config_(config), seed_(seed), comm_(comm) {
-  // eval.max_users: keep each user with probability max_users / (all holdout
-  // users), decided by a hash of its global index, so every rank count
-  // evaluates the same users.
-  const int64_t total = comm_.allreduce_sum(static_cast<int64_t>(data_.holdout_users().size()));
-  const double keep = config_.max_users > 0 && total > config_.max_users
-                          ? static_cast<double>(config_.max_users) / static_cast<double>(total)
-                          : 1.0;
-  for (int64_t u : data_.holdout_users()) {
-    if (keep < 1.0) {
-      Rng rng(mix_seed({seed_, static_cast<uint64_t>(data_.global_user(u)), kEvalStream, 1}));
-      if (rng.uniform() >= keep) continue;
+  // eval.max_users: keep each user's cases with probability max_users / (all
+  // users with a case), decided by a hash of its global index, so every rank
+  // count evaluates the same users.
+  for (Holdout split : {Holdout::Valid, Holdout::Test}) {
+    const auto& cases = data_.cases(split);
+    int64_t users = 0;
+    for (size_t i = 0; i < cases.size(); ++i) users += i == 0 || cases[i].user != cases[i - 1].user;
+    const int64_t total = comm_.allreduce_sum(users);
+    const double keep = config_.max_users > 0 && total > config_.max_users
+                            ? static_cast<double>(config_.max_users) / static_cast<double>(total)
+                            : 1.0;
+    for (const EvalCase& c : cases) {
+      if (keep < 1.0) {
+        Rng rng(mix_seed({seed_, static_cast<uint64_t>(data_.global_user(c.user)), kEvalStream, 1}));
+        if (rng.uniform() >= keep) continue;
+      }
+      cases_[static_cast<int>(split)].push_back(c);
     }
-    users_.push_back(u);
   }
 }
 
-std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const std::string& split,
-                                                         const std::vector<int64_t>& users) {
-  SASREC_CHECK(split == "valid" || split == "test", "split must be valid or test, got ", split);
-  const bool test = split == "test";
-  const int64_t n = static_cast<int64_t>(users.size());
+std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdout split,
+                                                            const std::vector<EvalCase>& cases) {
+  const bool test = split == Holdout::Test;
+  const bool time_split = data_.options().kind == SplitKind::Time;
+  const int64_t n = static_cast<int64_t>(cases.size());
   const int64_t maxlen = model->options().maxlen;
   const int64_t num_items = data_.num_items();
   const auto device = model->item_weight().device();
 
   // Inputs: the history before the target, the last maxlen of it, left-padded.
   int64_t width = 1;
-  for (int64_t u : users) width = std::max(width, std::min(maxlen, data_.full(u).size - (test ? 1 : 2)));
+  for (const EvalCase& c : cases) width = std::max(width, std::min(maxlen, c.target));
   auto seq = torch::zeros({n, width}, torch::kInt64);
   auto target = torch::empty({n}, torch::kInt64);
   std::vector<int64_t> global_ids(n);
-  std::vector<int64_t> mask_rows, mask_cols;  // (row, item) pairs scored as -inf in the full protocol
+  std::vector<std::vector<int32_t>> masked(n);  // items not ranked in the full protocol, sorted, unique
   int64_t* s = seq.data_ptr<int64_t>();
   for (int64_t r = 0; r < n; ++r) {
-    const ItemSpan full = data_.full(users[r]);
-    const int64_t hist = full.size - (test ? 1 : 2);
-    const int64_t len = std::min(width, hist);
-    for (int64_t t = 0; t < len; ++t) s[r * width + width - len + t] = full.data[hist - len + t];
+    const ItemSpan full = data_.full(cases[r].user);
+    const int64_t hist = cases[r].target;
+    left_pad_last(full.data, hist, width, s + r * width);
     target[r] = full.data[hist];
-    global_ids[r] = data_.global_user(users[r]);
-    for (int64_t t = 0; t < hist; ++t) mask_rows.push_back(r), mask_cols.push_back(full.data[t]);
-    mask_rows.push_back(r), mask_cols.push_back(full.data[hist]);  // the target: compared, not counted
+    global_ids[r] = data_.global_user(cases[r].user);
+    // The history, the padding item and the target (compared, not counted against itself).
+    auto& m = masked[r];
+    m.assign(full.data, full.data + hist + 1);
+    m.push_back(0);
+    std::sort(m.begin(), m.end());
+    m.erase(std::unique(m.begin(), m.end()), m.end());
   }
 
   torch::NoGradGuard no_grad;
@@ -107,69 +227,46 @@ std::vector<std::vector<int64_t>> Evaluator::chunk_ranks(SASRec& model, const st
   auto target_d = target.to(device);
   auto target_score = (h * w.index_select(0, target_d)).sum(-1);                   // [n]
 
-  std::vector<std::vector<int64_t>> out;
+  std::vector<std::vector<TargetRank>> out;
   for (const auto& protocol : config_.protocols) {
-    std::vector<int64_t> ranks(n, 0);
     // eval.scorer: the blocked count on CPU, chunked tensor ops (the device path) elsewhere or when asked.
     const bool blocked = config_.scorer == Scorer::Blocked || (config_.scorer == Scorer::Auto && device.is_cpu());
-    if (protocol == "full" && blocked) {
-      // The same rule as below, fused: masked items are skipped, not set to -inf.
-      std::vector<std::vector<int32_t>> masked(n);
-      for (size_t i = 0; i < mask_rows.size(); ++i) masked[mask_rows[i]].push_back(static_cast<int32_t>(mask_cols[i]));
-      for (auto& m : masked) {
-        m.push_back(0);  // the padding item
-        std::sort(m.begin(), m.end());
-        m.erase(std::unique(m.begin(), m.end()), m.end());
-      }
-      ranks = count_higher(h.contiguous(), w.contiguous(), target_score.contiguous(), masked);
-    } else if (protocol == "full") {
-      auto rows = torch::tensor(mask_rows, torch::kInt64);
-      auto cols = torch::tensor(mask_cols, torch::kInt64);
-      const int64_t budget = config_.memory_mb * (1 << 20) / (4 * std::max<int64_t>(1, n));
-      const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(num_items + 1, budget));
-      auto higher = torch::zeros({n}, torch::TensorOptions().dtype(torch::kInt64).device(device));
-      for (int64_t c0 = 0; c0 <= num_items; c0 += chunk) {
-        const int64_t c1 = std::min(num_items + 1, c0 + chunk);
-        auto scores = torch::matmul(h, w.slice(0, c0, c1).t());  // [n, c1-c0]
-        if (c0 == 0) scores.select(1, 0).fill_(kNegInf);         // the padding item
-        auto in = (cols >= c0) & (cols < c1);
-        if (in.any().item<bool>()) {
-          auto r = rows.masked_select(in).to(device);
-          auto c = (cols.masked_select(in) - c0).to(device);
-          scores.index_put_({r, c}, torch::full({}, kNegInf, scores.options()));
-        }
-        higher += (scores > target_score.unsqueeze(1)).sum(1);
-      }
-      auto hc = higher.cpu();
-      std::copy(hc.data_ptr<int64_t>(), hc.data_ptr<int64_t>() + n, ranks.begin());
+    if (protocol == Protocol::Full && blocked) {
+      out.push_back(full_ranks_blocked(h.contiguous(), w.contiguous(), target_score.contiguous(), masked));
+    } else if (protocol == Protocol::Full) {
+      out.push_back(full_ranks_tensor_ops(h, w, target_score, masked, config_.memory_mb));
     } else {  // sampled
       const int64_t k = config_.sampled_negatives;
       auto negs = torch::empty({n, k}, torch::kInt64);
       std::vector<int32_t> seen;
       for (int64_t r = 0; r < n; ++r) {
-        const ItemSpan full = data_.full(users[r]);
-        seen.assign(full.begin(), full.end());
+        const int64_t u = cases[r].user;
+        const ItemSpan exclude =
+            config_.sampled_exclude == SampledExclude::Train ? data_.train(u) : data_.full(u);
+        seen.assign(exclude.begin(), exclude.end());
         std::sort(seen.begin(), seen.end());
-        Rng rng(mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, test ? 3u : 2u}));
+        seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+        // A user has one case a split under leave_one_out; under time the target's position tells them apart.
+        const uint64_t stream = test ? 3u : 2u, at = static_cast<uint64_t>(cases[r].target);
+        Rng rng(time_split ? mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream, at})
+                           : mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream}));
         sample_negatives(rng, num_items, seen, k, negs.data_ptr<int64_t>() + r * k);
       }
       auto neg_d = negs.to(device);
       auto neg_score = (h.unsqueeze(1) * w.index_select(0, neg_d.view(-1)).view({n, k, -1})).sum(-1);  // [n,k]
-      auto higher = (neg_score > target_score.unsqueeze(1)).sum(1).cpu();
-      std::copy(higher.data_ptr<int64_t>(), higher.data_ptr<int64_t>() + n, ranks.begin());
+      out.push_back(sampled_ranks(target_score, neg_score));
     }
-    out.push_back(std::move(ranks));
   }
   return out;
 }
 
-std::vector<std::vector<int64_t>> Evaluator::all_ranks(SASRec& model, const std::string& split) {
+std::vector<std::vector<TargetRank>> Evaluator::all_ranks(SASRec& model, Holdout split) {
   const bool was_training = model->is_training();
   model->eval();
-  std::vector<std::vector<int64_t>> out(config_.protocols.size());
-  for (size_t i = 0; i < users_.size(); i += config_.batch_users) {
-    std::vector<int64_t> chunk(users_.begin() + i,
-                               users_.begin() + std::min(users_.size(), i + config_.batch_users));
+  const auto& cases = cases_[static_cast<int>(split)];
+  std::vector<std::vector<TargetRank>> out(config_.protocols.size());
+  for (size_t i = 0; i < cases.size(); i += config_.batch_users) {
+    std::vector<EvalCase> chunk(cases.begin() + i, cases.begin() + std::min(cases.size(), i + config_.batch_users));
     auto r = chunk_ranks(model, split, chunk);
     for (size_t p = 0; p < out.size(); ++p) out[p].insert(out[p].end(), r[p].begin(), r[p].end());
   }
@@ -177,19 +274,19 @@ std::vector<std::vector<int64_t>> Evaluator::all_ranks(SASRec& model, const std:
   return out;
 }
 
-std::vector<int64_t> Evaluator::ranks(SASRec& model, const std::string& split, const std::string& protocol) {
+std::vector<TargetRank> Evaluator::ranks(SASRec& model, const std::string& split, Protocol protocol) {
   auto it = std::find(config_.protocols.begin(), config_.protocols.end(), protocol);
-  SASREC_CHECK(it != config_.protocols.end(), "protocol ", protocol, " is not configured");
-  return all_ranks(model, split)[it - config_.protocols.begin()];
+  SASREC_CHECK(it != config_.protocols.end(), "protocol ", protocol_name(protocol), " is not configured");
+  return all_ranks(model, parse_holdout(split))[it - config_.protocols.begin()];
 }
 
 std::vector<EvalResult> Evaluator::evaluate(SASRec& model, const std::string& split) {
   const auto start = std::chrono::steady_clock::now();
-  auto ranks = all_ranks(model, split);
+  auto ranks = all_ranks(model, parse_holdout(split));
   std::vector<EvalResult> results;
   for (size_t p = 0; p < config_.protocols.size(); ++p) {
-    EvalResult r{split, config_.protocols[p], RankMetrics(config_.ks), 0};
-    for (int64_t rank : ranks[p]) r.metrics.add(rank);
+    EvalResult r{split, protocol_name(config_.protocols[p]), RankMetrics(config_.ks), 0};
+    for (const TargetRank& rank : ranks[p]) r.metrics.add(rank);
     comm_.allreduce_sum(r.metrics.sums());
     results.push_back(std::move(r));
   }

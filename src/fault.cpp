@@ -1,7 +1,12 @@
-// fault.cpp: parsing SASREC_INJECT_FAULT (see fault.h).
+// fault.cpp: SASREC_INJECT_FAULT, parsed and acted on (see fault.h).
 #include "sasrec/fault.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
 #include <cstdlib>
+#include <limits>
 
 #include "sasrec/error.h"
 
@@ -53,6 +58,28 @@ FaultPlan FaultPlan::parse(const char* spec) {
 bool FaultPlan::due(FaultKind k, int r, int64_t s) const {
   if (kind != k || rank != r) return false;
   return (k == FaultKind::CkptKill || k == FaultKind::CkptEnospc) ? s >= step : s == step;
+}
+
+torch::Tensor FaultHooks::after_forward(int rank, int64_t step, torch::Tensor loss_sum) {
+  if (!plan_.due(FaultKind::Nan, rank, step)) return loss_sum;
+  return loss_sum * std::numeric_limits<double>::quiet_NaN();
+}
+
+void FaultHooks::after_step(int rank, int64_t step) {
+  if (plan_.rank != rank || plan_.step != step) return;
+  switch (plan_.kind) {
+    case FaultKind::Throw: SASREC_FAIL(Check, "injected fault at step ", step, " (SASREC_INJECT_FAULT)");
+    case FaultKind::Exit: ::_exit(kExitFailure);  // a rank dying without a word
+    case FaultKind::Kill: std::raise(SIGKILL); break;
+    case FaultKind::Sigterm: std::raise(SIGTERM); break;
+    default: break;  // nan and the checkpoint kinds act at their own hooks
+  }
+}
+
+MidWriteHook FaultHooks::checkpoint_write(int rank, int64_t step) {
+  if (plan_.due(FaultKind::CkptKill, rank, step)) return [](AtomicOutput&) { std::raise(SIGKILL); };  // a machine dying mid-write
+  if (plan_.due(FaultKind::CkptEnospc, rank, step)) return [](AtomicOutput& out) { out.fail(ENOSPC); };  // a full disk
+  return {};
 }
 
 }  // namespace sasrec

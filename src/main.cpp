@@ -7,16 +7,23 @@
 //   sasrec_ddp export CONFIG.yaml --checkpoint PATH --out FILE.h5   item and user vectors (serve.h)
 #include <CLI/CLI.hpp>
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 
+#include "sasrec/atomic_file.h"
+#include "sasrec/cli_errors.h"
 #include "sasrec/comm.h"
 #include "sasrec/config.h"
+#include "sasrec/device.h"
 #include "sasrec/error.h"
+#include "sasrec/fault.h"
 #include "sasrec/log.h"
 #include "sasrec/serve.h"
+#include "sasrec/store.h"
 #include "sasrec/trainer.h"
 
 namespace {
@@ -32,11 +39,13 @@ int launcher_rank() {
 // launcher); nccl -> NCCL over CUDA, bootstrapped by MPI; auto -> MPI or
 // NCCL (CUDA device) when started by a launcher, else one rank.
 std::unique_ptr<sasrec::Communicator> make_comm(const sasrec::Config& config) {
-  const std::string& kind = config.runtime.comm;
-  if (kind == "none" || (kind == "auto" && !sasrec::launched_by_mpi())) return sasrec::make_single_communicator();
+  using sasrec::CommKind;
+  const CommKind kind = config.runtime.comm;
+  if (kind == CommKind::None || (kind == CommKind::Auto && !sasrec::launched_by_mpi()))
+    return sasrec::make_single_communicator();
   auto mpi = sasrec::make_mpi_communicator();
   const auto device = sasrec::resolve_device(config.runtime.device, mpi->local_rank());
-  if (kind == "nccl" || (kind == "auto" && device.is_cuda())) {
+  if (kind == CommKind::Nccl || (kind == CommKind::Auto && device.is_cuda())) {
     if (!device.is_cuda())
       SASREC_FAIL(Config, "runtime.comm is nccl but the device is ", device.str(), "; use runtime.device cuda or comm mpi");
     return sasrec::make_nccl_communicator(std::move(mpi), device.index());
@@ -44,39 +53,70 @@ std::unique_ptr<sasrec::Communicator> make_comm(const sasrec::Config& config) {
   return mpi;
 }
 
+// The report of an error that ends a rank, and the exit code it ends with.
+int report(const std::exception& e, int rank) {
+  const auto* se = dynamic_cast<const sasrec::Error*>(&e);
+  std::cerr << "[rank " << rank << "] error: " << e.what();
+  if (se && !se->where().empty()) std::cerr << " (" << sasrec::domain_name(se->domain()) << ", " << se->where() << ")";
+  std::cerr << std::endl;
+  return sasrec::exit_code_for(e);
+}
+
+// What the process owns and the library leaves alone: its intra-op
+// threads (train.threads) and whether progress goes to a terminal.
+void set_up_process(sasrec::Config& config) {
+  torch::set_num_threads(sasrec::resolve_threads(config.train.threads));
+  if (config.output.progress == sasrec::ProgressKind::Auto)
+    config.output.progress = ::isatty(STDOUT_FILENO) == 1 ? sasrec::ProgressKind::Live : sasrec::ProgressKind::Lines;
+}
+
+// sasrec_ddp eval's JSON lines on stdout, a sentence on stderr where there is no figure.
+void print_eval(const std::vector<sasrec::EvalResult>& results, const std::string& checkpoint) {
+  for (const auto& r : results) {
+    nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},
+                     {"protocol", r.protocol}, {"users", r.metrics.count()},
+                     {"nonfinite_users", r.metrics.nonfinite_users()}, {"seconds", r.seconds},
+                     {"users_per_s", r.users_per_s}};
+    for (const auto& [k, v] : r.metrics.means()) j[k] = v;  // none when no user was evaluated
+    std::cout << j.dump() << std::endl;
+    if (r.metrics.count() == 0)
+      std::cerr << "eval " << r.split << "/" << r.protocol
+                << ": no user to evaluate (a user needs 3 or more interactions); no figure\n";
+    else if (r.metrics.nonfinite_users() > 0)
+      std::cerr << "eval " << r.split << "/" << r.protocol << ": " << r.metrics.nonfinite_users()
+                << " user(s) with NaN or Inf scores, ranked below every candidate: the model is not finite\n";
+  }
+}
+
 int run(const std::string& mode, const std::string& config_path, const std::vector<std::string>& sets,
         const std::string& checkpoint) {
   sasrec::Config config = sasrec::load_config(config_path, sets);
   config.validate();  // every config error is found before any rank allocates
+  set_up_process(config);
   std::unique_ptr<sasrec::Communicator> comm = make_comm(config);
+  // The tests of failure handling inject faults through the trainer's seam (fault.h).
+  const sasrec::FaultPlan faults = sasrec::FaultPlan::parse(std::getenv("SASREC_INJECT_FAULT"));
+  sasrec::FaultHooks hooks(faults);
   try {
-    sasrec::Trainer trainer(config, *comm);
-    if (mode == "train") {
+    const bool train = mode == "train";
+    sasrec::Trainer trainer(config, *comm, train ? sasrec::Trainer::Mode::Train : sasrec::Trainer::Mode::Evaluate,
+                            faults.kind == sasrec::FaultKind::None ? nullptr : &hooks);
+    if (train) {
       const sasrec::TrainSummary summary = trainer.fit();
       // Interrupted (SIGTERM / SIGINT): the checkpoint is written; a distinct exit status says so.
       return summary.interrupted_by ? sasrec::kExitInterrupted : sasrec::kExitOk;
     }
+    sasrec::install_signal_cleanup("sasrec_ddp eval");  // SIGTERM / SIGINT: exit 3, nothing written
     trainer.load_model(checkpoint);
     for (const char* split : {"valid", "test"}) {
-      for (const auto& r : trainer.evaluate(split)) {
-        if (!comm->is_root()) continue;
-        nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},
-                         {"protocol", r.protocol}, {"users", r.metrics.count()}, {"seconds", r.seconds},
-                         {"users_per_s", r.users_per_s}};
-        for (const auto& [k, v] : r.metrics.means()) j[k] = v;
-        std::cout << j.dump() << std::endl;
-      }
+      if (config.data.refit && std::string(split) == "valid") continue;  // trained on
+      const auto results = trainer.evaluate(split);
+      if (comm->is_root()) print_eval(results, checkpoint);
     }
     return sasrec::kExitOk;
   } catch (const std::exception& e) {
     // A failing rank takes the job down with it: the others may be waiting in a collective.
-    const sasrec::Error* se = dynamic_cast<const sasrec::Error*>(&e);
-    std::cerr << "[rank " << comm->rank() << "] error: " << e.what();
-    if (se && !se->where().empty()) std::cerr << " (" << sasrec::domain_name(se->domain()) << ", " << se->where() << ")";
-    std::cerr << std::endl;
-    const bool bad_input =
-        se && (se->domain() == sasrec::ErrorDomain::Config || se->domain() == sasrec::ErrorDomain::Input);
-    const int code = bad_input ? sasrec::kExitBadInput : sasrec::kExitFailure;
+    const int code = report(e, comm->rank());
     if (comm->world_size() > 1) comm->abort(code);
     return code;
   }
@@ -87,13 +127,21 @@ int serve(const std::string& mode, const std::string& config_path, const std::ve
           const sasrec::RecommendRequest& request, const std::string& export_out) {
   sasrec::Config config = sasrec::load_config(config_path, sets);
   config.validate();
+  set_up_process(config);
+  sasrec::install_signal_cleanup(("sasrec_ddp " + mode).c_str());  // SIGTERM: the unfinished output is removed, exit 3
   if (mode == "recommend") {
-    const int64_t n = sasrec::run_recommend(config, request, std::cerr);
+    sasrec::RecommendRequest r = request;
+    r.config_path = config_path;
+    const int64_t n = sasrec::run_recommend(config, r, std::cerr);
     std::cerr << "recommend: " << n << " user(s) written to " << (request.out == "-" ? "stdout" : request.out) << "\n";
     return sasrec::kExitOk;
   }
+  const std::vector<sasrec::RunInput> inputs{sasrec::run_input("data.path", config.data.path),
+                                             sasrec::run_input("--checkpoint", request.checkpoint),
+                                             sasrec::run_input("the config", config_path)};
+  sasrec::check_output(export_out, "--out", inputs);  // before the model is loaded
   sasrec::SASRec model = sasrec::load_model_for_serving(config, request.checkpoint);
-  sasrec::export_embeddings(model, sasrec::read_store(config.data.path), request.checkpoint, export_out);
+  sasrec::export_embeddings(model, sasrec::read_store(config.data.path), request.checkpoint, export_out, inputs);
   std::cerr << "export: wrote " << export_out << "\n";
   return sasrec::kExitOk;
 }
@@ -113,6 +161,7 @@ void keep_freed_memory() {
 
 int main(int argc, char** argv) {
   keep_freed_memory();
+  sasrec::silence_hdf5_errors();  // failures are our one-line messages, never pages of HDF5-DIAG
   CLI::App app{"sasrec_ddp: data-parallel SASRec trainer (Kang & McAuley, ICDM 2018)"};
   app.set_version_flag("--version", std::string("sasrec_ddp ") + SASREC_VERSION);
   std::string config_path, checkpoint;
@@ -132,7 +181,9 @@ int main(int argc, char** argv) {
   recommend->add_flag("--all", request.all, "every user of the store")->excludes(users);
   recommend->add_option("--sequences", request.sequences_file,
                         "new users: one a line, '[label:] item item ...' (original ids, oldest first); - for stdin");
-  recommend->add_option("--topk", request.topk, "items per user")->capture_default_str()->check(CLI::PositiveNumber);
+  recommend->add_option("--topk", request.topk, "items per user (1 or more)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, std::numeric_limits<int>::max()));
   recommend->add_option("--out", request.out, "output file; - for stdout")->capture_default_str();
   recommend->add_option("--format", request.format, "csv or jsonl (default: by the --out name, else csv)")
       ->check(CLI::IsMember({"csv", "jsonl"}));
@@ -144,7 +195,7 @@ int main(int argc, char** argv) {
   exporter->add_option("--out", export_out, "output HDF5 file (layout: docs/serving.md)")->required();
   exporter->add_option("--set", sets, "override a config key (repeatable)");
   app.require_subcommand(0, 1);
-  CLI11_PARSE(app, argc, argv);
+  if (const int done = sasrec::parse_command_line(app, argc, argv); done >= 0) return done;
   if (config_path.empty()) {
     std::cerr << "sasrec_ddp: a config file is required\n" << app.help();
     return sasrec::kExitBadInput;
@@ -153,12 +204,7 @@ int main(int argc, char** argv) {
     if (*recommend) return serve("recommend", config_path, sets, request, "");
     if (*exporter) return serve("export", config_path, sets, request, export_out);
     return run(*eval ? "eval" : "train", config_path, sets, checkpoint);
-  } catch (const sasrec::Error& e) {  // before the communicator: config errors, MPI start-up
-    std::cerr << "[rank " << launcher_rank() << "] error: " << e.what() << std::endl;
-    const bool bad_input = e.domain() == sasrec::ErrorDomain::Config || e.domain() == sasrec::ErrorDomain::Input;
-    return bad_input ? sasrec::kExitBadInput : sasrec::kExitFailure;
-  } catch (const std::exception& e) {
-    std::cerr << "[rank " << launcher_rank() << "] error: " << e.what() << std::endl;
-    return sasrec::kExitFailure;
+  } catch (const std::exception& e) {  // before the communicator: config errors, MPI start-up
+    return report(e, launcher_rank());
   }
 }

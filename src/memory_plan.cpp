@@ -4,10 +4,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
+#include "sasrec/device.h"
 #include "sasrec/error.h"
+#include "sasrec/evaluator.h"
+#include "sasrec/model.h"
+#include "sasrec/objective.h"
 
 namespace sasrec {
 namespace {
@@ -18,37 +23,20 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 // 161 MiB for `sasrec_ddp --version`, 182 MiB for one step and an evaluation
 // on a 100-user, 50-item store (docs/large_catalogs.md, "Memory plan").
 constexpr int64_t kFixedOverhead = 180 * kMiB;
-// The CPU evaluator's score block (evaluator.cpp: 64 users x 1024 items).
-constexpr int64_t kEvalBlock = 64 * 1024 * kFloat;
+// The CPU evaluator's score block (evaluator.h).
+constexpr int64_t kEvalBlock = kScoreBlockRows * kScoreBlockCols * kFloat;
 
-// Parameters other than the item table, in floats (model.cpp): positions
-// n*d; per block q (d*d+d), k (d*d, no bias), v (d*d+d), W_O (d*d+d, with
-// model.attention_output), FFN w1 (f*d+f), w2 (d*f+d) with f the inner
-// width, two LayerNorms (2d each); the final LayerNorm 2d, the embedding
-// LayerNorm 2d (model.embedding_norm); the user table U*d with
-// model.user_embedding.
-int64_t dense_parameter_floats(const ModelConfig& m, int64_t num_users) {
-  const int64_t d = m.hidden, f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
-  const int64_t block = 3 * d * d + 2 * d + (m.attention_output ? d * d + d : 0) + 2 * d * f + f + d + 2 * 2 * d;
-  return int64_t{m.maxlen} * d + m.blocks * block + 2 * d + (m.embedding_norm ? 2 * d : 0) +
-         (m.user_embedding ? num_users * d : 0);
-}
-
-// The most rows of the item table one step on one rank touches (sampled
-// losses): the batch's inputs/targets plus bce's one negative per token,
-// gbce's k per token or sampled_softmax's K shared ones, at most the whole table.
-int64_t touched_rows(const TrainConfig& t, int64_t tokens, int64_t table_rows) {
-  int64_t touched = tokens;
-  if (t.loss == LossKind::Bce) touched += tokens;
-  if (t.loss == LossKind::Gbce) touched += tokens * t.negatives;
-  if (t.loss == LossKind::SampledSoftmax) touched += t.negatives;
-  return std::min(table_rows, touched);
-}
-
-// Negatives a batch carries per [B,n] cell (sampler.h): gbce k; bce 1 (the
-// losses without per-target negatives are counted as bce, an upper bound).
-int64_t negatives_per_cell(const TrainConfig& t) {
-  return t.loss == LossKind::Gbce ? t.negatives : 1;
+// Parameters other than the item table, in floats: the model's declared
+// shapes (model.h, parameter_shapes), summed without building anything.
+Sat dense_parameter_floats(const ModelConfig& m, int64_t num_users) {
+  Sat floats = 0;
+  for (const auto& p : parameter_shapes(SASRecOptions::from(m, /*num_items=*/1, num_users))) {
+    if (p.name == "item.weight") continue;
+    Sat n = 1;
+    for (int64_t dim : p.shape) n = n * dim;
+    floats = floats + n;
+  }
+  return floats;
 }
 
 int64_t read_meminfo_available(const std::string& path) {
@@ -79,9 +67,9 @@ int64_t read_cgroup_limit(const std::string& path) {
 }  // namespace
 
 int64_t MemoryPlan::total() const {
-  int64_t sum = 0;
-  for (const auto& c : components) sum += c.bytes;
-  return sum;
+  Sat sum = 0;
+  for (const auto& c : components) sum = sum + c.bytes;
+  return sum.value();
 }
 
 const MemoryComponent* MemoryPlan::find(const std::string& name) const {
@@ -90,48 +78,69 @@ const MemoryComponent* MemoryPlan::find(const std::string& name) const {
   return nullptr;
 }
 
-MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_users_total, int64_t local_interactions,
-                       int world_size, torch::Device device) {
+namespace {
+
+// plan_memory's sizes and its components, one method a group of them.
+struct Planner {
+  const Config& config;
   const ModelConfig& m = config.model;
   const TrainConfig& t = config.train;
   const EvalConfig& e = config.eval;
-  const int64_t d = m.hidden, n = m.maxlen, I = num_items, B = t.batch_size, K = t.negatives;
-  const int64_t rows = I + 1;      // the table has a padding row
-  const int64_t N = B * n;         // tokens of a step, upper bound (every sequence maxlen long)
-  const bool ce = t.loss == LossKind::Ce;
-  const bool dropout = m.dropout > 0;
-  const int64_t table = rows * d * kFloat;
-  const int64_t rest = dense_parameter_floats(m, num_users_total) * kFloat;
-  const int64_t U = touched_rows(t, N, rows);
+  int64_t num_users_total, local_interactions;
+  int world_size;
+  torch::Device device;
+  MemoryUse use;
+  Sat d = m.hidden, n = m.maxlen, B = t.batch_size;
+  Sat I, rows, N;           // items; table rows (a padding row); tokens of a step, upper bound (all maxlen long)
+  std::unique_ptr<Objective> objective;  // the loss's share: rows a step touches, negatives per cell, buffers
+  LossMemory loss;
+  bool ce = false, dropout = m.dropout > 0;
+  Sat table, rest, U;       // item table and other parameters in bytes, touched rows
   MemoryPlan plan;
-  auto add = [&](std::string name, int64_t bytes, std::string keys, std::string advice) {
-    plan.components.push_back({std::move(name), bytes, std::move(keys), std::move(advice)});
-  };
 
-  add("item table", table, "model.hidden, items",
-      "the table (I+1) x d x 4 bytes is replicated on every rank, so more ranks do not shrink it: lower model.hidden");
-  add("other parameters", rest, m.user_embedding ? "model.hidden, model.blocks, model.user_embedding" : "model.hidden, model.blocks",
-      m.user_embedding ? "model.user_embedding: false drops the U x d user table" : "lower model.hidden or model.blocks");
-  add("optimizer state", 2 * (table + rest), "model.hidden, train.item_optimizer",
-      "Adam keeps two full-size moments of every parameter (lazy_adam too: it keeps Adam's layout); they are "
-      "replicated, so more ranks do not help: lower model.hidden");
+  Planner(const Config& c, int64_t items, int64_t users, int64_t interactions, int world, torch::Device dev,
+          MemoryUse u)
+      : config(c), num_users_total(users), local_interactions(interactions), world_size(world), device(dev), use(u),
+        I(items), rows(items + 1), N(B * n), objective(Objective::make(c.train, items)),
+        loss(objective->memory(N, d, I)), ce(!objective->gathers_item_rows()), table(rows * d * kFloat),
+        rest(dense_parameter_floats(m, users) * kFloat), U(loss.touched_rows) {}
+
+  void add(std::string name, Sat bytes, std::string keys, std::string advice) {
+    static const char* const kEvaluation[] = {"item table", "other parameters", "data", "evaluation buffers",
+                                              "fixed overhead"};
+    if (use == MemoryUse::Evaluation &&
+        std::none_of(std::begin(kEvaluation), std::end(kEvaluation), [&](const char* c) { return name == c; }))
+      return;  // training state: an evaluation holds none of it
+    plan.components.push_back({std::move(name), bytes.value(), std::move(keys), std::move(advice)});
+  }
+
+  void parameters() {
+    add("item table", table, "model.hidden, items",
+        "the table (I+1) x d x 4 bytes is replicated on every rank, so more ranks do not shrink it: lower model.hidden");
+    add("other parameters", rest,
+        m.user_embedding ? "model.hidden, model.blocks, model.user_embedding" : "model.hidden, model.blocks",
+        m.user_embedding ? "model.user_embedding: false drops the U x d user table" : "lower model.hidden or model.blocks");
+    add("optimizer state", 2 * (table + rest), "model.hidden, train.item_optimizer",
+        "Adam keeps two full-size moments of every parameter (lazy_adam too: it keeps Adam's layout); they are "
+        "replicated, so more ranks do not help: lower model.hidden");
+  }
 
   // Gradients: everything but the table at its size; the table dense for ce
   // (it scores every item), as touched rows for the sampled losses plus the
   // dense gradient they are scattered into under item_optimizer adam.
-  add("gradients (other parameters)", rest, "model.hidden, model.blocks", "lower model.hidden or model.blocks");
-  if (ce) {
-    // ce reads M twice (the input lookup, the scores over items 1..I): backward
-    // makes a dense gradient for each and their sum, three at its peak
-    // (measured with the same mechanism: docs/large_catalogs.md).
-    add("item gradient (dense)", 3 * table, "train.loss",
-        "train.loss ce needs dense (I+1) x d gradients; a sampled loss (sampled_softmax, gbce, bce) with "
-        "train.exchange: sparse and train.item_optimizer: lazy_adam avoids it");
-  } else {
-    add("item gradient (rows)", U * d * kFloat,
-        t.loss == LossKind::Bce ? "train.batch_size, model.maxlen" : "train.batch_size, model.maxlen, train.negatives",
-        "lower train.batch_size or train.negatives");
-    if (t.item_optimizer == "adam")
+  void gradients() {
+    add("gradients (other parameters)", rest, "model.hidden, model.blocks", "lower model.hidden or model.blocks");
+    if (ce) {
+      // ce reads M twice (the input lookup, the scores over items 1..I): backward
+      // makes a dense gradient for each and their sum, three at its peak
+      // (measured with the same mechanism: docs/large_catalogs.md).
+      add("item gradient (dense)", 3 * table, "train.loss",
+          "train.loss ce needs dense (I+1) x d gradients; a sampled loss (sampled_softmax, gbce, bce) with "
+          "train.exchange: sparse and train.item_optimizer: lazy_adam avoids it");
+      return;
+    }
+    add("item gradient (rows)", U * d * kFloat, loss.row_keys, "lower train.batch_size or train.negatives");
+    if (t.item_optimizer == ItemOptimizer::Adam)
       add("item gradient (dense)", table, "train.item_optimizer",
           "train.item_optimizer: adam scatters the rows into a dense (I+1) x d gradient; train.exchange: sparse and "
           "train.item_optimizer: lazy_adam avoid it");
@@ -140,19 +149,19 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   // Exchange buffers, several ranks only: the dense all-reduce's flat bucket
   // is a copy of every gradient; the sparse exchange gathers every rank's
   // ids (int64) and rows and sums them into the touched rows of all ranks.
-  if (world_size > 1) {
-    const int64_t dense = table + rest;
-    const int64_t sparse = world_size * U * (8 + d * kFloat) + std::min(rows, world_size * U) * d * kFloat;
-    const std::string& x = t.exchange;
-    if (ce || x == "dense")
+  void exchange() {
+    if (world_size == 1) return;
+    const Sat dense = table + rest;
+    const Sat sparse = world_size * U * (8 + d * kFloat) + min(rows, world_size * U) * d * kFloat;
+    if (ce || t.exchange == Exchange::Dense)
       add("exchange buffers (dense)", dense, "train.exchange",
           ce ? "train.loss ce always exchanges densely: use a sampled loss with train.exchange: sparse"
              : "train.exchange: sparse sends only the touched rows");
-    else if (x == "sparse")
+    else if (t.exchange == Exchange::Sparse)
       add("exchange buffers (sparse)", sparse, "train.exchange, train.batch_size, world size",
           "lower train.batch_size or train.negatives");
     else
-      add("exchange buffers (auto: the larger of dense and sparse)", std::max(dense, sparse), "train.exchange",
+      add("exchange buffers (auto: the larger of dense and sparse)", max(dense, sparse), "train.exchange",
           "train.exchange: sparse never builds the dense bucket");
   }
 
@@ -164,74 +173,47 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
   // gradients in flight during backward. Attention keeps its softmax
   // (and the weights after dropout) per sequence and head: n x n each.
   // Batch tensors (seq, pos [B,n], neg [B,n] bce or [B,n,k] gbce) and the
-  // packing (4 x [N]) are int64.
-  {
-    // Of those, the activation output, its dropout mask and output have the
-    // FFN's inner width f (3 f; 1 f without dropout). The variants add W_O's
-    // output and its dropout (2 d a block) and the embedding LayerNorm's
-    // output (d).
-    const int64_t f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
-    const int64_t per_block = (dropout ? 8 : 7) * d + (dropout ? 3 : 1) * f + (m.attention_output ? 2 * d : 0);
-    const int64_t per_token = ((dropout ? 2 : 1) + 1 + 4 + (m.embedding_norm ? 1 : 0)) * d + m.blocks * per_block;
-    const int64_t attention = m.blocks * (dropout ? 2 : 1) * int64_t{m.heads} * B * n * n;
-    const int64_t bytes = (per_token * N + attention) * kFloat + ((2 + negatives_per_cell(t)) * B * n + 4 * N) * 8;
+  // packing (4 x [N]) are int64. Of those, the activation output, its
+  // dropout mask and output have the FFN's inner width f (3 f; 1 f without
+  // dropout). The variants add W_O's output and its dropout (2 d a block)
+  // and the embedding LayerNorm's output (d). Then the loss's own buffers.
+  void activations() {
+    const Sat f = m.ffn_hidden > 0 ? m.ffn_hidden : m.hidden;
+    const Sat per_block = (dropout ? 8 : 7) * d + (dropout ? 3 : 1) * f + (m.attention_output ? 2 * d : Sat(0));
+    const Sat per_token = ((dropout ? 2 : 1) + 1 + 4 + (m.embedding_norm ? 1 : 0)) * d + Sat(m.blocks) * per_block;
+    const Sat attention = Sat(m.blocks) * (dropout ? 2 : 1) * Sat(m.heads) * B * n * n;
+    const Sat bytes = (per_token * N + attention) * kFloat + ((2 + loss.negatives_per_cell) * B * n + 4 * N) * 8;
     add("activations", bytes, "train.batch_size, model.maxlen, model.hidden, model.blocks, model.heads",
         "lower train.batch_size or model.maxlen (N = batch_size x maxlen tokens, an upper bound)");
-  }
-
-  // The loss's own buffers.
-  switch (t.loss) {
-    case LossKind::Bce:  // gathered positive and negative rows [2N,d], their product, then their gradients
-      add("loss buffers (bce)", 4 * N * d * kFloat, "train.batch_size, model.maxlen, model.hidden",
-          "lower train.batch_size");
-      break;
-    case LossKind::SampledSoftmax:  // logits [N,K+1], their gradient and a copy, the accidental-hit mask; the K rows and their gradient
-      add("loss buffers (sampled_softmax)", 3 * N * (K + 1) * kFloat + N * K + 2 * K * d * kFloat,
-          "train.negatives, train.batch_size, model.maxlen", "lower train.negatives or train.batch_size");
-      break;
-    case LossKind::Gbce:  // k negatives per target: the gathered rows [N,k+1,d], their gradient and a
-                          // product-sized workspace; logits [N,k+1], their gradient and softplus; their ids
-                          // (int64) and the accidental-hit mask [N,k]
-      add("loss buffers (gbce)", 3 * N * (K + 1) * d * kFloat + 3 * N * (K + 1) * kFloat + N * (K + 1) * 8 + N * K,
-          "train.negatives, train.batch_size, model.maxlen, model.hidden",
-          "gbce draws train.negatives per target: lower train.negatives or train.batch_size");
-      break;
-    case LossKind::Ce:  // logits, log-softmax and the gradient, each [N,I]
-      add("loss buffers (ce)", 3 * N * I * kFloat, "train.loss, train.batch_size, model.maxlen",
-          detail::cat("train.loss ce scores every item: N x I x 4 bytes for the logits, the log-softmax and their "
-                      "gradient (N = ", N, " tokens, I = ", I,
-                      "); use train.loss sampled_softmax or gbce, or lower train.batch_size; more ranks do not help "
-                      "(batch_size is per rank)"));
-      break;
+    add(loss.buffers.name, loss.buffers.bytes, loss.buffers.keys, loss.buffers.advice);
   }
 
   // Data: the shard's items (int32), its offsets and the split's user lists
   // (three int64 a user), the whole store's offsets read at load, the
-  // sampler's queued batches (seq, pos [B,n], neg [B,n] or [B,n,k] int64). The id maps are
-  // not loaded for training.
-  {
-    const int64_t local_users = (num_users_total + world_size - 1) / world_size;
-    const int64_t queued = int64_t{std::max(1, config.data.sampler_threads)} * (config.data.prefetch + 1) *
-                          (2 + negatives_per_cell(t)) * B * n * 8;
-    add("data", local_interactions * 4 + local_users * 3 * 8 + (num_users_total + 1) * 8 + queued,
-        "data.path (interactions), data.prefetch",
-        "each rank holds only its shard: more ranks shrink this one");
+  // sampler's queued batches (seq, pos [B,n], neg [B,n] or [B,n,k] int64).
+  // The id maps are not loaded for training.
+  void data() {
+    const Sat local_users = (num_users_total + world_size - 1) / world_size;
+    const Sat queued = Sat(std::max(1, config.data.sampler_threads)) * (Sat(config.data.prefetch) + 1) *
+                       (2 + loss.negatives_per_cell) * B * n * 8;
+    add("data", Sat(local_interactions) * 4 + local_users * 3 * 8 + (Sat(num_users_total) + 1) * 8 + queued,
+        "data.path (interactions), data.prefetch", "each rank holds only its shard: more ranks shrink this one");
   }
 
   // Evaluation: CPU, one score block per thread, the users' vectors, the
   // forward pass of batch_users sequences (no graph: a few [users,n,d] at a
   // time) and the sampled protocol's gathered negatives and their products.
-  {
-    const int64_t users = e.batch_users;
-    int64_t bytes = users * d * kFloat + 4 * users * n * d * kFloat + users * n * 4;
+  void evaluation() {
+    const Sat users = e.batch_users;
+    Sat bytes = users * d * kFloat + 4 * users * n * d * kFloat + users * n * 4;
     for (const auto& p : e.protocols)
-      if (p == "sampled") bytes += 2 * users * int64_t{e.sampled_negatives} * d * kFloat + users * e.sampled_negatives * 8;
+      if (p == Protocol::Sampled)
+        bytes = bytes + 2 * users * Sat(e.sampled_negatives) * d * kFloat + users * Sat(e.sampled_negatives) * 8;
     std::string keys = "eval.batch_users";
     if (device.is_cpu()) {
-      const int64_t threads = t.threads > 0 ? t.threads : std::max(1u, std::thread::hardware_concurrency());
-      bytes += threads * kEvalBlock;
+      bytes = bytes + Sat(resolve_threads(t.threads)) * kEvalBlock;
     } else {
-      bytes += e.memory_mb * kMiB;
+      bytes = bytes + Sat(e.memory_mb) * kMiB;
       keys += ", eval.memory_mb";
     }
     add("evaluation buffers", bytes, keys,
@@ -240,12 +222,27 @@ MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_user
 
   // Checkpoints are built in memory (parameters and both moments), then
   // copied into one string: about twice the three tables while one is written.
-  if (!config.checkpoint.dir.empty())
-    add("checkpoint buffers", 2 * 3 * (table + rest), "checkpoint.dir",
-        "checkpoints are built in memory: leave checkpoint.dir empty, or lower model.hidden");
+  void checkpoints() {
+    if (!config.checkpoint.dir.empty())
+      add("checkpoint buffers", 2 * 3 * (table + rest), "checkpoint.dir",
+          "checkpoints are built in memory: leave checkpoint.dir empty, or lower model.hidden");
+    add("fixed overhead", kFixedOverhead, "", "libtorch, BLAS and MPI themselves: nothing to change");
+  }
+};
 
-  add("fixed overhead", kFixedOverhead, "", "libtorch, BLAS and MPI themselves: nothing to change");
-  return plan;
+}  // namespace
+
+MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_users_total, int64_t local_interactions,
+                       int world_size, torch::Device device, MemoryUse use) {
+  Planner p(config, num_items, num_users_total, local_interactions, world_size, device, use);
+  p.parameters();
+  p.gradients();
+  p.exchange();
+  p.activations();
+  p.data();
+  p.evaluation();
+  p.checkpoints();
+  return std::move(p.plan);
 }
 
 int64_t available_cpu_memory(const std::string& meminfo_path, const std::vector<std::string>& cgroup_limit_paths) {
@@ -275,6 +272,7 @@ MemoryBudget memory_budget(const Config& config, torch::Device device) {
 }
 
 std::string format_bytes(int64_t bytes) {
+  if (bytes == std::numeric_limits<int64_t>::max()) return "over 8 EiB";  // a saturated estimate
   char buf[32];
   const double b = static_cast<double>(bytes);
   if (bytes >= (int64_t{1} << 30))
@@ -288,6 +286,17 @@ std::string format_bytes(int64_t bytes) {
 
 void check_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget) {
   const int64_t total = plan.total();
+  if (total == std::numeric_limits<int64_t>::max()) {
+    // Past 8 EiB (the sum saturated): refused whatever the budget, even an unknown one.
+    const MemoryComponent* biggest = nullptr;
+    for (const auto& c : plan.components)
+      if (!biggest || c.bytes > biggest->bytes) biggest = &c;
+    SASREC_FAIL(Config, "memory plan: this config needs more than 8 EiB per rank (the estimate overflows 64 bits)",
+                biggest ? detail::cat("; the largest part is ", biggest->name, " [", biggest->keys, "]: ",
+                                      biggest->advice)
+                        : std::string(),
+                ". No machine has that: change these settings");
+  }
   if (budget.bytes < 0 || total <= budget.bytes) return;
   std::vector<const MemoryComponent*> by_size;
   for (const auto& c : plan.components)

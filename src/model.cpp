@@ -156,7 +156,36 @@ SASRecImpl::SASRecImpl(const SASRecOptions& options) : options_(options) {
     blocks_->push_back(Block(options, dropout_stream_));
   final_ln_ = register_module("final_ln", layer_norm(options.hidden));
   if (options.embedding_norm) embedding_ln_ = register_module("embedding_ln", layer_norm(options.hidden));
+  // The module matches the one statement of its shapes, name by name.
+  const auto shapes = parameter_shapes(options);
+  const auto named = named_parameters();
+  SASREC_CHECK(named.size() == shapes.size(), named.size(), " parameters built, ", shapes.size(), " declared");
+  for (size_t i = 0; i < shapes.size(); ++i)
+    SASREC_CHECK(named[i].key() == shapes[i].name && named[i].value().sizes().vec() == shapes[i].shape,
+                 "parameter ", i, " is ", named[i].key(), " ", named[i].value().sizes(), ", declared ", shapes[i].name);
   reset_parameters();
+}
+
+std::vector<ParameterShape> parameter_shapes(const SASRecOptions& o) {
+  const int64_t d = o.hidden, f = o.ffn_hidden > 0 ? o.ffn_hidden : o.hidden;
+  std::vector<ParameterShape> out{{"item.weight", {o.num_items + 1, d}}, {"position.weight", {o.maxlen, d}}};
+  if (o.user_embedding) out.push_back({"user.weight", {o.num_users, d}});
+  for (int64_t b = 0; b < o.blocks; ++b) {
+    const std::string p = "blocks." + std::to_string(b) + ".";
+    auto add = [&](const std::string& name, std::vector<int64_t> shape) { out.push_back({p + name, std::move(shape)}); };
+    add("ln_attn.weight", {d}), add("ln_attn.bias", {d});
+    add("attn.q.weight", {d, d}), add("attn.q.bias", {d});
+    add("attn.k.weight", {d, d});  // no key bias (model.h)
+    add("attn.v.weight", {d, d}), add("attn.v.bias", {d});
+    if (o.attention_output) add("attn.o.weight", {d, d}), add("attn.o.bias", {d});
+    add("ln_ffn.weight", {d}), add("ln_ffn.bias", {d});
+    add("ffn.w1.weight", {f, d}), add("ffn.w1.bias", {f});
+    add("ffn.w2.weight", {d, f}), add("ffn.w2.bias", {d});
+  }
+  out.push_back({"final_ln.weight", {d}});
+  out.push_back({"final_ln.bias", {d}});
+  if (o.embedding_norm) out.push_back({"embedding_ln.weight", {d}}), out.push_back({"embedding_ln.bias", {d}});
+  return out;
 }
 
 void SASRecImpl::reset_parameters() {
@@ -179,13 +208,17 @@ void SASRecImpl::zero_padding() {
   item_->weight[0].zero_();
 }
 
-torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
-                                         const torch::Tensor& item_rows) {
+torch::Tensor SASRecImpl::embed(const Packing& packing, const torch::Tensor& item_rows) {
   auto items = item_rows.defined() ? torch::embedding(item_rows, packing.items) : item_->forward(packing.items);
   auto positions = position_->forward(packing.positions);
   auto x = embedding_ln_ ? embedding_ln_->forward(items + positions)  // [N,D]
                          : items * std::sqrt(static_cast<double>(options_.hidden)) + positions;
-  x = dropout(x, options_.dropout, is_training(), *dropout_stream_);
+  return dropout(x, options_.dropout, is_training(), *dropout_stream_);
+}
+
+torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Tensor& users,
+                                         const torch::Tensor& item_rows) {
+  auto x = embed(packing, item_rows);  // [N,D]
   {
     // runtime.precision bf16: the blocks under autocast (their matrix
     // products in bf16), parameters, the final LayerNorm and all after it fp32.

@@ -14,10 +14,11 @@ namespace sasrec {
 namespace {
 
 // One Adam step's constants: torch's update with L2 weight decay added to the
-// gradient, bias-corrected moments, eps outside the square root.
+// gradient, bias-corrected moments, eps outside the square root; `keep`
+// = 1 - lr * decoupled weight decay scales the weights first (AdamW; 1: off).
 struct AdamCoefficients {
-  float b1, b2, c1, c2, wd, eps, step_size, inv_sqrt_bias2;
-  AdamCoefficients(const torch::optim::AdamOptions& o, int64_t step) {
+  float b1, b2, c1, c2, wd, eps, step_size, inv_sqrt_bias2, keep;
+  AdamCoefficients(const torch::optim::AdamOptions& o, int64_t step, double decoupled = 0) {
     const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
     const double bias1 = 1 - std::pow(beta1, static_cast<double>(step));
     const double bias2 = 1 - std::pow(beta2, static_cast<double>(step));
@@ -26,6 +27,7 @@ struct AdamCoefficients {
     wd = static_cast<float>(o.weight_decay()), eps = static_cast<float>(o.eps());
     step_size = static_cast<float>(o.lr() / bias1);
     inv_sqrt_bias2 = static_cast<float>(1 / std::sqrt(bias2));
+    keep = static_cast<float>(1 - o.lr() * decoupled);
   }
   // n elements: weights w, their gradient g (null: zero), moments m and v.
   void apply(float* w, const float* g, float* m, float* v, int64_t n) const;
@@ -35,13 +37,13 @@ struct AdamCoefficients {
 // Branch-free: vectorizes (no errno from sqrt); compiled for AVX2 + FMA too (fused_layers.h).
 SASREC_CLONES void adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, int64_t n) {
   const float b1 = c.b1, b2 = c.b2, c1 = c.c1, c2 = c.c2, wd = c.wd, eps = c.eps, step_size = c.step_size,
-              inv_sqrt_bias2 = c.inv_sqrt_bias2;
+              inv_sqrt_bias2 = c.inv_sqrt_bias2, keep = c.keep;
   if (g) {
     for (int64_t i = 0; i < n; ++i) {
       const float grad = g[i] + wd * w[i];
       m[i] = m[i] * b1 + grad * c1;
       v[i] = v[i] * b2 + grad * grad * c2;
-      w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
+      w[i] = w[i] * keep - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
     }
     return;
   }
@@ -49,7 +51,7 @@ SASREC_CLONES void adam_update(const AdamCoefficients& c, float* w, const float*
     const float grad = 0.0f + wd * w[i];
     m[i] = m[i] * b1 + grad * c1;
     v[i] = v[i] * b2 + grad * grad * c2;
-    w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
+    w[i] = w[i] * keep - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
   }
 }
 
@@ -60,6 +62,34 @@ void AdamCoefficients::apply(float* w, const float* g, float* m, float* v, int64
 bool fused_supported(const torch::Tensor& p) { return p.device().is_cpu() && p.scalar_type() == torch::kFloat32; }
 
 }  // namespace
+
+double scheduled_lr(const TrainConfig& train, int64_t step, int64_t total_steps) {
+  const double lr = train.lr;
+  const int64_t warmup = train.warmup_steps;
+  if (warmup > 0 && step <= warmup) return lr * static_cast<double>(std::max<int64_t>(step, 1)) / warmup;
+  if (train.lr_schedule == LrSchedule::Constant) return lr;
+  const int64_t span = std::max<int64_t>(1, total_steps - warmup);
+  const double p = std::clamp(static_cast<double>(step - warmup) / static_cast<double>(span), 0.0, 1.0);
+  if (train.lr_schedule == LrSchedule::Linear) return lr - (lr - train.min_lr) * p;
+  const double pi = std::acos(-1.0);
+  return train.min_lr + (lr - train.min_lr) * 0.5 * (1 + std::cos(pi * p));
+}
+
+void FusedAdam::set_decoupled_weight_decay(const std::vector<torch::Tensor>& params, double wd) {
+  for (const auto& p : params) {
+    options_for(p);  // one of ours
+    decoupled_[p.unsafeGetTensorImpl()] = wd;
+  }
+}
+
+double FusedAdam::decoupled_decay(const torch::Tensor& p) const {
+  auto it = decoupled_.find(p.unsafeGetTensorImpl());
+  return it == decoupled_.end() ? 0.0 : it->second;
+}
+
+void FusedAdam::set_lr(double lr) {
+  for (auto& group : param_groups_) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+}
 
 torch::optim::AdamParamState& FusedAdam::state_for(const torch::Tensor& p) {
   // The state lives where torch::optim::Adam keeps it, so save/load are Adam's.
@@ -85,7 +115,15 @@ const torch::optim::AdamOptions& FusedAdam::options_for(const torch::Tensor& p) 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   for (const auto& group : param_groups_)
     for (const auto& p : group.params())
-      if (p.grad().defined() && !fused_supported(p)) return Adam::step(std::move(closure));
+      if (p.grad().defined() && !fused_supported(p)) {
+        // Tensor ops (CUDA): the decoupled decay first, then torch's Adam.
+        torch::NoGradGuard no_grad;
+        for (auto& g : param_groups_)
+          for (auto& q : g.params())
+            if (q.grad().defined() && decoupled_decay(q) > 0)
+              q.mul_(1 - static_cast<const torch::optim::AdamOptions&>(g.options()).lr() * decoupled_decay(q));
+        return Adam::step(std::move(closure));
+      }
   torch::NoGradGuard no_grad;
   torch::Tensor loss;
   if (closure) {
@@ -100,7 +138,7 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       SASREC_CHECK(p.is_contiguous() && p.grad().is_contiguous(), "FusedAdam needs contiguous parameters");
       auto& state = state_for(p);
       state.step(state.step() + 1);
-      const AdamCoefficients adam(o, state.step());
+      const AdamCoefficients adam(o, state.step(), decoupled_decay(p));
       float* w = p.data_ptr<float>();
       const float* g = p.grad().data_ptr<float>();
       float* m = state.exp_avg().data_ptr<float>();
@@ -170,7 +208,7 @@ void FusedAdam::step_dense_rows(const torch::Tensor& param, const torch::Tensor&
   SASREC_CHECK(param.is_contiguous(), "FusedAdam needs contiguous parameters");
   auto& state = state_for(param);
   state.step(state.step() + 1);
-  const AdamCoefficients adam(o, state.step());
+  const AdamCoefficients adam(o, state.step(), decoupled_decay(param));
   const int64_t d = param.size(1), rows = param.size(0), U = ids.size(0);
   auto grad = grad_rows.contiguous();
   auto index = ids.to(torch::kInt64).contiguous();

@@ -1,6 +1,7 @@
 // packing.cpp: packed tokens and the staged step inputs (see packing.h).
 #include "sasrec/packing.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "sasrec/error.h"
@@ -34,6 +35,12 @@ Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
   auto lengths = is_item.view({B, T}).sum(1).cpu();                            // [B]
   p.offsets = torch::cat({torch::zeros({1}, lengths.options()), lengths.cumsum(0)});  // [B+1]
   return p;
+}
+
+void left_pad_last(const int32_t* items, int64_t n, int64_t width, int64_t* row) {
+  const int64_t len = std::min(width, n);
+  std::fill(row, row + width - len, int64_t{0});
+  for (int64_t t = 0; t < len; ++t) row[width - len + t] = items[n - len + t];
 }
 
 StepInputs stage_inputs(const Batch& batch, int64_t maxlen, bool pin) {

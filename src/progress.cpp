@@ -9,11 +9,13 @@
 
 namespace sasrec {
 
-ProgressMode resolve_progress_mode(const std::string& setting, bool stdout_is_tty) {
-  if (setting == "live") return ProgressMode::Live;
-  if (setting == "lines") return ProgressMode::Lines;
-  if (setting == "off") return ProgressMode::Off;
-  SASREC_CHECK(setting == "auto", "output.progress must be auto, live, lines or off, got ", setting);
+ProgressMode resolve_progress_mode(ProgressKind setting, bool stdout_is_tty) {
+  switch (setting) {
+    case ProgressKind::Live: return ProgressMode::Live;
+    case ProgressKind::Lines: return ProgressMode::Lines;
+    case ProgressKind::Off: return ProgressMode::Off;
+    case ProgressKind::Auto: break;
+  }
   return stdout_is_tty ? ProgressMode::Live : ProgressMode::Lines;
 }
 
@@ -51,7 +53,10 @@ std::vector<std::string> format_summary(int64_t epochs, int64_t steps, double se
     }
     return out;
   };
-  lines.push_back(detail::cat("best valid at epoch ", best_epoch, ": ", figures(best_valid)));
+  if (best_valid.empty())  // data.refit: valid was trained on, the last evaluation counts
+    lines.push_back(detail::cat("no valid figures (data.refit: true): the last evaluation, epoch ", best_epoch));
+  else
+    lines.push_back(detail::cat("best valid at epoch ", best_epoch, ": ", figures(best_valid)));
   lines.push_back(detail::cat("test at epoch ", best_epoch, ": ", figures(best_test)));
   return lines;
 }

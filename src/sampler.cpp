@@ -13,17 +13,26 @@ namespace sasrec {
 
 void sample_negatives(Rng& rng, int64_t num_items, const std::vector<int32_t>& history_sorted, int64_t n,
                       int64_t* out) {
-  // Rejection sampling; when the history covers nearly everything it would
-  // spin, so a bounded number of tries then accept whatever comes.
-  const bool dense = static_cast<int64_t>(history_sorted.size()) * 10 >= num_items * 9;
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t item = rng.between(1, num_items);
-    for (int tries = 0; !dense && tries < 1000 &&
-                        std::binary_search(history_sorted.begin(), history_sorted.end(), static_cast<int32_t>(item));
-         ++tries)
-      item = rng.between(1, num_items);
-    out[i] = item;
+  const auto in_history = [&](int64_t item) {
+    return std::binary_search(history_sorted.begin(), history_sorted.end(), static_cast<int32_t>(item));
+  };
+  if (static_cast<int64_t>(history_sorted.size()) * 10 < num_items * 9) {
+    // Rejection: under 90% of the catalog in the history, 1000 tries all
+    // landing in it have probability below 0.9^1000 = 2e-46.
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t item = rng.between(1, num_items);
+      for (int tries = 0; tries < 1000 && in_history(item); ++tries) item = rng.between(1, num_items);
+      out[i] = item;
+    }
+    return;
   }
+  // Nearly everything seen (small catalogs): rejection would spin, so draw
+  // from the items left.
+  std::vector<int32_t> left;
+  for (int64_t item = 1; item <= num_items; ++item)
+    if (!in_history(item)) left.push_back(static_cast<int32_t>(item));
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = left.empty() ? rng.between(1, num_items) : left[rng.below(left.size())];
 }
 
 AliasTable::AliasTable(const std::vector<int64_t>& weights) : threshold_(weights.size()), alias_(weights.size()) {
@@ -86,8 +95,7 @@ Sampler::Sampler(const SplitData& data, SamplerOptions options) : data_(data), o
     std::vector<int64_t>().swap(opt_.proposal_counts);  // the table has what it needs
   }
   const int64_t users = static_cast<int64_t>(data_.trainable_users().size());
-  steps_ = opt_.steps_per_epoch > 0 ? opt_.steps_per_epoch : (users + opt_.batch_size - 1) / opt_.batch_size;
-  steps_ = std::max<int64_t>(steps_, 1);
+  steps_ = opt_.steps_per_epoch > 0 ? opt_.steps_per_epoch : steps_for_epoch(users, opt_.batch_size, 1);
 }
 
 Sampler::~Sampler() { stop(); }
@@ -225,6 +233,11 @@ Batch Sampler::build(int64_t epoch, int64_t index) const {
     }
   }
   return b;
+}
+
+int64_t steps_for_epoch(int64_t trainable_users, int64_t batch_size, int world_size) {
+  const int64_t per_step = batch_size * world_size;
+  return std::max<int64_t>(1, (trainable_users + per_step - 1) / per_step);
 }
 
 }  // namespace sasrec

@@ -12,12 +12,14 @@
 #include <limits>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "sasrec/atomic_file.h"
 #include "sasrec/checkpoint.h"
 #include "sasrec/error.h"
-#include "sasrec/trainer.h"
+#include "sasrec/device.h"
 
 namespace sasrec {
 namespace {
@@ -33,6 +35,14 @@ std::string trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
 }
 
+// An HDF5 call of the export file; a failure says which and HDF5's reason
+// ("File too large", "No space left on device"), read before anything else
+// touches HDF5's error stack.
+#define EXPORT_H5(expr, ...)                                                                      \
+  do {                                                                                            \
+    if ((expr) < 0) SASREC_FAIL(Io, "HDF5 failed: ", __VA_ARGS__, " (", hdf5_error_reason(), ")"); \
+  } while (0)
+
 // An HDF5 id closed on scope exit.
 struct H5Id {
   hid_t id;
@@ -44,32 +54,32 @@ struct H5Id {
 
 void write_strings(hid_t file, const char* name, const std::vector<std::string>& values, size_t first) {
   H5Id type{H5Tcopy(H5T_C_S1), H5Tclose};
-  SASREC_H5_CHECK(H5Tset_size(type.id, H5T_VARIABLE), name);
-  SASREC_H5_CHECK(H5Tset_cset(type.id, H5T_CSET_UTF8), name);
+  EXPORT_H5(H5Tset_size(type.id, H5T_VARIABLE), name);
+  EXPORT_H5(H5Tset_cset(type.id, H5T_CSET_UTF8), name);
   std::vector<const char*> ptrs;
   for (size_t i = first; i < values.size(); ++i) ptrs.push_back(values[i].c_str());
   const hsize_t n = ptrs.size();
   H5Id space{H5Screate_simple(1, &n, nullptr), H5Sclose};
   H5Id ds{H5Dcreate2(file, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  SASREC_H5_CHECK(ds.id, "create ", name);
-  if (n > 0) SASREC_H5_CHECK(H5Dwrite(ds.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), name);
+  EXPORT_H5(ds.id, "create ", name);
+  if (n > 0) EXPORT_H5(H5Dwrite(ds.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), name);
 }
 
 template <typename T>
 void write_attr(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, const T& value) {
   H5Id space{H5Screate(H5S_SCALAR), H5Sclose};
   H5Id attr{H5Acreate2(loc, name, file_type, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  SASREC_H5_CHECK(attr.id, "create attribute ", name);
-  SASREC_H5_CHECK(H5Awrite(attr.id, mem_type, &value), name);
+  EXPORT_H5(attr.id, "create attribute ", name);
+  EXPORT_H5(H5Awrite(attr.id, mem_type, &value), name);
 }
 
 void write_string_attr(hid_t loc, const char* name, const std::string& value) {
   H5Id type{H5Tcopy(H5T_C_S1), H5Tclose};
-  SASREC_H5_CHECK(H5Tset_size(type.id, value.size() + 1), name);
+  EXPORT_H5(H5Tset_size(type.id, value.size() + 1), name);
   H5Id space{H5Screate(H5S_SCALAR), H5Sclose};
   H5Id attr{H5Acreate2(loc, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  SASREC_H5_CHECK(attr.id, "create attribute ", name);
-  SASREC_H5_CHECK(H5Awrite(attr.id, type.id, value.c_str()), name);
+  EXPORT_H5(attr.id, "create attribute ", name);
+  EXPORT_H5(H5Awrite(attr.id, type.id, value.c_str()), name);
 }
 
 // A float32 [rows, cols] dataset, written in row blocks by write_rows.
@@ -77,7 +87,7 @@ hid_t create_matrix(hid_t file, const char* name, hsize_t rows, hsize_t cols) {
   const hsize_t dims[2] = {rows, cols};
   H5Id space{H5Screate_simple(2, dims, nullptr), H5Sclose};
   hid_t ds = H5Dcreate2(file, name, H5T_IEEE_F32LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  SASREC_H5_CHECK(ds, "create ", name);
+  EXPORT_H5(ds, "create ", name);
   return ds;
 }
 
@@ -87,9 +97,9 @@ void write_rows(hid_t ds, hsize_t first, const torch::Tensor& rows) {  // rows [
   if (count[0] == 0) return;
   const hsize_t start[2] = {first, 0};
   H5Id file_space{H5Dget_space(ds), H5Sclose};
-  SASREC_H5_CHECK(H5Sselect_hyperslab(file_space.id, H5S_SELECT_SET, start, nullptr, count, nullptr), "rows");
+  EXPORT_H5(H5Sselect_hyperslab(file_space.id, H5S_SELECT_SET, start, nullptr, count, nullptr), "rows");
   H5Id mem_space{H5Screate_simple(2, count, nullptr), H5Sclose};
-  SASREC_H5_CHECK(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id, file_space.id, H5P_DEFAULT, block.data_ptr<float>()),
+  EXPORT_H5(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id, file_space.id, H5P_DEFAULT, block.data_ptr<float>()),
                   "rows");
 }
 
@@ -132,9 +142,7 @@ torch::Tensor final_states(SASRec& model, const std::vector<History>& histories,
     int64_t* s = seq.data_ptr<int64_t>();
     for (int64_t i = 0; i < m; ++i) {
       const auto& items = histories[rows[i]].items;
-      const int64_t len = std::min<int64_t>(width, items.size());
-      const int64_t from = static_cast<int64_t>(items.size()) - len;
-      for (int64_t t = 0; t < len; ++t) s[i * width + width - len + t] = items[from + t];
+      left_pad_last(items.data(), static_cast<int64_t>(items.size()), width, s + i * width);
       users[i] = std::max<int64_t>(0, histories[rows[i]].user);
     }
     auto h = model->forward(seq.to(device), with_user ? users.to(device) : torch::Tensor()).select(1, width - 1);
@@ -320,31 +328,32 @@ void write_recommendations(std::ostream& out, RecommendFormat format, const std:
 }
 
 SASRec load_model_for_serving(const Config& config, const std::string& checkpoint) {
-  const int threads = config.train.threads > 0 ? config.train.threads
-                                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads);
   const StoreInfo info = read_store_info(config.data.path);
   SASRec model(SASRecOptions::from(config, info.num_items, info.num_users));
-  load_checkpoint(checkpoint, model, nullptr);
+  load_checkpoint(checkpoint, model, nullptr,
+                  CheckpointMatch{config.data.path, read_item_map_fingerprint(config.data.path)});
   model->to(resolve_device(config.runtime.device, 0));  // runtime.device: auto takes a GPU where there is one
   model->eval();
   return model;
 }
 
 void export_embeddings(SASRec& model, const Interactions& data, const std::string& checkpoint,
-                       const std::string& out_path) {
+                       const std::string& out_path, const std::vector<RunInput>& inputs) {
   const int64_t num_items = data.num_items(), num_users = data.num_users();
   const int64_t hidden = model->options().hidden;
   SASREC_CHECK(model->options().num_items == num_items, "model for ", model->options().num_items,
                " items, store with ", num_items);
-  const std::string tmp = out_path + ".tmp-" + std::to_string(::getpid());
+  silence_hdf5_errors();
+  AtomicOutput out(out_path, "--out", inputs, "nothing was written and an existing file is untouched; free disk space");
+  const std::string& tmp = out.temp_path();
   try {
+    // Every handle is closed before the rename, the file last; a failure
+    // closes them the same way (H5Id), then `out` removes the temporary.
     H5Id file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
-    if (file.id < 0)
-      SASREC_FAIL(Io, out_path, ": cannot create ", tmp, "; check that the folder exists and is writable");
+    EXPORT_H5(file.id, "create ", tmp);
     for (const char* g : {"items", "users"}) {
       H5Id group{H5Gcreate2(file.id, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
-      SASREC_H5_CHECK(group.id, "create group ", g);
+      EXPORT_H5(group.id, "create group ", g);
     }
     write_string_attr(file.id, "format", kExportFormat);
     write_attr(file.id, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, kExportVersion);
@@ -360,109 +369,151 @@ void export_embeddings(SASRec& model, const Interactions& data, const std::strin
       write_rows(ds.id, 0, model->item_weight().slice(0, 1, num_items + 1));  // M[1..I]
     }
     write_strings(file.id, "/users/id", data.user_ids, 0);
-    H5Id ds{create_matrix(file.id, "/users/vector", num_users, hidden), H5Dclose};
-    for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
-      std::vector<History> histories;
-      for (int64_t u = u0; u < std::min(num_users, u0 + kUsersPerChunk); ++u)
-        histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
-                                                  data.items.begin() + data.offsets[u + 1]),
-                             u});
-      write_rows(ds.id, u0, final_states(model, histories));
+    {
+      H5Id ds{create_matrix(file.id, "/users/vector", num_users, hidden), H5Dclose};
+      for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
+        std::vector<History> histories;
+        for (int64_t u = u0; u < std::min(num_users, u0 + kUsersPerChunk); ++u)
+          histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
+                                                    data.items.begin() + data.offsets[u + 1]),
+                               u});
+        write_rows(ds.id, u0, final_states(model, histories));
+      }
     }
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
+    // The close flushes: on a full disk this is where the write fails.
+    const hid_t id = std::exchange(file.id, H5I_INVALID_HID);
+    EXPORT_H5(H5Fclose(id), "close the file");
+  } catch (const Error& e) {
+    if (e.domain() != ErrorDomain::Io) throw;
+    SASREC_FAIL(Io, "writing --out ", out_path, " failed: ", e.what(),
+                "; nothing was written and an existing file is untouched. Free disk space");
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, out_path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    SASREC_FAIL(Io, "renaming ", tmp, " to ", out_path, " failed: ", ec.message());
+  out.commit();
+}
+
+namespace {
+
+// run_recommend's inputs: every file it reads, checked before anything is loaded or written.
+std::vector<RunInput> recommend_inputs(const Config& config, const RecommendRequest& request) {
+  std::vector<RunInput> inputs{run_input("--checkpoint", request.checkpoint), run_input("data.path", config.data.path)};
+  if (!request.config_path.empty()) inputs.push_back(run_input("the config", request.config_path));
+  for (const auto& [flag, path] : {std::pair<const char*, std::string>{"--users", request.users_file},
+                                   std::pair<const char*, std::string>{"--sequences", request.sequences_file}}) {
+    if (path.empty() || path == "-") continue;
+    std::ifstream probe(path);
+    if (!probe || std::filesystem::is_directory(path))
+      SASREC_FAIL(Input, flag, " ", path, ": cannot read it (",
+                  std::filesystem::exists(path) ? "not a readable file" : "no such file", "); check the path");
+    inputs.push_back(run_input(flag, path));
+  }
+  return inputs;
+}
+
+// The store's users to recommend for: all, or those of --users (unknown ids reported and skipped).
+std::vector<int64_t> requested_users(const Config& config, const RecommendRequest& request, const Interactions& data,
+                                     std::ostream& log) {
+  std::vector<int64_t> users;
+  if (request.all) {
+    for (int64_t u = 0; u < data.num_users(); ++u) users.push_back(u);
+    return users;
+  }
+  std::ifstream in(request.users_file);
+  if (!in) SASREC_FAIL(Input, request.users_file, ": cannot read the user list");
+  std::unordered_map<std::string, int64_t> user_index;
+  for (int64_t u = 0; u < data.num_users(); ++u) user_index.emplace(data.user_ids[u], u);
+  for (const auto& id : read_lines(in)) {
+    auto it = user_index.find(id);
+    if (it == user_index.end())
+      log << "recommend: unknown user id '" << id << "' skipped (not in " << config.data.path << ")\n";
+    else
+      users.push_back(it->second);
+  }
+  return users;
+}
+
+// The new users of --sequences with a known item, labelled (unknown ids reported and skipped).
+void requested_sequences(const RecommendRequest& request, const std::vector<std::string>& item_ids, std::ostream& log,
+                         std::vector<std::string>& labels, std::vector<History>& histories) {
+  std::ifstream file_in;
+  if (request.sequences_file != "-") {
+    file_in.open(request.sequences_file);
+    if (!file_in) SASREC_FAIL(Input, request.sequences_file, ": cannot read the sequences");
+  }
+  std::istream& in = request.sequences_file == "-" ? std::cin : file_in;
+  for (const auto& p : parse_sequences(in, index_ids(item_ids))) {
+    if (!p.unknown.empty()) {
+      log << "recommend: " << p.label << ": " << p.unknown.size() << " unknown item id(s) skipped:";
+      for (const auto& id : p.unknown) log << ' ' << id;
+      log << '\n';
+    }
+    if (p.history.items.empty()) {
+      log << "recommend: " << p.label << ": no known item, no recommendations\n";
+      continue;
+    }
+    labels.push_back(p.label);
+    histories.push_back(p.history);
   }
 }
+
+}  // namespace
 
 int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log) {
   if (request.topk < 1) SASREC_FAIL(Input, "--topk must be at least 1");
   if (!request.all && request.users_file.empty() && request.sequences_file.empty())
     SASREC_FAIL(Input, "nothing to recommend for: give --users FILE, --all or --sequences FILE (- for stdin)");
+  // 1. Every input looked at, the output checked, before anything is loaded or written.
+  const std::vector<RunInput> inputs = recommend_inputs(config, request);
+  std::unique_ptr<AtomicOutput> target;
+  if (request.out != "-")
+    target = std::make_unique<AtomicOutput>(request.out, "--out", inputs,
+                                            "an existing file is untouched; free disk space");
+  const RecommendFormat format = recommend_format(request.format, request.out);
+  // 2. The model and the item ids.
   SASRec model = load_model_for_serving(config, request.checkpoint);
   const std::vector<std::string> item_ids = read_item_ids(config.data.path);
-
+  // 3. The lists, into the output's temporary (or stdout).
   std::ofstream file;
-  if (request.out != "-") {
-    file.open(request.out);
-    if (!file) SASREC_FAIL(Io, request.out, ": cannot write; check that the folder exists and is writable");
+  if (target) {
+    file.open(target->temp_path(), std::ios::binary | std::ios::trunc);
+    if (!file) target->fail(errno, "creating");
   }
-  std::ostream& out = request.out == "-" ? std::cout : file;
-  const RecommendFormat format = recommend_format(request.format, request.out);
+  std::ostream& out = target ? file : std::cout;
   write_recommend_header(out, format);
-
   int64_t written = 0;
   auto emit = [&](const std::vector<std::string>& labels, const std::vector<History>& histories) {
     const auto lists = recommend(model, histories, request.topk, config.eval.memory_mb, config.eval.scorer);
     for (size_t i = 0; i < lists.size(); ++i) write_recommendations(out, format, labels[i], lists[i], item_ids);
     written += static_cast<int64_t>(lists.size());
   };
-
   if (request.all || !request.users_file.empty()) {
     const Interactions data = read_store(config.data.path);
-    std::vector<int64_t> users;
-    if (request.all) {
-      for (int64_t u = 0; u < data.num_users(); ++u) users.push_back(u);
-    } else {
-      std::ifstream in(request.users_file);
-      if (!in) SASREC_FAIL(Input, request.users_file, ": cannot read the user list");
-      std::unordered_map<std::string, int64_t> user_index;
-      for (int64_t u = 0; u < data.num_users(); ++u) user_index.emplace(data.user_ids[u], u);
-      for (const auto& id : read_lines(in)) {
-        auto it = user_index.find(id);
-        if (it == user_index.end())
-          log << "recommend: unknown user id '" << id << "' skipped (not in " << config.data.path << ")\n";
-        else
-          users.push_back(it->second);
-      }
-    }
+    const std::vector<int64_t> users = requested_users(config, request, data, log);
     for (size_t c0 = 0; c0 < users.size(); c0 += kUsersPerChunk) {
       std::vector<std::string> labels;
       std::vector<History> histories;
       for (size_t c = c0; c < std::min(users.size(), c0 + kUsersPerChunk); ++c) {
         const int64_t u = users[c];
         labels.push_back(data.user_ids[u]);
-        histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
-                                                  data.items.begin() + data.offsets[u + 1]),
-                             u});
+        histories.push_back(
+            {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]), u});
       }
       emit(labels, histories);
     }
   }
-
   if (!request.sequences_file.empty()) {
-    std::ifstream file_in;
-    if (request.sequences_file != "-") {
-      file_in.open(request.sequences_file);
-      if (!file_in) SASREC_FAIL(Input, request.sequences_file, ": cannot read the sequences");
-    }
-    std::istream& in = request.sequences_file == "-" ? std::cin : file_in;
-    const auto parsed = parse_sequences(in, index_ids(item_ids));
     std::vector<std::string> labels;
     std::vector<History> histories;
-    for (const auto& p : parsed) {
-      if (!p.unknown.empty()) {
-        log << "recommend: " << p.label << ": " << p.unknown.size() << " unknown item id(s) skipped:";
-        for (const auto& id : p.unknown) log << ' ' << id;
-        log << '\n';
-      }
-      if (p.history.items.empty()) {
-        log << "recommend: " << p.label << ": no known item, no recommendations\n";
-        continue;
-      }
-      labels.push_back(p.label);
-      histories.push_back(p.history);
-    }
+    requested_sequences(request, item_ids, log, labels, histories);
     emit(labels, histories);
   }
+  // 4. Renamed over --out only now: a failure above left it as it was.
   out.flush();
-  if (!out) SASREC_FAIL(Io, request.out, ": writing the recommendations failed; check free disk space");
+  if (target) file.close();
+  if (!out) {
+    if (target) target->fail(errno ? errno : EIO);
+    SASREC_FAIL(Io, "writing the recommendations to stdout failed");
+  }
+  if (target) target->commit();
   return written;
 }
 

@@ -17,7 +17,9 @@
 #include <cstring>
 #include <utility>
 
+#include "sasrec/atomic_file.h"
 #include "sasrec/error.h"
+#include "sasrec/fnv.h"
 
 namespace sasrec {
 namespace {
@@ -57,37 +59,25 @@ class Handle {
   Closer closer_ = nullptr;
 };
 
-// Silences HDF5's automatic error-stack printing for its lifetime.
-class ErrorPrintGuard {
- public:
-  ErrorPrintGuard() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~ErrorPrintGuard() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  ErrorPrintGuard(const ErrorPrintGuard&) = delete;
-  ErrorPrintGuard& operator=(const ErrorPrintGuard&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
+// HDF5 prints its error stack (dozens of HDF5-DIAG lines) on every failed
+// call unless told not to; every failure here becomes one sasrec::Error.
+struct ErrorPrintGuard {
+  ErrorPrintGuard() { silence_hdf5_errors(); }
 };
 
-// The innermost message of HDF5's current error stack ("" if none).
-std::string h5_last_error() {
-  std::string out;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_DOWNWARD,
-      [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
-        if (n == 0 && e->desc) *static_cast<std::string*>(data) = e->desc;
-        return 0;
-      },
-      &out);
-  return out;
+Handle create_file(const std::string& path) {
+  return Handle(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
 }
 
+// Closes (and so flushes) the file; false when that failed, e.g. on a full
+// disk. Never twice: after a failed close HDF5 keeps the file open and a
+// second close crashes it (silence_hdf5_errors also keeps HDF5's exit
+// handler from retrying it).
+bool close_file(Handle& f) { return !f.valid() || H5Fclose(f.release()) >= 0; }
+
+// `path` is the file the user named (a writer's temporary is its business).
 [[noreturn]] void fail_h5(const std::string& path, const std::string& what, const char* file, int line) {
-  std::string detail = h5_last_error();
+  std::string detail = hdf5_error_reason();
   throw Error(ErrorDomain::Hdf5,
               cat(path, ": HDF5 failed to ", what, detail.empty() ? "" : " (", detail, detail.empty() ? "" : ")",
                   "; check free disk space and permissions"),
@@ -238,11 +228,65 @@ void write_string_attr(hid_t loc, const std::string& path, const char* name, con
 
 }  // namespace
 
+void silence_hdf5_errors() {
+  static const bool once = [] {
+    // Before the library starts: no exit handler, which would flush a file
+    // whose close failed (a full disk) again and crash in it (exit 139 after
+    // pages of HDF5-DIAG). Every file of ours is closed explicitly.
+    H5dont_atexit();
+    return true;
+  }();
+  (void)once;
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
+
+std::string hdf5_error_reason() {
+  // The deepest entry of the stack says what failed; a system call's errno
+  // is quoted there as "error message = '...'".
+  std::string deepest;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+        if (e->desc && *e->desc) *static_cast<std::string*>(data) = e->desc;
+        return 0;
+      },
+      &deepest);
+  const std::string key = "error message = '";
+  const size_t at = deepest.find(key);
+  if (at != std::string::npos) {
+    const size_t end = deepest.find('\'', at + key.size());
+    return deepest.substr(at + key.size(), end == std::string::npos ? std::string::npos : end - at - key.size());
+  }
+  return deepest.substr(0, 200);
+}
+
+namespace {
+// One id of an item map into its fingerprint.
+uint64_t fingerprint_add(uint64_t h, std::string_view id) {
+  h = fnv1a64(id.data(), id.size(), h);
+  return fnv1a64("", 1, h);  // and its terminating NUL: ids "ab", "c" differ from "a", "bc"
+}
+constexpr const char* kFingerprintAttr = "item_map_fnv1a64";
+}  // namespace
+
+uint64_t item_map_fingerprint(const std::vector<std::string>& item_ids) {
+  uint64_t h = kFnvBasis;
+  for (size_t i = 1; i < item_ids.size(); ++i) h = fingerprint_add(h, item_ids[i]);
+  return h;
+}
+
+std::string fingerprint_hex(uint64_t fingerprint) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(fingerprint));
+  return buf;
+}
+
 // ---- StoreWriter ---------------------------------------------------------------------
 
 struct StoreWriter::Impl {
   std::string path;
   std::string tmp_path;
+  std::unique_ptr<AtomicOutput> out;  // the temporary and its rename
   bool with_timestamps = false;
   bool finished = false;
   ErrorPrintGuard quiet;
@@ -273,36 +317,42 @@ struct StoreWriter::Impl {
     if (with_timestamps) put(timestamps, buf_times, all);
   }
 
+  // Every handle closed, then the temporary removed: a file left open
+  // would be flushed again (and fail again) by HDF5's exit handler.
   void discard() {
     offsets.close();
     items.close();
     timestamps.close();
-    file.reset();
-    std::remove(tmp_path.c_str());
+    close_file(file);
+    out->discard();
   }
 };
 
-StoreWriter::StoreWriter(const std::string& path, bool with_timestamps) : impl_(std::make_unique<Impl>()) {
+StoreWriter::StoreWriter(const std::string& path, bool with_timestamps, const std::vector<RunInput>& inputs)
+    : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.path = path;
-  m.tmp_path = cat(path, ".tmp-", static_cast<long>(getpid()));
+  m.out = std::make_unique<AtomicOutput>(path, "the output", inputs,
+                                         "nothing was written and an existing file is untouched; free disk space");
+  m.tmp_path = m.out->temp_path();
   m.with_timestamps = with_timestamps;
-  m.file = Handle(H5Fcreate(m.tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  m.file = create_file(m.tmp_path);
   if (!m.file.valid()) {
-    SASREC_FAIL(Io, path, ": cannot create ", m.tmp_path,
-                "; check that the output directory exists and is writable");
+    const std::string reason = hdf5_error_reason();
+    m.out->discard();
+    SASREC_FAIL(Io, path, ": cannot create ", m.tmp_path, " (", reason, "); check free disk space and permissions");
   }
   try {
     hid_t f = m.file.get();
     for (const char* g : {"users", "interactions", "maps"}) {
       Handle grp(H5Gcreate2(f, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-      if (!grp.valid()) fail_h5(m.tmp_path, cat("create group /", g), __FILE__, __LINE__);
+      if (!grp.valid()) fail_h5(m.path, cat("create group /", g), __FILE__, __LINE__);
     }
-    m.offsets = Appender(f, m.tmp_path, "/users/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
-    m.items = Appender(f, m.tmp_path, "/interactions/item", H5T_STD_I32LE, H5T_NATIVE_INT32, kChunkElems, true);
+    m.offsets = Appender(f, m.path, "/users/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
+    m.items = Appender(f, m.path, "/interactions/item", H5T_STD_I32LE, H5T_NATIVE_INT32, kChunkElems, true);
     if (with_timestamps)
       m.timestamps =
-          Appender(f, m.tmp_path, "/interactions/timestamp", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
+          Appender(f, m.path, "/interactions/timestamp", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
   } catch (...) {
     m.discard();
     throw;
@@ -315,6 +365,7 @@ StoreWriter::~StoreWriter() {
 
 int64_t StoreWriter::num_users() const { return impl_->num_users; }
 int64_t StoreWriter::num_interactions() const { return impl_->num_interactions; }
+int StoreWriter::stale_temporaries_removed() const { return impl_->out->stale_removed(); }
 
 void StoreWriter::add_user(std::string_view id, const int32_t* items, const int64_t* timestamps, int64_t n) {
   Impl& m = *impl_;
@@ -356,8 +407,9 @@ void StoreWriter::finish(int64_t num_items, const std::function<std::string(int6
                   num_items, " items; every item must be in 1..I");
     m.flush(true);
     hid_t f = m.file.get();
-    write_string_map(f, m.tmp_path, "/maps/user_id", m.user_ids);
+    write_string_map(f, m.path, "/maps/user_id", m.user_ids);
     m.user_ids = StringList();
+    uint64_t fingerprint = kFnvBasis;
     {
       StringList ids;
       ids.add("");
@@ -365,33 +417,30 @@ void StoreWriter::finish(int64_t num_items, const std::function<std::string(int6
         const std::string id = item_id(i);
         if (id.empty()) SASREC_FAIL(Input, m.path, ": item ", i, " has an empty id; every item needs a non-empty id");
         ids.add(id);
+        fingerprint = fingerprint_add(fingerprint, id);
       }
-      write_string_map(f, m.tmp_path, "/maps/item_id", ids);
+      write_string_map(f, m.path, "/maps/item_id", ids);
     }
-    write_string_attr(f, m.tmp_path, "format", kStoreFormat);
+    write_scalar_attr(f, m.path, kFingerprintAttr, H5T_STD_U64LE, H5T_NATIVE_UINT64, &fingerprint);
+    write_string_attr(f, m.path, "format", kStoreFormat);
     int32_t version = kStoreVersion;
-    write_scalar_attr(f, m.tmp_path, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, &version);
+    write_scalar_attr(f, m.path, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, &version);
     const std::pair<const char*, int64_t> counts[] = {
         {"num_users", m.num_users}, {"num_items", num_items}, {"num_interactions", m.num_interactions}};
     for (const auto& [name, value] : counts)
-      write_scalar_attr(f, m.tmp_path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+      write_scalar_attr(f, m.path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
     for (const auto& [name, value] : m.extra_attrs)
-      write_scalar_attr(f, m.tmp_path, name.c_str(), H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+      write_scalar_attr(f, m.path, name.c_str(), H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
     m.offsets.close();
     m.items.close();
     m.timestamps.close();
-    STORE_H5(H5Fflush(f, H5F_SCOPE_GLOBAL), m.tmp_path, "flush the file");
-    if (H5Fclose(m.file.release()) < 0) fail_h5(m.tmp_path, "close the file", __FILE__, __LINE__);
+    STORE_H5(H5Fflush(f, H5F_SCOPE_GLOBAL), m.path, "flush the file");
+    if (!close_file(m.file)) fail_h5(m.path, "close the file", __FILE__, __LINE__);
   } catch (...) {
     m.discard();
     throw;
   }
-  if (std::rename(m.tmp_path.c_str(), m.path.c_str()) != 0) {
-    int err = errno;
-    std::remove(m.tmp_path.c_str());
-    SASREC_FAIL(Io, m.path, ": cannot rename ", m.tmp_path, " into place (", std::strerror(err),
-                "); check the output directory's permissions");
-  }
+  m.out->commit();  // fsync, rename over the output, fsync of the folder
   m.finished = true;
 }
 
@@ -658,9 +707,13 @@ UserRange shard_range(const std::vector<int64_t>& offsets, int rank, int world_s
   return UserRange{begin_of(rank), begin_of(rank + 1)};
 }
 
-Shard load_shard(const std::string& path, int rank, int world_size) {
+Shard load_shard(const std::string& path, int rank, int world_size, bool with_timestamps) {
   Reader r(path);
   StoreInfo s = r.info();
+  if (with_timestamps && !s.has_timestamps)
+    SASREC_FAIL(Input, path, ": data.split is time, but this store has no /interactions/timestamp (it was "
+                "converted from a log without times, e.g. a seq or pairs file); convert a log with a time column "
+                "(csv2h5 --time-col NAME) or use data.split: leave_one_out");
   std::vector<int64_t> off = r.offsets(s);
   Shard shard;
   shard.users = shard_range(off, rank, world_size);
@@ -668,6 +721,11 @@ Shard load_shard(const std::string& path, int rank, int world_size) {
   shard.num_users_total = s.num_users;
   const int64_t b = off[shard.users.begin], e = off[shard.users.end];
   shard.items = r.items(s, b, e);
+  if (with_timestamps) {
+    Handle ds = r.dataset("/interactions/timestamp", Reader::Kind::Int64, s.num_interactions, "num_interactions");
+    shard.timestamps.resize(e - b);
+    r.read_rows(ds.get(), "/interactions/timestamp", H5T_NATIVE_INT64, b, e - b, shard.timestamps.data());
+  }
   shard.offsets.resize(shard.users.size() + 1);
   for (int64_t u = 0; u <= shard.users.size(); ++u) shard.offsets[u] = off[shard.users.begin + u] - b;
   return shard;
@@ -678,6 +736,18 @@ std::vector<std::string> read_item_ids(const std::string& path) {
   StoreInfo s = r.info();
   Handle ds = r.dataset("/maps/item_id", Reader::Kind::String, s.num_items + 1, "num_items + 1");
   return r.read_strings(ds.get(), "/maps/item_id", 0, s.num_items + 1);
+}
+
+uint64_t read_item_map_fingerprint(const std::string& path) {
+  Reader r(path);
+  r.info();
+  if (H5Aexists(r.file.get(), kFingerprintAttr) > 0) {
+    Handle a(H5Aopen(r.file.get(), kFingerprintAttr, H5P_DEFAULT), H5Aclose);
+    uint64_t v = 0;
+    STORE_H5(H5Aread(a.get(), H5T_NATIVE_UINT64, &v), path, cat("read attribute ", kFingerprintAttr));
+    return v;
+  }
+  return item_map_fingerprint(read_item_ids(path));  // a store written before the attribute
 }
 
 std::vector<std::string> read_user_ids(const std::string& path, UserRange users) {

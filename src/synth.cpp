@@ -21,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "sasrec/atomic_file.h"
 #include "sasrec/error.h"
 
 namespace sasrec {
@@ -450,38 +451,6 @@ char* put_id(char* p, char prefix, int64_t v, int width) {
   return put_uint(p, static_cast<uint64_t>(v));
 }
 
-// A FILE written under a temporary name, renamed into place by commit().
-class AtomicFile {
- public:
-  explicit AtomicFile(const std::string& path) : path_(path), tmp_(cat(path, ".tmp-", static_cast<long>(getpid()))) {
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_)
-      SASREC_FAIL(Input, path, ": cannot create ", tmp_, " (", std::strerror(errno),
-                  "); check that the output directory exists and is writable");
-  }
-  ~AtomicFile() {
-    if (f_) std::fclose(f_);
-    if (!committed_) std::remove(tmp_.c_str());
-  }
-  void write(const char* data, size_t n) {
-    if (std::fwrite(data, 1, n, f_) != n)
-      SASREC_FAIL(Io, path_, ": write failed (", std::strerror(errno), "); check free disk space");
-  }
-  void commit() {
-    const int rc = std::fclose(f_);
-    f_ = nullptr;
-    if (rc != 0) SASREC_FAIL(Io, path_, ": write failed at close; check free disk space");
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-      SASREC_FAIL(Io, path_, ": cannot rename ", tmp_, " into place (", std::strerror(errno), ")");
-    committed_ = true;
-  }
-
- private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
-  bool committed_ = false;
-};
-
 }  // namespace
 
 SynthReport synth_generate(const SynthOptions& options, SynthFormat format, const std::string& path) {
@@ -489,7 +458,8 @@ SynthReport synth_generate(const SynthOptions& options, SynthFormat format, cons
   const SynthOptions& opt = model.options();
   SynthReport report;
   if (format == SynthFormat::Csv) {
-    AtomicFile out(path);
+    AtomicOutput out(path, "--out");
+    out.open();
     const int uw = std::max(6, digits_of(std::max<int64_t>(0, opt.users - 1)));
     const int iw = std::max(6, digits_of(opt.items));
     std::vector<char> buf(8 << 20);
@@ -524,7 +494,7 @@ SynthReport synth_generate(const SynthOptions& options, SynthFormat format, cons
     out.write(buf.data(), used);
     out.commit();
   } else {
-    StoreWriter writer(path, true);
+    StoreWriter writer(path, true);  // an AtomicOutput too
     std::string id;
     report = run(model, [&](int64_t first, const std::vector<SynthModel::Sequence>& batch, int64_t) {
       for (size_t j = 0; j < batch.size(); ++j)
@@ -538,10 +508,7 @@ SynthReport synth_generate(const SynthOptions& options, SynthFormat format, cons
     writer.set_attribute("synth_popularity_ndcg10", report.popularity_ndcg10);
     writer.finish(opt.items, [&](int64_t i) { return synth_item_id(i, opt.items); });
   }
-  AtomicFile side(path + ".oracle.json");
-  const std::string json = report.to_json() + "\n";
-  side.write(json.data(), json.size());
-  side.commit();
+  write_file_atomically(path + ".oracle.json", "the oracle report", report.to_json() + "\n");
   return report;
 }
 

@@ -1,5 +1,6 @@
 // test_cli.cpp: every binary and tool answers --help and --version with exit
-// code 0, cmake --install lays them out under a prefix, and
+// code 0, a usage error exits 2 with the usage line (never CLI11's own
+// codes), cmake --install lays them out under a prefix, and
 // tools/plot_metrics.sh turns metrics files into a PNG (skipped where jq or
 // gnuplot is missing).
 #include <gtest/gtest.h>
@@ -34,6 +35,35 @@ TEST(Cli, HelpAndVersionExitZero) {
     EXPECT_EQ(version.exit_code, 0) << b.command << "\n" << version.output;
     EXPECT_NE(version.output.find(b.name + " " + SASREC_VERSION), std::string::npos) << version.output;
   }
+}
+
+// CLI11's app.exit() would return 105-109; the README's table says 2.
+TEST(Cli, UsageErrorsExitTwoWithTheUsageLine) {
+  test::TempDir dir;
+  const std::string cfg = dir.file("c.yaml"), ckpt = dir.file("c.pt");
+  test::write_text(cfg, "data:\n  path: x.h5\n");
+  test::write_text(ckpt, "x");
+  const std::string t = SASREC_TRAINER;
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {t + " --no-such-flag", "Usage: sasrec_ddp"},
+      {t + " recommend " + cfg + " --checkpoint " + ckpt + " --all --topk 0", "Usage: sasrec_ddp recommend"},
+      {t + " recommend " + cfg + " --checkpoint " + ckpt + " --all --topk -1", "Usage: sasrec_ddp recommend"},
+      {t + " recommend " + cfg + " --checkpoint " + ckpt + " --all --topk many", "Usage: sasrec_ddp recommend"},
+      {t + " eval " + cfg + " --checkpoint " + dir.path().string(), "Usage: sasrec_ddp eval"},
+      {t + " export " + cfg + " --checkpoint " + ckpt, "Usage: sasrec_ddp export"},
+      {std::string(SASREC_CSV2H5) + " --no-such-flag a b", "Usage: csv2h5"},
+      {std::string(SASREC_CSV2H5) + " only-one-argument", "Usage: csv2h5"},
+      {std::string(SASREC_SYNTH) + " --users many --out x", "Usage: sasrec_synth"}};
+  for (const auto& [command, usage] : cases) {
+    const auto r = run(command);
+    EXPECT_EQ(r.exit_code, 2) << command << "\n" << r.output;
+    EXPECT_NE(r.output.find(usage), std::string::npos) << command << "\n" << r.output;
+    EXPECT_NE(r.output.find("--help' for every option"), std::string::npos) << r.output;
+  }
+  // A directory as the config.
+  const auto r = run(t + " " + dir.path().string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("is a directory; give the YAML config file"), std::string::npos) << r.output;
 }
 
 TEST(Cli, InstallPutsBinariesAndConfigsUnderAPrefix) {

@@ -74,9 +74,10 @@ TEST(Config, ValidateRefusesImpossibleValues) {
   test::TempDir dir;
   const std::string data = dir.file("d.h5");
   test::write_text(data, "x");
+  // A value is refused by the parse (a choice outside its names) or by
+  // validate(); either way the message names the key.
   auto check = [&](const std::string& set, const std::string& key) {
-    Config c = parse_config("", "r", {"data.path=" + data, set});
-    auto msg = error_of([&] { c.validate(); });
+    auto msg = error_of([&] { parse_config("", "r", {"data.path=" + data, set}).validate(); });
     EXPECT_NE(msg.find(key), std::string::npos) << set << " -> " << msg;
   };
   check("model.heads=3", "model.heads");
@@ -144,4 +145,131 @@ TEST(Config, CudaFeatureKeysAgainstDeviceAndBuild) {
   refused({"eval.scorer=blocked", "runtime.device=cuda"}, "eval.scorer", "CPU scorer");
   refused({"eval.scorer=gpu"}, "eval.scorer", "one of auto, blocked, tensor");
   EXPECT_EQ(error({"runtime.precision=bf16", "eval.scorer=tensor", "runtime.attention=tensor"}), "");
+}
+
+TEST(Config, TimeSplitCutoffs) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  Config c = parse_config("data:\n  split: time\n  valid_from: q0.8\n  test_from: 2014-01-01\n", "r",
+                          {"data.path=" + data, "data.eval_targets=first"});
+  EXPECT_EQ(c.data.split, SplitKind::Time);
+  EXPECT_EQ(c.data.valid_from.kind, TimeCutoff::Kind::Quantile);
+  EXPECT_DOUBLE_EQ(c.data.valid_from.quantile, 0.8);
+  EXPECT_EQ(c.data.test_from.kind, TimeCutoff::Kind::Timestamp);
+  EXPECT_EQ(c.data.test_from.timestamp, 1388534400);  // 2014-01-01 UTC in unix seconds
+  EXPECT_EQ(c.data.eval_targets, EvalTargets::First);
+  EXPECT_NO_THROW(c.validate());
+  // The dump keeps the cutoffs as written and reads back the same.
+  EXPECT_EQ(to_yaml(parse_config(to_yaml(c), "dump")), to_yaml(c));
+  EXPECT_EQ(parse_config("", "r", {"data.test_from=1388534400"}).data.test_from.timestamp, 1388534400);
+
+  // A bare 0.8 would be the timestamp 1: refused, naming the quantile syntax and the line.
+  auto msg = error_of([] { parse_config("data:\n  split: time\n  valid_from: 0.8\n", "r.yaml"); });
+  EXPECT_NE(msg.find("r.yaml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("q0.8"), std::string::npos) << msg;
+  EXPECT_NE(error_of([] { parse_config("", "r", {"data.valid_from=q1.5"}); }).find("between 0 and 1"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("", "r", {"data.test_from=yesterday"}); }).find("data.test_from"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("", "r", {"data.split=random"}); }).find("leave_one_out, time"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("", "r", {"eval.sampled_exclude=all"}); }).find("sequence, train"),
+            std::string::npos);
+
+  auto check = [&](const std::vector<std::string>& sets, const std::string& key) {
+    std::vector<std::string> all{"data.path=" + data};
+    all.insert(all.end(), sets.begin(), sets.end());
+    Config bad = parse_config("", "r", all);
+    auto m = error_of([&] { bad.validate(); });
+    EXPECT_NE(m.find(key), std::string::npos) << m;
+  };
+  check({"data.split=time", "data.valid_from=q0.8"}, "data.test_from");
+  check({"data.split=time", "data.test_from=q0.9"}, "data.valid_from");
+  check({"data.split=time", "data.valid_from=q0.9", "data.test_from=q0.8"}, "data.valid_from");
+  check({"data.split=time", "data.valid_from=300", "data.test_from=200"}, "data.valid_from");
+  check({"data.valid_from=q0.8"}, "data.valid_from");  // leave_one_out has no cutoffs
+  check({"data.refit=true", "eval.patience=3"}, "eval.patience");
+  Config refit = parse_config("", "r", {"data.path=" + data, "data.split=time", "data.test_from=q0.9", "data.refit=true"});
+  EXPECT_NO_THROW(refit.validate());  // refit needs no valid period
+}
+
+TEST(Config, SetErrorsAreAttributedToTheSetNotToTheFile) {
+  const std::string msg =
+      error_of([] { parse_config("train:\n  epochs: 3\n", "run.yaml", {"train.epochs=abc"}); });
+  EXPECT_EQ(msg.rfind("--set 'train.epochs=abc': key 'train.epochs' must be an integer", 0), 0u) << msg;
+  EXPECT_EQ(msg.find("run.yaml"), std::string::npos) << msg;
+  const std::string unknown = error_of([] { parse_config("", "run.yaml", {"train.epoch=3"}); });
+  EXPECT_EQ(unknown.rfind("--set 'train.epoch=3': unknown key 'train.epoch'", 0), 0u) << unknown;
+}
+
+TEST(Config, SetIntoASectionThatIsNoMapIsAConfigError) {
+  // yaml-cpp itself would throw its own exception (exit 1, its message).
+  try {
+    parse_config("model:\n  hidden: 8\ndata: oops\n", "run.yaml", {"data.path=/x.h5"});
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.domain(), ErrorDomain::Config);
+    EXPECT_NE(std::string(e.what()).find("--set 'data.path=/x.h5': section 'data' at run.yaml:3 is not a map of keys "
+                                         "but 'oops'"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Config, ValueErrorsNameTheLineTheValueIsOn) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  Config c = parse_config("data:\n  path: " + data + "\nmodel:\n  hidden: 50\n  heads: 3\n", "run.yaml");
+  EXPECT_EQ(error_of([&] { c.validate(); }).rfind("run.yaml:5: config key 'model.heads' (3) must divide", 0), 0u)
+      << error_of([&] { c.validate(); });
+  Config s = parse_config("data:\n  path: " + data + "\n", "run.yaml", {"train.lr=-1"});
+  EXPECT_EQ(error_of([&] { s.validate(); }).rfind("--set 'train.lr=-1': config key 'train.lr' must be > 0", 0), 0u)
+      << error_of([&] { s.validate(); });
+  EXPECT_EQ(s.where("train.batch_size"), "") << "a default was written nowhere";
+}
+
+TEST(Config, ADirectoryAsTheConfigIsRefused) {
+  test::TempDir dir;
+  const std::string msg = error_of([&] { load_config(dir.path().string()); });
+  EXPECT_NE(msg.find(dir.path().string() + ": is a directory; give the YAML config file"), std::string::npos) << msg;
+}
+
+TEST(Config, MaxlenIsBoundedAndOverwriteExcludesResume) {
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  Config huge = parse_config("", "r", {"data.path=" + data, "model.maxlen=100000000"});
+  EXPECT_NE(error_of([&] { huge.validate(); }).find("config key 'model.maxlen' (100000000) must be at most 65536"),
+            std::string::npos);
+  Config edge = parse_config("", "r", {"data.path=" + data, "model.maxlen=65536"});
+  EXPECT_NO_THROW(edge.validate());
+  Config both = parse_config("", "r", {"data.path=" + data, "checkpoint.dir=" + dir.file("c"),
+                                       "checkpoint.overwrite=true", "checkpoint.resume=auto"});
+  EXPECT_NE(error_of([&] { both.validate(); }).find("checkpoint.overwrite"), std::string::npos);
+  Config file_dir = parse_config("", "r", {"data.path=" + data, "checkpoint.dir=" + data});
+  EXPECT_NE(error_of([&] { file_dir.validate(); }).find("which is not a folder"), std::string::npos);
+}
+
+TEST(Config, LearningRateScheduleAndWeightDecayKeys) {
+  Config c = parse_config("train:\n  lr_schedule: cosine\n  warmup_steps: 100\n  min_lr: 1e-5\n  weight_decay: 0.1\n", "r");
+  EXPECT_EQ(c.train.lr_schedule, LrSchedule::Cosine);
+  EXPECT_EQ(c.train.warmup_steps, 100);
+  EXPECT_DOUBLE_EQ(c.train.min_lr, 1e-5);
+  EXPECT_DOUBLE_EQ(c.train.weight_decay, 0.1);
+  EXPECT_NE(to_yaml(c).find("lr_schedule: cosine"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("train:\n  lr_schedule: step\n", "r"); }).find("constant, cosine, linear"),
+            std::string::npos);
+  test::TempDir dir;
+  const std::string data = dir.file("d.h5");
+  test::write_text(data, "x");
+  for (const auto& [set, key] : std::vector<std::pair<std::string, std::string>>{
+           {"train.weight_decay=-0.1", "train.weight_decay"},
+           {"train.warmup_steps=-1", "train.warmup_steps"},
+           {"train.min_lr=0.01", "train.min_lr"}}) {
+    Config bad = parse_config("", "r", {"data.path=" + data, set});
+    const std::string msg = error_of([&] { bad.validate(); });
+    EXPECT_NE(msg.find(key), std::string::npos) << set << " -> " << msg;
+  }
 }

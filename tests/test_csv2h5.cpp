@@ -3,9 +3,11 @@
 // stable ties, id mapping order, time formats, the k-core filter, format
 // detection, and every bad input (exit code 2, FILE:LINE, no output written,
 // an existing output left untouched).
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <random>
 #include <tuple>
@@ -181,6 +183,20 @@ TEST(Csv2h5, TimeFormats) {
   EXPECT_EQ(t, -5);
   for (const char* bad : {"", "yesterday", "2020-13-01", "2020-01-02 25:00", "12abc", "nan", "1e30"})
     EXPECT_FALSE(parse(bad)) << bad;
+  // Every int64, its minimum included; days a month does not have are refused like 2020-01-32.
+  ASSERT_TRUE(parse("-9223372036854775808"));
+  EXPECT_EQ(t, std::numeric_limits<int64_t>::min());
+  ASSERT_TRUE(parse("9223372036854775807"));
+  EXPECT_EQ(t, std::numeric_limits<int64_t>::max());
+  EXPECT_FALSE(parse("-9223372036854775809"));
+  ASSERT_TRUE(parse("2020-02-29"));
+  EXPECT_EQ(t, 1583020800 - 86400);  // 2020-03-01 00:00 UTC is 1583020800
+  ASSERT_TRUE(parse("2000-02-29"));  // divisible by 400: a leap year
+  EXPECT_EQ(t, 951782400);
+  for (const char* bad : {"2019-02-29", "2020-02-30", "2100-02-29", "2020-04-31", "2020-06-31", "2020-01-32",
+                          "2020-11-31 10:00:00"})
+    EXPECT_FALSE(parse(bad)) << bad;
+  for (const char* good : {"2020-01-31", "2020-04-30", "2020-12-31", "2019-02-28"}) EXPECT_TRUE(parse(good)) << good;
 
   TempDir dir;
   const std::string in = dir.file("in.csv");
@@ -374,6 +390,167 @@ TEST(Csv2h5, BadPaths) {
   EXPECT_EQ(res.exit_code, 2);
   EXPECT_NE(res.output.find("is a directory"), std::string::npos) << res.output;
 
+}
+
+// The input is read once, as a stream: the same store from a file, standard
+// input ("-" and /dev/stdin), a FIFO and a process substitution (bash).
+TEST(Csv2h5, StreamsAreReadOnce) {
+  TempDir dir;
+  std::string text = "user_id,item_id,timestamp\n";
+  for (int k = 0; k < 3000; ++k)  // bigger than a pipe's buffer
+    text += "u" + std::to_string(k % 97) + ",i" + std::to_string((k * 13) % 211) + "," + std::to_string(k) + "\n";
+  const std::string in = dir.file("in.csv"), fifo = dir.file("fifo");
+  test::write_text(in, text);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  auto res = test::run(csv2h5(in + " " + dir.file("file.h5")));
+  ASSERT_EQ(res.exit_code, 0) << res.output;
+  const Seqs want = sequences_of(read_store(dir.file("file.h5")));
+  // timeout: a reader that opens its input twice waits for a second FIFO writer forever.
+  const std::string t = "timeout 60 ";
+  const std::vector<std::pair<std::string, std::string>> ways{
+      {"stdin.h5", "cat " + in + " | " + t + csv2h5("- ") + dir.file("stdin.h5")},
+      {"devstdin.h5", t + csv2h5("/dev/stdin ") + dir.file("devstdin.h5") + " < " + in},
+      {"fifo.h5", "(cat " + in + " > " + fifo + " &); " + t + csv2h5(fifo + " ") + dir.file("fifo.h5")},
+      {"subst.h5", "bash -c '" + t + csv2h5("<(cat " + in + ") ") + dir.file("subst.h5") + "'"},
+      {"pairs.h5", "sed 1d " + in + " | tr , ' ' | cut -d' ' -f1,2 | " + t + csv2h5("- ") + dir.file("pairs.h5")}};
+  for (const auto& [out, command] : ways) {
+    res = test::run(command);
+    ASSERT_EQ(res.exit_code, 0) << command << "\n" << res.output;
+    EXPECT_NE(res.output.find("3000 interactions"), std::string::npos) << res.output;
+    EXPECT_EQ(sequences_of(read_store(dir.file(out))), want) << command;
+  }
+  // The size read counts for a stream too (MB/s of the summary line).
+  ImportStats st;
+  import_interactions(in, ImportOptions{}, &st);
+  EXPECT_EQ(st.bytes, static_cast<int64_t>(text.size()));
+}
+
+// The output may not be anything but a regular file, nor the input by
+// another name; each refusal leaves the node as it was.
+TEST(Csv2h5, RefusesAnOutputThatIsNotARegularFileOrIsTheInput) {
+  TempDir dir;
+  const std::string in = dir.file("in.csv"), text = "user_id,item_id\na,b\nc,b\n";
+  test::write_text(in, text);
+  test::fs::create_hard_link(in, dir.file("same.csv"));
+  ASSERT_EQ(::mkfifo(dir.file("fifo").c_str(), 0644), 0);
+  for (const auto& [out, expect] : std::vector<std::pair<std::string, std::string>>{
+           {in, "is the input '" + in + "' (the same file)"},
+           {dir.file("same.csv"), "is the input '" + in + "' (the same file)"},
+           {dir.file("fifo"), "exists and is a FIFO (named pipe), not a regular file"},
+           {dir.path().string(), "exists and is a directory, not a regular file"}}) {
+    const auto res = test::run(csv2h5(in + " " + out));
+    EXPECT_EQ(res.exit_code, 2) << out << "\n" << res.output;
+    EXPECT_NE(res.output.find(expect), std::string::npos) << res.output;
+  }
+  EXPECT_EQ(test::read_text(in), text) << "the input was replaced";
+  struct stat st {};
+  ASSERT_EQ(::lstat(dir.file("fifo").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the FIFO was replaced";
+  // The input from standard input, named again as the output.
+  const auto res = test::run(csv2h5("- " + in) + " < " + in);
+  EXPECT_EQ(res.exit_code, 2) << res.output;
+  EXPECT_NE(res.output.find("is the input 'stdin' (the same file)"), std::string::npos) << res.output;
+  EXPECT_EQ(test::read_text(in), text);
+}
+
+// SIGTERM / SIGINT: the temporary goes, exit 3; a temporary of a killed
+// run is removed by the next run, saying so.
+TEST(Csv2h5, SignalsRemoveTheTemporaryAndTheNextRunRemovesAKilledOnes) {
+  TempDir dir;
+  // Interrupted while the input is still coming: nothing written, exit 3.
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  auto res = test::run("((sleep 5 > " + fifo + " &); " + csv2h5(fifo + " " + dir.file("a.h5")) +
+                       " & pid=$!; sleep 1; kill -TERM $pid; wait $pid)");
+  EXPECT_EQ(res.exit_code, kExitInterrupted) << res.output;
+  EXPECT_NE(res.output.find("csv2h5: interrupted by SIGTERM"), std::string::npos) << res.output;
+  EXPECT_FALSE(test::fs::exists(dir.file("a.h5")));
+  // Interrupted while a temporary exists: sasrec_synth streams its output
+  // through the same AtomicOutput; stop it once the temporary is there.
+  const std::string big = dir.file("big.csv");
+  res = test::run("(" + std::string(SASREC_SYNTH) + " --users 3000000 --threads 1 --format csv --out " + big +
+                  " & pid=$!; for i in $(seq 200); do [ -e " + big + ".tmp-$pid ] && break; sleep 0.05; done; "
+                  "sleep 0.2; kill -INT $pid; wait $pid)");
+  EXPECT_EQ(res.exit_code, kExitInterrupted) << res.output;
+  EXPECT_NE(res.output.find("sasrec_synth: interrupted by SIGINT; nothing was written, no unfinished output is left"),
+            std::string::npos)
+      << res.output;
+  for (const auto& e : test::fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().rfind("big.csv", 0), std::string::npos) << "left: " << e.path();
+  // A temporary whose writer is gone (SIGKILL cannot be caught) goes with the next run.
+  const std::string in = dir.file("in.csv"), out = dir.file("out.h5");
+  test::write_text(in, "user_id,item_id\na,b\n");
+  test::write_text(out + ".tmp-999999999", "partial");  // above pid_max: no such process
+  res = test::run(csv2h5(in + " " + out));
+  EXPECT_EQ(res.exit_code, 0) << res.output;
+  EXPECT_NE(res.output.find("removed 1 unfinished " + out + ".tmp-PID file(s) of a killed run"), std::string::npos)
+      << res.output;
+  EXPECT_FALSE(test::fs::exists(out + ".tmp-999999999"));
+}
+
+// The silent oddities, decided (docs/data.md): '#' lines of pairs and seq
+// are comments, said in the summary; two columns of the chosen name are
+// refused; an id that is not UTF-8 is refused at its own line.
+TEST(Csv2h5, CommentsDuplicateColumnsAndInvalidUtf8) {
+  TempDir dir;
+  const std::string pairs = dir.file("p.txt");
+  test::write_text(pairs, "# exported 2020-01-01\nu1 i1\n  #u1 i2\nu1 i3\nu2 i1\n");
+  ImportStats st;
+  ImportOptions pairs_opt;
+  pairs_opt.format = InputFormat::Pairs;
+  EXPECT_EQ(sequences_of(import_interactions(pairs, pairs_opt, &st)), (Seqs{{"u1", {"i1", "i3"}}, {"u2", {"i1"}}}));
+  EXPECT_EQ(st.comment_lines, 2);
+  auto res = test::run(csv2h5(pairs + " " + dir.file("p.h5")));  // auto-detected as pairs
+  EXPECT_EQ(res.exit_code, 0) << res.output;
+  EXPECT_NE(res.output.find("2 comment line(s) starting with '#' skipped"), std::string::npos) << res.output;
+
+  test::write_text(dir.file("dup.csv"), "user_id,item_id,rating,user_id\na,b,5,c\n");
+  res = test::run(csv2h5(dir.file("dup.csv") + " " + dir.file("d.h5")));
+  EXPECT_EQ(res.exit_code, 2) << res.output;
+  EXPECT_NE(res.output.find("dup.csv:1: the header has two columns named 'user_id' (columns 1 and 4)"),
+            std::string::npos)
+      << res.output;
+  test::write_text(dir.file("dup2.csv"), "user_id,item_id,rating,rating\na,b,5,4\n");  // not a column used
+  EXPECT_EQ(test::run(csv2h5(dir.file("dup2.csv") + " " + dir.file("d2.h5"))).exit_code, 0);
+
+  // Valid UTF-8 of every length passes; a Latin-1 byte on line 23 (after more rows than the
+  // reader interns at once), an overlong form and a surrogate do not.
+  std::string text = "user_id,item_id\n";
+  for (int k = 0; k < 20; ++k) text += "u" + std::to_string(k) + ",caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x8e\xb5\n";
+  test::write_text(dir.file("ok.csv"), text);
+  EXPECT_EQ(test::run(csv2h5(dir.file("ok.csv") + " " + dir.file("ok.h5"))).exit_code, 0);
+  for (const auto& [bytes, at] : std::vector<std::pair<std::string, std::string>>{
+           {"caf\xe9", "'caf\\xE9' is not valid UTF-8 (byte 4)"},
+           {"\xc0\xaf", "(byte 1)"},
+           {"x\xed\xa0\x80", "(byte 2)"}}) {
+    test::write_text(dir.file("bad.csv"), text + "u1,i1\nu2," + bytes + "\n");
+    res = test::run(csv2h5(dir.file("bad.csv") + " " + dir.file("bad.h5")));
+    EXPECT_EQ(res.exit_code, 2) << res.output;
+    EXPECT_NE(res.output.find("bad.csv:23: the item id"), std::string::npos) << res.output;
+    EXPECT_NE(res.output.find(at), std::string::npos) << res.output;
+    EXPECT_FALSE(test::fs::exists(dir.file("bad.h5")));
+  }
+}
+
+// A full disk (a file-size limit, RLIMIT_FSIZE, the unprivileged way to get
+// one): one line naming the reason, exit 1, no HDF5 error stack, no crash in
+// HDF5's exit handler, nothing left behind.
+TEST(Csv2h5, AFullDiskIsOneLineAndNothingIsLeft) {
+  if (test::run("bash -c 'ulimit -f 64'").exit_code != 0) GTEST_SKIP() << "no ulimit -f here";
+  TempDir dir;
+  std::string text = "user_id,item_id\n";
+  for (int k = 0; k < 20000; ++k) text += "u" + std::to_string(k % 3000) + ",i" + std::to_string(k % 5000) + "\n";
+  const std::string in = dir.file("in.csv"), out = dir.file("out.h5");
+  test::write_text(in, text);
+  // SIGXFSZ ignored: a write past the limit fails with EFBIG, as it fails with ENOSPC on a full disk.
+  const auto res = test::run("bash -c \"trap '' XFSZ; ulimit -f 64; exec " + csv2h5(in + " " + out) + "\"");
+  EXPECT_EQ(res.exit_code, 1) << res.output;
+  EXPECT_NE(res.output.find("File too large"), std::string::npos) << res.output;
+  EXPECT_EQ(res.output.find("HDF5-DIAG"), std::string::npos) << res.output;
+  EXPECT_EQ(res.output.find("infinite loop"), std::string::npos) << res.output;
+  EXPECT_EQ(std::count(res.output.begin(), res.output.end(), '\n'), 1) << res.output;
+  for (const auto& e : test::fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().rfind("out.h5", 0), std::string::npos) << "left: " << e.path();
 }
 
 TEST(Csv2h5, UnwritableOutputDirectory) {

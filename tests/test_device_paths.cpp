@@ -284,14 +284,19 @@ TEST(TensorScorer, RanksAsTheBlockedEvaluator) {
   SASRec m(options(AttentionKernel::Auto));
   auto comm = make_single_communicator();
   EvalConfig blocked, tensor;
-  blocked.protocols = tensor.protocols = {"full"};
+  blocked.protocols = tensor.protocols = {Protocol::Full};
   blocked.scorer = Scorer::Blocked;
   tensor.scorer = Scorer::Tensor;
   tensor.memory_mb = 1;  // chunks of the catalog
   for (const char* split_name : {"valid", "test"}) {
-    auto want = Evaluator(split, blocked, 1, *comm).ranks(m, split_name, "full");
-    auto got = Evaluator(split, tensor, 1, *comm).ranks(m, split_name, "full");
-    EXPECT_EQ(got, want) << split_name;
+    auto want = Evaluator(split, blocked, 1, *comm).ranks(m, split_name, Protocol::Full);
+    auto got = Evaluator(split, tensor, 1, *comm).ranks(m, split_name, Protocol::Full);
+    ASSERT_EQ(got.size(), want.size()) << split_name;
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(got[i].higher, want[i].higher) << split_name << " case " << i;
+      EXPECT_EQ(got[i].ties, want[i].ties) << split_name << " case " << i;
+      EXPECT_EQ(got[i].nonfinite, want[i].nonfinite) << split_name << " case " << i;
+    }
   }
 }
 

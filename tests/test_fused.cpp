@@ -228,6 +228,16 @@ TEST(FusedKernelsConfig, ParsesAndRefusesWhatItCannotRun) {
   EXPECT_EQ(c.model.kernels, Kernels::Fused);
   EXPECT_EQ(parse_config("", "t").model.kernels, Kernels::Auto);
   EXPECT_THROW(parse_config("model:\n  kernels: fast\n", "t"), Error);
+  try {  // the choice's name table: its names, and the nearest one
+    parse_config("model:\n  kernels: fusd\n", "t");
+    ADD_FAILURE() << "kernels: fusd was accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("one of auto, fused, autograd"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("did you mean 'fused'"), std::string::npos) << msg;
+  }
+  EXPECT_STREQ(kernels_name(Kernels::Autograd), "autograd");
+  EXPECT_NE(to_yaml(c).find("kernels: fused"), std::string::npos);
   EXPECT_EQ(fused_unsupported(c, torch::Device(torch::kCPU)), "");
   EXPECT_NE(fused_unsupported(c, torch::Device(torch::kCUDA, 0)).find("CPU"), std::string::npos);
   c.runtime.precision = Precision::Bf16;

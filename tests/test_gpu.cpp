@@ -17,6 +17,7 @@
 #include "sasrec/model.h"
 #include "sasrec/step_graph.h"
 #include "sasrec/torch_compat.h"
+#include "sasrec/device.h"
 #include "sasrec/trainer.h"
 
 using namespace sasrec;
@@ -164,9 +165,9 @@ TEST(Gpu, NcclOneRankCollectives) {
 
 TEST(Gpu, DeviceByLocalRankAndFreeMemory) {
   const int n = static_cast<int>(torch::cuda::device_count());
-  EXPECT_EQ(resolve_device("auto", 0), torch::Device(torch::kCUDA, 0));
-  EXPECT_EQ(resolve_device("cuda", n), torch::Device(torch::kCUDA, 0));  // local rank n wraps around
-  EXPECT_EQ(resolve_device("cpu", 0), torch::Device(torch::kCPU));
+  EXPECT_EQ(resolve_device(DeviceKind::Auto, 0), torch::Device(torch::kCUDA, 0));
+  EXPECT_EQ(resolve_device(DeviceKind::Cuda, n), torch::Device(torch::kCUDA, 0));  // local rank n wraps around
+  EXPECT_EQ(resolve_device(DeviceKind::Cpu, 0), torch::Device(torch::kCPU));
   const int64_t free = available_memory(torch::Device(torch::kCUDA, 0));
   EXPECT_GT(free, int64_t{1} << 30) << "free memory of cuda:0";
 }

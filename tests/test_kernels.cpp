@@ -1,7 +1,8 @@
 // test_kernels.cpp: the fused CPU kernels against independent computations:
 // packed attention against the tensor-op reference on the padded batch and
 // hand-worked cases,
-// FusedAdam against torch::optim::Adam.
+// FusedAdam against torch::optim::Adam (and AdamW for the decoupled weight
+// decay), the learning-rate schedule by hand.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -11,6 +12,7 @@
 #include "sasrec/attention.h"
 #include "sasrec/model.h"
 #include "sasrec/optimizer.h"
+#include "sasrec/torch_compat.h"
 #include "sasrec/trainer.h"
 
 using namespace sasrec;
@@ -135,9 +137,74 @@ TEST(FusedAdam, MatchesTorchAdamStepForStep) {
   in.load_from(saved);
   restored.load(in);
   for (auto* state : {&reference, &restored}) {
-    auto key = c10::guts::to_string(state->param_groups()[0].params()[0].unsafeGetTensorImpl());
+    auto key = compat::optimizer_state_key(state->param_groups()[0].params()[0]);
     EXPECT_EQ(static_cast<torch::optim::AdamParamState&>(*state->state().at(key)).step(), 20);
   }
+}
+
+TEST(FusedAdam, DecoupledWeightDecayMatchesTorchAdamW) {
+  // train.weight_decay: FusedAdam with decoupled decay on `a` against
+  // torch::optim::AdamW (w *= 1 - lr wd, then Adam's step); `b` is left out
+  // of the decay, so it must follow plain Adam. The rate changes every step
+  // (set_lr, as a schedule does) in both.
+  torch::manual_seed(4);
+  auto a1 = torch::randn({30, 5}), b1 = torch::randn({5});
+  auto a2 = a1.clone(), b2 = b1.clone();
+  for (auto* t : {&a1, &b1, &a2, &b2}) t->requires_grad_(true);
+  auto adamw = torch::optim::AdamWOptions(1e-2).betas({0.9, 0.999}).weight_decay(0.3);
+  torch::optim::AdamW reference_a({a1}, adamw);
+  torch::optim::Adam reference_b({b1}, torch::optim::AdamOptions(1e-2).betas({0.9, 0.999}));
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(std::vector<torch::Tensor>{a2, b2},
+                      std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(1e-2).betas({0.9, 0.999})));
+  FusedAdam fused(std::move(groups), torch::optim::AdamOptions(1e-2));
+  fused.set_decoupled_weight_decay({a2}, 0.3);
+  for (int step = 0; step < 15; ++step) {
+    const double lr = 1e-2 / (1 + step);
+    static_cast<torch::optim::AdamWOptions&>(reference_a.param_groups()[0].options()).lr(lr);
+    static_cast<torch::optim::AdamOptions&>(reference_b.param_groups()[0].options()).lr(lr);
+    fused.set_lr(lr);
+    auto g = torch::randn({30, 5}), h = torch::randn({5});
+    a1.mutable_grad() = g.clone(), a2.mutable_grad() = g.clone();
+    b1.mutable_grad() = h.clone(), b2.mutable_grad() = h.clone();
+    reference_a.step();
+    reference_b.step();
+    fused.step();
+    ASSERT_TRUE(torch::allclose(a1, a2, 1e-5, 1e-6)) << "step " << step << ": " << (a1 - a2).abs().max().item<float>();
+    ASSERT_TRUE(torch::allclose(b1, b2, 1e-5, 1e-6)) << "step " << step;
+  }
+}
+
+TEST(LrSchedule, WarmupThenConstantCosineOrLinear) {
+  TrainConfig t;
+  t.lr = 1e-3;
+  t.min_lr = 1e-4;
+  t.warmup_steps = 10;
+  // Warm-up: lr * step / 10, whatever the schedule after it.
+  for (auto kind : {LrSchedule::Constant, LrSchedule::Cosine, LrSchedule::Linear}) {
+    t.lr_schedule = kind;
+    EXPECT_DOUBLE_EQ(scheduled_lr(t, 1, 110), 1e-4);
+    EXPECT_DOUBLE_EQ(scheduled_lr(t, 5, 110), 5e-4);
+    EXPECT_DOUBLE_EQ(scheduled_lr(t, 10, 110), 1e-3);
+  }
+  t.lr_schedule = LrSchedule::Constant;
+  EXPECT_DOUBLE_EQ(scheduled_lr(t, 110, 110), 1e-3);
+  // After the warm-up, 100 steps from lr to min_lr: halfway, the cosine and
+  // the line both sit at the mean; a quarter in, the cosine at
+  // min + (lr - min) (1 + cos(pi/4)) / 2.
+  t.lr_schedule = LrSchedule::Cosine;
+  EXPECT_NEAR(scheduled_lr(t, 60, 110), 5.5e-4, 1e-15);
+  EXPECT_NEAR(scheduled_lr(t, 35, 110), 1e-4 + 9e-4 * (1 + std::sqrt(0.5)) / 2, 1e-15);
+  EXPECT_NEAR(scheduled_lr(t, 110, 110), 1e-4, 1e-15);
+  EXPECT_NEAR(scheduled_lr(t, 500, 110), 1e-4, 1e-15);  // past the end: min_lr
+  t.lr_schedule = LrSchedule::Linear;
+  EXPECT_NEAR(scheduled_lr(t, 60, 110), 5.5e-4, 1e-15);
+  EXPECT_NEAR(scheduled_lr(t, 35, 110), 1e-3 - 9e-4 * 0.25, 1e-15);
+  EXPECT_NEAR(scheduled_lr(t, 110, 110), 1e-4, 1e-15);
+  // No warm-up: step 1 already at (nearly) lr.
+  t.warmup_steps = 0;
+  t.lr_schedule = LrSchedule::Cosine;
+  EXPECT_NEAR(scheduled_lr(t, 0, 100), 1e-3, 1e-15);
 }
 
 TEST(AllFinite, FindsEveryNonFiniteValueWherever) {

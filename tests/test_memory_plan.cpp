@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <limits>
 
 #include "sasrec/config.h"
 #include "sasrec/error.h"
@@ -81,11 +82,11 @@ TEST(MemoryPlan, ParametersMatchTheModel) {
 
 TEST(MemoryPlan, ExchangeBuffersWithTwoRanks) {
   Config c = small();
-  c.train.exchange = "sparse";
+  c.train.exchange = Exchange::Sparse;
   const MemoryPlan sparse = plan_memory(c, 20, 10, 70, 2, kCpu);
   // 2 ranks x 21 rows x (8 + 32) bytes gathered, the sum over min(21, 42) rows x 32.
   EXPECT_EQ(bytes_of(sparse, "exchange buffers (sparse)"), 2 * 21 * 40 + 21 * 32);
-  c.train.exchange = "dense";
+  c.train.exchange = Exchange::Dense;
   EXPECT_EQ(bytes_of(plan_memory(c, 20, 10, 70, 2, kCpu), "exchange buffers (dense)"), 672 + 1760);
 }
 
@@ -171,6 +172,33 @@ TEST(MemoryPlan, AvailableMemoryIsMemAvailableCappedByTheCgroup) {
   EXPECT_EQ(available_cpu_memory(dir.file("missing"), {dir.file("v2limit")}), 524288000);
   EXPECT_EQ(available_cpu_memory(dir.file("missing"), {}), -1);
   EXPECT_GT(available_memory(kCpu), 0);  // this machine's
+}
+
+TEST(MemoryPlan, AnEstimatePast64BitsSaturatesAndIsRefusedWhateverTheBudget) {
+  // The config (validate() now bounds maxlen first; the plan must hold on its own too):
+  // attention alone is 2 blocks x 2 (dropout) x 1 head x 64 x 1e8 x 1e8 x 4 bytes = 1.0e19 > 2^63 - 1.
+  Config c = config_of({"model.maxlen=100000000", "model.hidden=32", "train.batch_size=64"});
+  const MemoryPlan plan = plan_memory(c, 12101, 22363, 198502, 1, kCpu);
+  for (const auto& part : plan.components) EXPECT_GE(part.bytes, 0) << part.name << " wrapped around";
+  EXPECT_EQ(bytes_of(plan, "activations"), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(plan.total(), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(format_bytes(plan.total()), "over 8 EiB");
+  for (const MemoryBudget& budget : {MemoryBudget{-1, "unknown"}, MemoryBudget{1LL << 40, "runtime.memory_mb"}}) {
+    try {
+      check_memory_plan(plan, budget);
+      ADD_FAILURE() << "passed with budget " << budget.bytes;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.domain(), ErrorDomain::Config);
+      EXPECT_NE(std::string(e.what()).find("more than 8 EiB per rank"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("model.maxlen"), std::string::npos) << e.what();
+    }
+  }
+  // Just below the edge nothing saturates: 2 x 2 x 64 x n^2 x 4 bytes with n = 2^27 is 2^64 (saturates),
+  // with n = 2^26 it is 2^62, exact.
+  Config edge = config_of({"model.maxlen=67108864", "model.hidden=1", "train.batch_size=64", "model.blocks=2"});
+  const int64_t attention = int64_t{2} * 2 * 64 * (int64_t{1} << 52) * 4;
+  EXPECT_GE(bytes_of(plan_memory(edge, 10, 10, 10, 1, kCpu), "activations"), attention);
+  EXPECT_LT(bytes_of(plan_memory(edge, 10, 10, 10, 1, kCpu), "activations"), std::numeric_limits<int64_t>::max());
 }
 
 // The trainer refuses before it trains: exit code 2 (a config error), the

@@ -72,8 +72,11 @@ std::string make_store(const std::string& name, int users, int items, uint64_t s
 }
 
 Config base_config(const std::string& data, const std::string& run) {
+  // 10 sampled negatives: the stores here have 40-2000 items, and the trainer refuses a sampled
+  // protocol asking for more negatives than a user has untouched items (12-item stores: full only).
   Config c = parse_config("", "test", {"data.path=" + data, "model.hidden=16", "model.maxlen=12",
                                        "model.heads=2", "train.threads=1", "eval.every=0",
+                                       "eval.sampled_negatives=10",
                                        "output.metrics=" + shared_dir() + "/" + run + ".jsonl"});
   c.validate();
   return c;
@@ -102,7 +105,7 @@ TEST(Mpi, OneStepOnTwoRanksEqualsOneStepOnOneRank) {
   c.train.loss = LossKind::Ce;
   c.train.max_steps = 1;
   c.train.batch_size = 32;
-  c.eval.protocols = {"full"};
+  c.eval.protocols = {Protocol::Full};
   c.eval.max_users = 1;
   Trainer multi(c, *g_comm);
   ASSERT_EQ(multi.steps_per_epoch(), 1);
@@ -155,12 +158,62 @@ TEST(Mpi, ShardedEvaluationEqualsSingleRank) {
   }
 }
 
+TEST(Mpi, TimeSplitOnShardsEqualsSingleRank) {
+  SKIP_IF_ONE_RANK();
+  // Quantile cutoffs come from every rank's times; each rank splits its own
+  // users (the shards stay balanced by interaction count), and the sharded
+  // evaluation of every held-out case equals one rank's.
+  const std::string path = shared_dir() + "/timed.h5";
+  if (g_comm->is_root()) {
+    Rng rng(6);
+    Interactions d;
+    for (int i = 1; i <= 70; ++i) d.item_ids.push_back("i" + std::to_string(i));
+    for (int u = 0; u < 240; ++u) {
+      const int len = 2 + static_cast<int>(rng.below(15));
+      int64_t t = static_cast<int64_t>(rng.below(1000));
+      for (int k = 0; k < len; ++k) {
+        d.items.push_back(static_cast<int32_t>(rng.between(1, 70)));
+        d.timestamps.push_back(t += static_cast<int64_t>(rng.below(100)));
+      }
+      d.offsets.push_back(static_cast<int64_t>(d.items.size()));
+      d.user_ids.push_back("u" + std::to_string(u));
+    }
+    write_store(path, d);
+  }
+  g_comm->barrier();
+  Config c = base_config(path, "timed");
+  c.data.split = SplitKind::Time;
+  c.data.valid_from = parse_time_cutoff("q0.7", "data.valid_from");
+  c.data.test_from = parse_time_cutoff("q0.85", "data.test_from");
+  c.eval.sampled_negatives = 20;
+  Trainer multi(c, *g_comm);
+  std::vector<EvalResult> got;
+  for (const char* split : {"valid", "test"})
+    for (auto& r : multi.evaluate(split)) got.push_back(r);
+  const int64_t trainable = g_comm->allreduce_sum(static_cast<int64_t>(multi.data().trainable_users().size()));
+  if (g_comm->is_root()) {
+    auto single = make_single_communicator();
+    Trainer reference(c, *single);
+    EXPECT_EQ(trainable, static_cast<int64_t>(reference.data().trainable_users().size()));
+    std::vector<EvalResult> want;
+    for (const char* split : {"valid", "test"})
+      for (auto& r : reference.evaluate(split)) want.push_back(r);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_GT(want[i].metrics.count(), 0) << want[i].split;
+      EXPECT_EQ(got[i].metrics.count(), want[i].metrics.count()) << want[i].split << " " << want[i].protocol;
+      for (auto& [k, v] : want[i].metrics.means())
+        EXPECT_NEAR(got[i].metrics.means().at(k), v, 1e-9) << want[i].split << " " << want[i].protocol << " " << k;
+    }
+  }
+}
+
 TEST(Mpi, PopularityProposalCountsEveryRanksInteractions) {
   SKIP_IF_ONE_RANK();
   const std::string data = make_store("popularity.h5", 101, 40, 5);
   Config c = base_config(data, "popularity");
   c.train.loss = LossKind::SampledSoftmax;
-  c.train.proposal = "popularity";
+  c.train.proposal = Proposal::Popularity;
   c.validate();
   Trainer multi(c, *g_comm);
   std::vector<int64_t> mine = multi.proposal_counts();
@@ -197,7 +250,7 @@ TEST(Mpi, ResumedRunEndsBitIdentical) {
   Trainer(part, *g_comm).fit();
   g_comm->barrier();
   part.train.epochs = 3;
-  part.checkpoint.resume = "auto";
+  part.checkpoint.resume = {ResumeFrom::Kind::Auto, ""};
   Trainer b(part, *g_comm);
   b.fit();
   for (auto& [name, t] : params(b)) EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
@@ -233,8 +286,8 @@ TEST(Mpi, SparseAndDenseExchangeGiveIdenticalParameters) {
         c.train.negatives = 32;
         c.train.l2_emb = 0.01;
         c.train.loss = std::string(loss) == "bce" ? LossKind::Bce : LossKind::SampledSoftmax;
-        c.train.exchange = exchange;
-        c.train.item_optimizer = optimizer;
+        c.train.exchange = std::string(exchange) == "sparse" ? Exchange::Sparse : Exchange::Dense;
+        c.train.item_optimizer = std::string(optimizer) == "adam" ? ItemOptimizer::Adam : ItemOptimizer::LazyAdam;
         Trainer t(c, *g_comm);
         t.fit();
         got[exchange] = params(t);
@@ -267,6 +320,7 @@ TEST(Mpi, AutoExchangePicksTheCheaperWay) {
     Config c = base_config(data, expect_sparse ? "auto_large" : "auto_tiny");
     c.train.epochs = 1;
     c.train.batch_size = 16;
+    c.eval.protocols = {Protocol::Full};  // some users of the tiny store touched all 12 items: no negative to sample
     Trainer t(c, *g_comm);
     t.fit();
     g_comm->barrier();
@@ -280,6 +334,7 @@ TEST(Mpi, AutoExchangePicksTheCheaperWay) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
+  torch::set_num_threads(1);  // as test_main.cpp: the ranks share the machine's cores
   ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
   return RUN_ALL_TESTS();
 }

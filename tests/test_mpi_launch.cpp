@@ -2,7 +2,8 @@
 // a 2-rank training run works end to end and twice gives the same bits; a
 // rank that throws, exits or is killed ends the whole job quickly with a
 // non-zero exit, never a hang; SIGTERM on one rank stops every rank after
-// the same step with a checkpoint that resumes.
+// the same step with a checkpoint that resumes; SIGTERM to the launch script
+// (launch/mpirun_cpu.sh) ends the job with exit 3, as one rank's does.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -116,4 +117,22 @@ TEST(MpiLaunch, SigtermOnOneRankStopsAllAfterTheSameStepAndResumes) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from " + ckpt), std::string::npos) << r.output;
   EXPECT_TRUE(std::filesystem::exists(job.dir.file("ckpt/epoch-000002.pt")));
+}
+
+// mpirun's own SIGTERM kills the job (exit 1, a SIGKILL 1 s later); the
+// launch script hands the signal to the ranks instead: the same step on
+// every rank, a checkpoint, exit 3 from the script.
+TEST(MpiLaunch, SigtermToTheLaunchScriptEndsTheJobWithTheInterruptedStatus) {
+  Job job;
+  const std::string metrics = job.dir.file("m.jsonl");
+  auto r = test::run("timeout 240 bash -c 'SASREC_DDP=" + std::string(SASREC_TRAINER) + " NP=2 THREADS=1 bash " +
+                     std::string(SASREC_SOURCE_DIR) + "/launch/mpirun_cpu.sh " + job.config +
+                     " --set train.epochs=1000 & pid=$!; for i in $(seq 600); do grep -q train_epoch " + metrics +
+                     " 2>/dev/null && break; sleep 0.1; done; kill -TERM $pid; wait $pid'");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("interrupted by SIGTERM after step"), std::string::npos) << r.output;
+  bool intact = false;
+  for (const auto& e : std::filesystem::directory_iterator(job.dir.file("ckpt")))
+    if (e.path().filename().string().find(".step-") != std::string::npos) intact = checkpoint_problem(e.path()) == "";
+  EXPECT_TRUE(intact) << "no intact checkpoint of the interrupted step";
 }

@@ -33,11 +33,11 @@ std::string captured(F body) {
 }
 
 TEST(Progress, ModeFollowsTheTerminal) {
-  EXPECT_EQ(resolve_progress_mode("auto", true), ProgressMode::Live);
-  EXPECT_EQ(resolve_progress_mode("auto", false), ProgressMode::Lines);
-  EXPECT_EQ(resolve_progress_mode("lines", true), ProgressMode::Lines);
-  EXPECT_EQ(resolve_progress_mode("live", false), ProgressMode::Live);
-  EXPECT_EQ(resolve_progress_mode("off", true), ProgressMode::Off);
+  EXPECT_EQ(resolve_progress_mode(ProgressKind::Auto, true), ProgressMode::Live);
+  EXPECT_EQ(resolve_progress_mode(ProgressKind::Auto, false), ProgressMode::Lines);
+  EXPECT_EQ(resolve_progress_mode(ProgressKind::Lines, true), ProgressMode::Lines);
+  EXPECT_EQ(resolve_progress_mode(ProgressKind::Live, false), ProgressMode::Live);
+  EXPECT_EQ(resolve_progress_mode(ProgressKind::Off, true), ProgressMode::Off);
 }
 
 TEST(Progress, LiveLineRewritesInPlace) {

@@ -47,21 +47,144 @@ std::vector<Batch> epoch_batches(const SplitData& d, SamplerOptions o, int64_t e
 
 }  // namespace
 
+namespace {
+// The cases of a split as (local user, target position) pairs.
+using Pairs = std::vector<std::pair<int64_t, int64_t>>;
+Pairs pairs(const std::vector<EvalCase>& cases) {
+  Pairs out;
+  for (const auto& c : cases) out.push_back({c.user, c.target});
+  return out;
+}
+TimeCutoff quantile(double q) {
+  TimeCutoff c;
+  c.kind = TimeCutoff::Kind::Quantile;
+  c.quantile = q;
+  c.text = "q" + std::to_string(q);
+  return c;
+}
+}  // namespace
+
 TEST(Split, LeaveOneOutRules) {
   SplitData d(shard_of({{5}, {5, 6}, {5, 6, 7}, {1, 2, 3, 4, 8}}, 10));
   EXPECT_EQ(d.train(0).size, 1);  // train-only
   EXPECT_EQ(d.train(1).size, 2);
-  EXPECT_FALSE(d.has_holdout(1));
-  EXPECT_EQ(d.valid_item(1), 0);
   EXPECT_EQ(d.train(2).size, 1);
-  EXPECT_EQ(d.valid_item(2), 6);
-  EXPECT_EQ(d.test_item(2), 7);
   EXPECT_EQ(d.train(3).size, 3);
-  EXPECT_EQ(d.valid_item(3), 4);
-  EXPECT_EQ(d.test_item(3), 8);
+  // valid: the second to last item from the items before it; test: the last.
+  EXPECT_EQ(pairs(d.cases(Holdout::Valid)), (Pairs{{2, 1}, {3, 3}}));
+  EXPECT_EQ(pairs(d.cases(Holdout::Test)), (Pairs{{2, 2}, {3, 4}}));
+  EXPECT_EQ(d.full(3).data[d.cases(Holdout::Valid)[1].target], 4);
+  EXPECT_EQ(d.full(3).data[d.cases(Holdout::Test)[1].target], 8);
   EXPECT_EQ(d.trainable_users(), (std::vector<int64_t>{1, 3}));
   EXPECT_EQ(d.holdout_users(), (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(d.global_user(3), 103);
+  // refit: the valid item is trained on, and nothing is validated.
+  SplitOptions refit;
+  refit.refit = true;
+  SplitData r(shard_of({{5}, {5, 6}, {5, 6, 7}, {1, 2, 3, 4, 8}}, 10), refit);
+  EXPECT_EQ(r.train(2).size, 2);
+  EXPECT_EQ(r.train(3).size, 4);
+  EXPECT_TRUE(r.cases(Holdout::Valid).empty());
+  EXPECT_EQ(pairs(r.cases(Holdout::Test)), (Pairs{{2, 2}, {3, 4}}));
+  EXPECT_EQ(r.trainable_users(), (std::vector<int64_t>{1, 2, 3}));
+}
+
+namespace {
+// A hand-made log with times: valid from 100, test from 200.
+//   u0  10 20 30                 all before valid_from: train only
+//   u1  50 90 | 100 150 | 210    2 train, valid at 100 (on the cutoff) and 150, test at 210
+//   u2  120 130                  no history before valid_from: its first interaction is no case
+//   u3  250 260 270              only in test: no train part, cases from its second on
+//   u4  60 70 80 | 205           a test case from a history that ends before valid_from
+//   u5  100 100                  a tie on the cutoff: both valid
+Shard timed_log() {
+  const std::vector<std::vector<int64_t>> times{{10, 20, 30},   {50, 90, 100, 150, 210}, {120, 130},
+                                                {250, 260, 270}, {60, 70, 80, 205},        {100, 100}};
+  std::vector<std::vector<int32_t>> seqs;
+  int32_t item = 1;
+  for (const auto& t : times) {
+    seqs.emplace_back();
+    for (size_t i = 0; i < t.size(); ++i) seqs.back().push_back(item++);
+  }
+  Shard s = shard_of(seqs, 20);
+  for (const auto& t : times) s.timestamps.insert(s.timestamps.end(), t.begin(), t.end());
+  return s;
+}
+SplitOptions time_split(EvalTargets targets, bool refit = false) {
+  SplitOptions o;
+  o.kind = SplitKind::Time;
+  o.valid_from = 100;
+  o.test_from = 200;
+  o.targets = targets;
+  o.refit = refit;
+  return o;
+}
+}  // namespace
+
+TEST(Split, TimeSplitPutsEachInteractionInItsPeriod) {
+  SplitData d(timed_log(), time_split(EvalTargets::All));
+  std::vector<int64_t> train;
+  for (int64_t u = 0; u < d.num_users(); ++u) train.push_back(d.train(u).size);
+  EXPECT_EQ(train, (std::vector<int64_t>{3, 2, 0, 0, 3, 0}));  // only what came before valid_from
+  EXPECT_EQ(d.trainable_users(), (std::vector<int64_t>{0, 1, 4}));
+  EXPECT_EQ(pairs(d.cases(Holdout::Valid)), (Pairs{{1, 2}, {1, 3}, {2, 1}, {5, 1}}));
+  EXPECT_EQ(pairs(d.cases(Holdout::Test)), (Pairs{{1, 4}, {3, 1}, {3, 2}, {4, 3}}));
+  EXPECT_EQ(d.holdout_users(), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  // u1's test case sees its whole history, the valid period's items included.
+  const EvalCase c = d.cases(Holdout::Test)[0];
+  EXPECT_EQ(std::vector<int32_t>(d.full(c.user).data, d.full(c.user).data + c.target),
+            (std::vector<int32_t>{4, 5, 6, 7}));
+  EXPECT_EQ(d.full(c.user).data[c.target], 8);
+}
+
+TEST(Split, TimeSplitFirstTargetsAndRefit) {
+  SplitData first(timed_log(), time_split(EvalTargets::First));
+  EXPECT_EQ(pairs(first.cases(Holdout::Valid)), (Pairs{{1, 2}, {2, 1}, {5, 1}}));
+  EXPECT_EQ(pairs(first.cases(Holdout::Test)), (Pairs{{1, 4}, {3, 1}, {4, 3}}));
+  SplitData refit(timed_log(), time_split(EvalTargets::All, /*refit=*/true));
+  std::vector<int64_t> train;
+  for (int64_t u = 0; u < refit.num_users(); ++u) train.push_back(refit.train(u).size);
+  EXPECT_EQ(train, (std::vector<int64_t>{3, 4, 2, 0, 3, 2}));  // everything before test_from
+  EXPECT_TRUE(refit.cases(Holdout::Valid).empty());
+  EXPECT_EQ(pairs(refit.cases(Holdout::Test)), (Pairs{{1, 4}, {3, 1}, {3, 2}, {4, 3}}));
+}
+
+TEST(Split, TimeSplitRefusesAUserOutOfTimeOrder) {
+  Shard s = timed_log();
+  std::swap(s.timestamps[3], s.timestamps[4]);  // u1: 90 before 50
+  try {
+    SplitData d(std::move(s), time_split(EvalTargets::All));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("user 101"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("csv2h5"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Split, QuantileCutoffsFromEveryShardsTimes) {
+  // The 19 times sorted: 10 20 30 50 60 70 80 90 100 100 100 120 130 150 205 210 250 260 270.
+  // q0.5: index floor(9.5) = 9 -> 100; q0.8: index floor(15.2) = 15 -> 210.
+  const Shard whole = timed_log();
+  const SortedTimes all(whole);
+  auto count = [&](int64_t t) { return all.count_at_most(t); };
+  EXPECT_EQ(resolve_cutoff(quantile(0.5), count), 100);
+  EXPECT_EQ(resolve_cutoff(quantile(0.8), count), 210);
+  EXPECT_EQ(resolve_cutoff(quantile(0.01), count), 10);
+  EXPECT_EQ(resolve_cutoff(quantile(0.99), count), 270);
+  TimeCutoff stamp;
+  stamp.kind = TimeCutoff::Kind::Timestamp;
+  stamp.timestamp = 1234;
+  EXPECT_EQ(resolve_cutoff(stamp, count), 1234);  // a timestamp is itself
+  // Two shards (users 0-2 and 3-5) counting together give the same cutoffs.
+  Shard a = whole, b = whole;
+  a.offsets.assign(whole.offsets.begin(), whole.offsets.begin() + 4);
+  a.items.resize(a.offsets.back());
+  a.timestamps.resize(a.offsets.back());
+  b.timestamps.erase(b.timestamps.begin(), b.timestamps.begin() + a.offsets.back());
+  const SortedTimes ta(a), tb(b);
+  auto both = [&](int64_t t) { return ta.count_at_most(t) + tb.count_at_most(t); };
+  EXPECT_EQ(resolve_cutoff(quantile(0.5), both), 100);
+  EXPECT_EQ(resolve_cutoff(quantile(0.8), both), 210);
 }
 
 TEST(Sampler, NegativesNeverInHistory) {
@@ -71,6 +194,19 @@ TEST(Sampler, NegativesNeverInHistory) {
   sample_negatives(rng, 15, hist, static_cast<int64_t>(out.size()), out.data());
   std::set<int64_t> seen(out.begin(), out.end());
   EXPECT_EQ(seen, (std::set<int64_t>{1, 4, 6, 8, 9, 10, 12, 14, 15}));
+}
+
+TEST(Sampler, NegativesOfANearlyFullHistoryAreTheItemsLeftUniformly) {
+  // 18 of 20 items seen (90%: rejection would spin): only 4 and 17 may come, each about half the time.
+  Rng rng(2);
+  std::vector<int32_t> hist;
+  for (int32_t i = 1; i <= 20; ++i)
+    if (i != 4 && i != 17) hist.push_back(i);
+  std::vector<int64_t> out(4000);
+  sample_negatives(rng, 20, hist, static_cast<int64_t>(out.size()), out.data());
+  const auto fours = std::count(out.begin(), out.end(), 4);
+  EXPECT_EQ(fours + std::count(out.begin(), out.end(), 17), 4000) << "a negative from the history";
+  EXPECT_NEAR(static_cast<double>(fours) / 4000, 0.5, 0.05);  // 6 standard deviations
 }
 
 TEST(Sampler, BatchLayoutShiftedTargetsTrimmedWidth) {

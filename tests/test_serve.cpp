@@ -66,12 +66,12 @@ struct Fixture {
   }
 };
 
-// Reads a tensor straight from the checkpoint file: its 32-byte header
-// (checkpoint.h) skipped, libtorch's archive read as is.
+// Reads a tensor straight from the checkpoint file: its header (checkpoint.h:
+// 32 bytes in version 1, 48 in version 2) skipped, libtorch's archive read as is.
 torch::Tensor checkpoint_tensor(const std::string& path, const std::string& key) {
   const std::string bytes = test::read_text(path);
   EXPECT_EQ(bytes.compare(0, 8, "SASRECCK"), 0) << path;
-  const size_t header = 32;
+  const size_t header = bytes[8] == 1 ? 32 : 48;
   torch::serialize::InputArchive archive, model;
   archive.load_from(bytes.data() + header, bytes.size() - header);
   EXPECT_TRUE(archive.try_read("model", model));

@@ -144,6 +144,29 @@ TEST(Store, ExistingFileReplacedOnlyOnSuccess) {
   expect_equal(read_store(path), good);
 }
 
+TEST(Store, ItemMapFingerprint) {
+  // FNV-1a-64 of "a\0bc\0" and of "bc\0a\0", computed outside this code (Python).
+  EXPECT_EQ(item_map_fingerprint({"", "a", "bc"}), 0x401801fc84f3ca79ull);
+  EXPECT_EQ(item_map_fingerprint({"", "bc", "a"}), 0x33b6ce90e704a16full) << "the same ids in another order";
+  EXPECT_NE(item_map_fingerprint({"", "ab", "c"}), item_map_fingerprint({"", "a", "bc"}));
+  EXPECT_EQ(fingerprint_hex(0x401801fc84f3ca79ull), "401801fc84f3ca79");
+  TempDir dir;
+  Interactions d;
+  d.item_ids = {"", "a", "bc"};
+  d.items = {1, 2, 2};
+  d.offsets = {0, 3};
+  d.user_ids = {"u"};
+  const std::string path = dir.file("s.h5");
+  write_store(path, d);
+  EXPECT_EQ(read_item_map_fingerprint(path), 0x401801fc84f3ca79ull);
+  // A store written before the attribute: computed from its map.
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  ASSERT_GE(H5Adelete(f, "item_map_fnv1a64"), 0);
+  H5Fclose(f);
+  EXPECT_EQ(read_item_map_fingerprint(path), 0x401801fc84f3ca79ull);
+}
+
 TEST(Store, ShardRangesPartitionAndBalance) {
   TempDir dir;
   const std::string path = dir.file("a.h5");

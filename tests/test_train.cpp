@@ -7,6 +7,9 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "sasrec/checkpoint.h"
 #include "sasrec/comm.h"
@@ -108,14 +111,14 @@ TEST_F(TrainTest, ResumedRunEndsBitIdentical) {
   }
   Config second = first;
   second.train.epochs = 4;
-  second.checkpoint.resume = "auto";
+  second.checkpoint.resume = {ResumeFrom::Kind::Auto, ""};
   {
     auto comm = make_single_communicator();
     TrainSummary s = Trainer(second, *comm).fit();
     EXPECT_EQ(s.epochs, 4);
   }
-  auto a = parameters_of(CheckpointDir(straight.checkpoint.dir, 3).latest(), straight);
-  auto b = parameters_of(CheckpointDir(second.checkpoint.dir, 3).latest(), second);
+  auto a = parameters_of(CheckpointDir(straight.checkpoint.dir, 3).list().back(), straight);
+  auto b = parameters_of(CheckpointDir(second.checkpoint.dir, 3).list().back(), second);
   ASSERT_EQ(a.size(), b.size());
   for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name << " differs after resume";
   EXPECT_NE(test::read_text(dir_->file("first.jsonl")).find("\"resumed_from\""), std::string::npos);
@@ -124,7 +127,7 @@ TEST_F(TrainTest, ResumedRunEndsBitIdentical) {
 TEST_F(TrainTest, SameSeedSameParameters) {
   Config c = small_config("det");
   c.train.epochs = 1;
-  c.eval.protocols = {"full"};
+  c.eval.protocols = {Protocol::Full};
   c.checkpoint.dir = dir_->file("ckpt_det_a");
   {
     auto comm = make_single_communicator();
@@ -136,8 +139,8 @@ TEST_F(TrainTest, SameSeedSameParameters) {
     auto comm = make_single_communicator();
     Trainer(d, *comm).fit();
   }
-  auto a = parameters_of(CheckpointDir(c.checkpoint.dir, 3).latest(), c);
-  auto b = parameters_of(CheckpointDir(d.checkpoint.dir, 3).latest(), d);
+  auto a = parameters_of(CheckpointDir(c.checkpoint.dir, 3).list().back(), c);
+  auto b = parameters_of(CheckpointDir(d.checkpoint.dir, 3).list().back(), d);
   for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
 }
 
@@ -150,7 +153,7 @@ TEST_F(TrainTest, PatienceStopsAfterEvaluationsWithoutGain) {
   c.train.lr = 1e-30;
   c.eval.every = 1;
   c.eval.patience = 2;
-  c.eval.protocols = {"full"};
+  c.eval.protocols = {Protocol::Full};
   c.eval.max_users = 200;
   c.checkpoint.dir = dir_->file("ckpt_patience");
   auto comm = make_single_communicator();
@@ -174,15 +177,15 @@ TEST_F(TrainTest, GbceWithOneNegativeAndTZeroIsBce) {
     c.train.negatives = 1;
     c.train.gbce_t = 0;
     c.train.epochs = 2;
-    c.eval.protocols = {"full"};
+    c.eval.protocols = {Protocol::Full};
     c.checkpoint.dir = dir_->file(std::string("ckpt_same_") + (loss == LossKind::Bce ? "bce" : "gbce"));
     auto comm = make_single_communicator();
     Trainer(c, *comm).fit();
     return c;
   };
   const Config bce = run(LossKind::Bce), gbce = run(LossKind::Gbce);
-  auto a = parameters_of(CheckpointDir(bce.checkpoint.dir, 3).latest(), bce);
-  auto b = parameters_of(CheckpointDir(gbce.checkpoint.dir, 3).latest(), gbce);
+  auto a = parameters_of(CheckpointDir(bce.checkpoint.dir, 3).list().back(), bce);
+  auto b = parameters_of(CheckpointDir(gbce.checkpoint.dir, 3).list().back(), gbce);
   ASSERT_EQ(a.size(), b.size());
   for (auto& [name, t] : a)
     EXPECT_TRUE(torch::allclose(t, b.at(name), 1e-3, 1e-4))
@@ -200,21 +203,21 @@ TEST_F(TrainTest, LossesTrainAndCheckpointOfAnotherShapeIsRefused) {
   struct Run {
     const char* name;
     LossKind loss;
-    const char* proposal;
+    Proposal proposal;
     int epochs;
     double lr;
   };
-  for (const Run& run : {Run{"ce", LossKind::Ce, "uniform", 3, 1e-3},
-                         Run{"sampled_softmax", LossKind::SampledSoftmax, "uniform", 3, 1e-3},
-                         Run{"sampled_softmax_pop", LossKind::SampledSoftmax, "popularity", 3, 1e-3},
-                         Run{"gbce", LossKind::Gbce, "uniform", 24, 2e-3}}) {
+  for (const Run& run : {Run{"ce", LossKind::Ce, Proposal::Uniform, 3, 1e-3},
+                         Run{"sampled_softmax", LossKind::SampledSoftmax, Proposal::Uniform, 3, 1e-3},
+                         Run{"sampled_softmax_pop", LossKind::SampledSoftmax, Proposal::Popularity, 3, 1e-3},
+                         Run{"gbce", LossKind::Gbce, Proposal::Uniform, 24, 2e-3}}) {
     Config c = small_config(std::string("loss_") + run.name);
     c.train.loss = run.loss;
     c.train.proposal = run.proposal;
     c.train.negatives = 64;
     c.train.epochs = run.epochs;
     c.train.lr = run.lr;
-    c.eval.protocols = {"full"};
+    c.eval.protocols = {Protocol::Full};
     c.checkpoint.dir = dir_->file(std::string("ckpt_") + run.name);
     auto comm = make_single_communicator();
     TrainSummary s = Trainer(c, *comm).fit();
@@ -230,10 +233,12 @@ TEST_F(TrainTest, LossesTrainAndCheckpointOfAnotherShapeIsRefused) {
   auto comm = make_single_communicator();
   Trainer t(other, *comm);
   try {
-    t.load_model(CheckpointDir(dir_->file("ckpt_ce"), 3).latest());
+    t.load_model(CheckpointDir(dir_->file("ckpt_ce"), 3).list().back());
     FAIL() << "a checkpoint of hidden 32 loaded into hidden 16";
   } catch (const sasrec::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("shape"), std::string::npos) << e.what();
+    // Named by the key (the shapes are the fallback for checkpoints without a recorded config).
+    EXPECT_NE(std::string(e.what()).find("model.hidden is 32 in the checkpoint but 16 here"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -262,4 +267,76 @@ TEST_F(TrainTest, CommandLineTrainEvalAndErrors) {
   r = test::run(std::string(SASREC_TRAINER) + " --version");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("sasrec_ddp"), std::string::npos);
+}
+
+TEST_F(TrainTest, TimeSplitEndToEndFromACsvWithTimestamps) {
+  // A CSV with timestamps -> csv2h5 -> training on the global temporal split,
+  // with the held-out cases counted independently here from the store.
+  const std::string csv = dir_->file("timed.csv"), store = dir_->file("timed.h5");
+  auto r = test::run(std::string(SASREC_SYNTH) + " --users 1500 --items 300 --mean-length 10 --seed 4 --format csv "
+                     "--order shuffled --out " + csv);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run(std::string(SASREC_CSV2H5) + " " + csv + " " + store);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  // Expected: the 0.8 and 0.9 quantiles of all times (k-th smallest, k = floor(q N)),
+  // and the interactions at or after a cutoff that follow one of their user's.
+  const Interactions d = read_store(store);
+  std::vector<int64_t> sorted = d.timestamps;
+  std::sort(sorted.begin(), sorted.end());
+  const int64_t n = static_cast<int64_t>(sorted.size());
+  const int64_t valid_from = sorted[static_cast<int64_t>(std::floor(0.8 * n))];
+  const int64_t test_from = sorted[static_cast<int64_t>(std::floor(0.9 * n))];
+  int64_t valid_cases = 0, test_cases = 0, test_users = 0;
+  for (int64_t u = 0; u < d.num_users(); ++u) {
+    bool has_test = false;
+    for (int64_t i = d.offsets[u] + 1; i < d.offsets[u + 1]; ++i) {
+      valid_cases += d.timestamps[i] >= valid_from && d.timestamps[i] < test_from;
+      test_cases += d.timestamps[i] >= test_from;
+      has_test |= d.timestamps[i] >= test_from;
+    }
+    test_users += has_test;
+  }
+  ASSERT_GT(valid_cases, 100);
+  ASSERT_GT(test_cases, 100);
+
+  const std::string cfg = dir_->file("timed.yaml");
+  test::write_text(cfg, "data:\n  path: " + store + "\n  split: time\n  valid_from: q0.8\n  test_from: q0.9\n"
+                        "model:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n  threads: 1\n"
+                        "eval:\n  protocols: [full]\noutput:\n  progress: off\n");
+  // The eval events' case counts per split, from a metrics file.
+  auto cases_of = [](const std::string& path) {
+    std::map<std::string, int64_t> out;
+    std::istringstream lines(test::read_text(path));
+    for (std::string line; std::getline(lines, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (j["event"] == "eval") out[j["split"].get<std::string>()] = j["users"].get<int64_t>();
+    }
+    return out;
+  };
+  r = test::run(std::string(SASREC_TRAINER) + " " + cfg + " --set output.metrics=" + dir_->file("timed.jsonl"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("time split: train before " + std::to_string(valid_from)), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("test from " + std::to_string(test_from)), std::string::npos) << r.output;
+  auto cases = cases_of(dir_->file("timed.jsonl"));
+  EXPECT_EQ(cases["valid"], valid_cases);
+  EXPECT_EQ(cases["test"], test_cases);
+
+  // Each user's first test interaction only; and the refit on train + valid, which has no valid figures.
+  r = test::run(std::string(SASREC_TRAINER) + " " + cfg + " --set data.eval_targets=first --set data.refit=true" +
+                " --set output.metrics=" + dir_->file("timed_first.jsonl"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("no valid figures (data.refit: true)"), std::string::npos) << r.output;
+  cases = cases_of(dir_->file("timed_first.jsonl"));
+  EXPECT_EQ(cases.count("valid"), 0u);
+  EXPECT_EQ(cases["test"], test_users);
+
+  // A store without times (a pairs file) is refused for the time split, saying what to do.
+  const std::string pairs = dir_->file("pairs.txt"), untimed = dir_->file("untimed.h5");
+  test::write_text(pairs, "1 1\n1 2\n1 3\n2 2\n2 3\n2 4\n");
+  ASSERT_EQ(test::run(std::string(SASREC_CSV2H5) + " " + pairs + " " + untimed).exit_code, 0);
+  r = test::run(std::string(SASREC_TRAINER) + " " + cfg + " --set data.path=" + untimed);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no /interactions/timestamp"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("leave_one_out"), std::string::npos) << r.output;
 }

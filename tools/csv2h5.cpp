@@ -2,14 +2,18 @@
 // header, `user item` pairs, `user item item ...` sequences) to the HDF5
 // store. Parsing lives in csv_import.cpp, the layout in store.cpp; this
 // file owns only the flags, the summary line and the exit codes
-// (0 ok, 2 bad input or usage, 1 any other failure).
+// (0 ok, 2 bad input or usage, 1 any other failure, 3 interrupted by
+// SIGTERM / SIGINT: the unfinished output removed).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <iostream>
 
+#include "sasrec/atomic_file.h"
+#include "sasrec/cli_errors.h"
 #include "sasrec/csv_import.h"
 #include "sasrec/error.h"
+#include "sasrec/store.h"
 
 int main(int argc, char** argv) {
   using namespace sasrec;
@@ -21,8 +25,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("csv2h5 ") + SASREC_VERSION);
   std::string input, output, format = "auto", delimiter;
   ImportOptions opt;
-  app.add_option("INPUT", input, "interaction log (text)")->required();
-  app.add_option("OUTPUT", output, "the HDF5 store to write (replaced only on success)")->required();
+  app.add_option("INPUT", input,
+                 "interaction log (text), read once as a stream: a file, a FIFO, /dev/stdin, <(zcat f.gz) or - for stdin")
+      ->required();
+  app.add_option("OUTPUT", output,
+                 "the HDF5 store to write (replaced only on success; never a device, FIFO or directory, never the input)")
+      ->required();
   app.add_option("--format", format, "auto|csv|pairs|seq (auto: see docs/data.md)")
       ->check(CLI::IsMember({"auto", "csv", "pairs", "seq"}));
   app.add_option("--user-col", opt.user_col, "csv: user column (default: detect user_id, user, userId, reviewerID, ...)");
@@ -35,12 +43,9 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--min-item-interactions", opt.min_item_interactions, "drop items with fewer interactions")
       ->check(CLI::NonNegativeNumber);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitBadInput;
-  }
+  if (const int done = parse_command_line(app, argc, argv); done >= 0) return done;
+  silence_hdf5_errors();
+  install_signal_cleanup("csv2h5");  // SIGTERM / SIGINT: OUTPUT.tmp-PID removed, exit 3
 
   try {
     opt.format = parse_input_format(format);
@@ -61,10 +66,15 @@ int main(int argc, char** argv) {
         static_cast<long long>(st.interactions), static_cast<long long>(st.dropped_rows), format_name(st.format),
         static_cast<long long>(st.rows), st.seconds, st.read_seconds, st.sort_seconds, st.write_seconds,
         st.seconds > 0 ? mb / st.seconds : 0.0);
+    if (st.comment_lines > 0)
+      std::printf("csv2h5: %lld comment line(s) starting with '#' skipped\n", static_cast<long long>(st.comment_lines));
+    if (st.stale_temporaries_removed > 0)
+      std::printf("csv2h5: removed %d unfinished %s.tmp-PID file(s) of a killed run\n", st.stale_temporaries_removed,
+                  output.c_str());
     return kExitOk;
   } catch (const Error& e) {
     std::fprintf(stderr, "csv2h5: %s\n", e.what());
-    return e.domain() == ErrorDomain::Input ? kExitBadInput : kExitFailure;
+    return exit_code_for(e);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "csv2h5: out of memory; see docs/data.md for the memory per row, or filter the input\n");
     return kExitFailure;

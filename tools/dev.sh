@@ -22,7 +22,7 @@ PACKAGES=(cmake ninja-build g++ pkg-config
           libtorch-dev libopenblas0-openmp libblas-dev
           libopenmpi-dev openmpi-bin
           libhdf5-dev libyaml-cpp-dev libgtest-dev libcli11-dev nlohmann-json3-dev
-          gnuplot-nox jq ccache)
+          gnuplot-nox jq ccache python3-torch python3-numpy)
 
 # deps [PACKAGE...]: the given Debian packages (default: PACKAGES) that are missing.
 deps() {
@@ -132,10 +132,21 @@ PY
 
 cuda_build() {
   local start=$SECONDS
+  # Torch's CMake config finds its libraries by find_library, which would
+  # take Debian's libtorch-dev from /usr/lib first: the wheel's prefix goes
+  # first, and a cache that holds another c10 is configured afresh.
+  if [ -f "$CUDA_BUILD/CMakeCache.txt" ] && ! grep -q "^c10_LIBRARY:FILEPATH=$CUDA_SITE/" "$CUDA_BUILD/CMakeCache.txt"; then
+    rm -f "$CUDA_BUILD/CMakeCache.txt"
+  fi
   # shellcheck disable=SC2046
   cmake -S "$ROOT" -B "$CUDA_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSASREC_WERROR=ON $(launcher) \
-    -DCMAKE_PREFIX_PATH="$CUDA_SITE/torch/share/cmake" -DCUDAToolkit_ROOT="$CUDA_HOME" -DNCCL_ROOT="$CUDA_HOME" \
+    -DCMAKE_PREFIX_PATH="$CUDA_SITE/torch" -DTorch_DIR="$CUDA_SITE/torch/share/cmake/Torch" \
+    -DCUDAToolkit_ROOT="$CUDA_HOME" -DNCCL_ROOT="$CUDA_HOME" \
     -DCMAKE_CUDA_COMPILER="$CUDA_HOME/bin/nvcc" -DTORCH_CUDA_ARCH_LIST="9.0" >/dev/null
+  if ! grep -q "^c10_LIBRARY:FILEPATH=$CUDA_SITE/" "$CUDA_BUILD/CMakeCache.txt"; then
+    echo "cuda-test: CMake did not take the wheel's libtorch from $CUDA_SITE (see $CUDA_BUILD/CMakeCache.txt)" >&2
+    exit 1
+  fi
   cmake --build "$CUDA_BUILD" -j"$(nproc)"
   echo "== cuda build: done in $((SECONDS - start)) s"
 }
@@ -154,6 +165,12 @@ quickstart() {
   echo "== 2/3 csv2h5"
   "$BUILD/csv2h5" "$out/interactions.csv" "$out/interactions.h5"
   echo "== 3/3 training (configs/quickstart.yaml)"
+  # A checkpoint folder holds one run (a fresh run in another's is refused):
+  # a rerun of the quickstart starts over, so its previous run goes first.
+  if [ -e "$out/checkpoints" ] || [ -e "$out/metrics.jsonl" ]; then
+    echo "   (removing the previous quickstart run: $out/checkpoints, $out/metrics.jsonl)"
+    rm -rf "$out/checkpoints" "$out/metrics.jsonl"
+  fi
   (cd "$ROOT" && "$BUILD/sasrec_ddp" configs/quickstart.yaml)
   echo "== metrics: $out/metrics.jsonl; the generator's oracle and popularity figures: $out/interactions.csv.oracle.json"
 }

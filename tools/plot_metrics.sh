@@ -42,10 +42,11 @@ for spec in "${args[@]:1}"; do
   file=${spec#*=}
   if [[ $spec == *=* ]]; then label=${spec%%=*}; else label=$(basename "$(dirname "$(realpath "$file")")"); fi
   [[ -r $file ]] || die "$file: cannot read the metrics file"
-  jq -r 'select(.event == "train_epoch") | "\(.epoch) \(.loss)"' "$file" > "$tmp/loss$i" \
+  # An epoch with no step taken has loss null (no loss), an evaluation of no user no figure: not drawn.
+  jq -r 'select(.event == "train_epoch" and .loss != null) | "\(.epoch) \(.loss)"' "$file" > "$tmp/loss$i" \
     || die "$file: not a JSON-lines metrics file"
   jq -r --arg p "$protocol" \
-    'select(.event == "eval" and .split == "valid" and .protocol == $p) | "\(.epoch) \(.["ndcg@10"] // "NaN") \(.["hr@10"] // "NaN")"' \
+    'select(.event == "eval" and .split == "valid" and .protocol == $p and .users != 0) | "\(.epoch) \(.["ndcg@10"] // "NaN") \(.["hr@10"] // "NaN")"' \
     "$file" > "$tmp/eval$i"
   label=${label//\"/}
   [[ -s $tmp/loss$i ]] && loss_plot+=("'$tmp/loss$i' using 1:2 with linespoints title \"$label\"")

@@ -1,11 +1,15 @@
 // sasrec_synth.cpp: the command line of the synthetic data generator
 // (model and evaluation in synth.cpp). Owns the flags, the one JSON report
-// line on stdout and the exit codes (0 ok, 2 bad usage, 1 other failures).
+// line on stdout and the exit codes (0 ok, 2 bad usage or output path, 1
+// other failures, 3 interrupted by SIGTERM / SIGINT: the unfinished output removed).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 
+#include "sasrec/atomic_file.h"
+#include "sasrec/cli_errors.h"
 #include "sasrec/error.h"
+#include "sasrec/store.h"
 #include "sasrec/synth.h"
 
 int main(int argc, char** argv) {
@@ -38,12 +42,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"user", "shuffled"}))
       ->capture_default_str();
   app.add_option("--out", out, "output file")->required();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitBadInput;
-  }
+  if (const int done = parse_command_line(app, argc, argv); done >= 0) return done;
+  silence_hdf5_errors();
+  install_signal_cleanup("sasrec_synth");
   try {
     opt.shuffle = order == "shuffled";
     SynthReport r = synth_generate(opt, format == "csv" ? SynthFormat::Csv : SynthFormat::H5, out);
@@ -51,7 +52,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   } catch (const Error& e) {
     std::fprintf(stderr, "sasrec_synth: %s\n", e.what());
-    return e.domain() == ErrorDomain::Input ? kExitBadInput : kExitFailure;
+    return exit_code_for(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sasrec_synth: %s\n", e.what());
     return kExitFailure;

@@ -40,7 +40,7 @@ struct ImportStats {
   InputFormat format = InputFormat::Auto;  // the format actually used
   char delimiter = 0;                      // csv only
   std::string user_col, item_col, time_col;  // csv: the columns used ("" = no time column)
-  int64_t bytes = 0;          // input size
+  int64_t bytes = 0;          // input size (bytes read)
   int64_t rows = 0;           // interactions read (before filters)
   int64_t dropped_rows = 0;   // removed by the filters
   int64_t users = 0, items = 0, interactions = 0;
@@ -48,23 +48,30 @@ struct ImportStats {
   double sort_seconds = 0;    // filters, per-user layout and the sort by time
   double write_seconds = 0;   // the HDF5 write (set by convert_to_store)
   double seconds = 0;         // everything (set by convert_to_store)
+  int64_t comment_lines = 0;  // pairs / seq: lines starting with '#', skipped
+  int stale_temporaries_removed = 0;  // OUTPUT.tmp-PID of killed runs removed (convert_to_store)
 };
 
 // The format `path` would be read as under --format auto (rule: docs/data.md).
 // `delimiter` as in ImportOptions.
 InputFormat detect_format(const std::string& path, char delimiter = 0);
 
-// Reads, filters, maps and sorts `path` into a store in memory.
+// Reads, filters, maps and sorts `path` into a store in memory. The input
+// is read once, as a stream: a regular file, a FIFO, /dev/stdin, a process
+// substitution or "-" (standard input).
 Interactions import_interactions(const std::string& path, const ImportOptions& options,
                                  ImportStats* stats = nullptr);
 
-// import_interactions + write_store(output): checks the output directory
-// first; `output` is replaced only on success and no partial file is left.
+// import_interactions + the store written to `output` (an AtomicOutput:
+// checked before the input is read; never a non-regular file, never the
+// input itself; replaced only on success and no partial file is left).
 ImportStats convert_to_store(const std::string& input, const std::string& output, const ImportOptions& options);
 
-// Parses a time field: integer (unix seconds, any int64), float (rounded to
-// the nearest integer), "YYYY-MM-DD", "YYYY-MM-DD HH:MM[:SS[.fff]]" or with
-// 'T', optional trailing 'Z' (all UTC). Returns false when unparsable.
+// Parses a time field: integer (unix seconds, any int64 including its
+// minimum), float (rounded to the nearest integer), "YYYY-MM-DD",
+// "YYYY-MM-DD HH:MM[:SS[.fff]]" or with 'T', optional trailing 'Z' (all
+// UTC; a day the month does not have, 2019-02-29 or 2020-04-31, is
+// unparsable). Returns false when unparsable.
 bool parse_time(const char* begin, const char* end, int64_t* out);
 
 }  // namespace sasrec

@@ -2,7 +2,8 @@
 //
 // Every failure the user can cause or the system can report becomes a
 // sasrec::Error carrying a domain (our own checks, I/O, config, HDF5, MPI,
-// CUDA, NCCL), the failing expression and file:line. Library code throws;
+// NCCL; CUDA's failures arrive as libtorch's exceptions), the failing
+// expression and file:line. Library code throws;
 // only main() catches, prints "[rank r] message" and ends the job.
 // Messages a user sees end with what to do.
 #pragma once
@@ -13,7 +14,7 @@
 
 namespace sasrec {
 
-enum class ErrorDomain { Check, Input, Config, Hdf5, Mpi, Cuda, Nccl, Io };
+enum class ErrorDomain { Check, Input, Config, Hdf5, Mpi, Nccl, Io };
 
 const char* domain_name(ErrorDomain d);
 
@@ -32,6 +33,11 @@ class Error : public std::runtime_error {
 // Exit codes of every binary: 0 ok, 1 runtime failure, 2 bad input/usage,
 // 3 interrupted by a signal (a checkpoint was written).
 enum ExitCode { kExitOk = 0, kExitFailure = 1, kExitBadInput = 2, kExitInterrupted = 3 };
+
+// The exit code a failure ends a binary with, the one rule of every main():
+// a sasrec::Error of the Config or Input domain (the user's input) is 2,
+// every other failure 1.
+int exit_code_for(const std::exception& e);
 
 namespace detail {
 // Builds a message from stream-able parts: detail::cat("x=", 3, " y").
@@ -66,4 +72,26 @@ std::string cat(const Args&... args) {
       throw ::sasrec::Error(::sasrec::ErrorDomain::Hdf5,                                \
                             ::sasrec::detail::cat("HDF5 call failed: " #expr ": ", ##__VA_ARGS__), \
                             __FILE__, __LINE__);                                        \
+  } while (0)
+
+namespace sasrec::detail {
+// The failures of the two checks below: the library's message, the failing
+// call and the rank (the MPI one asks MPI for it). Defined by the backends
+// (comm_mpi.cpp, comm_nccl.cpp), which alone call MPI and NCCL.
+[[noreturn]] void throw_mpi_error(int code, const char* expr, const char* file, int line);
+[[noreturn]] void throw_nccl_error(int code, const char* expr, int rank, const char* file, int line);
+}  // namespace sasrec::detail
+
+// An MPI call (MPI_SUCCESS is 0 by the standard): Error(Mpi) naming the call, the rank and MPI's message.
+#define SASREC_MPI_CHECK(expr)                                                                    \
+  do {                                                                                            \
+    const int rc_ = (expr);                                                                       \
+    if (rc_ != 0) ::sasrec::detail::throw_mpi_error(rc_, #expr, __FILE__, __LINE__);               \
+  } while (0)
+
+// An NCCL call of rank `rank` (ncclSuccess is 0): Error(Nccl) naming the call, the rank and NCCL's message.
+#define SASREC_NCCL_CHECK(expr, rank)                                                             \
+  do {                                                                                            \
+    const int rc_ = static_cast<int>(expr);                                                       \
+    if (rc_ != 0) ::sasrec::detail::throw_nccl_error(rc_, #expr, (rank), __FILE__, __LINE__);      \
   } while (0)

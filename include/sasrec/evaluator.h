@@ -1,18 +1,27 @@
-// evaluator.h: leave-one-out evaluation, full-catalog and sampled.
+// evaluator.h: scoring the evaluation cases of the split, full-catalog and sampled.
 //
-//   split valid: input = train part, target = valid item
-//   split test:  input = train part + valid item, target = test item
+//   the cases of valid and test come from the split (dataset.h): under
+//   leave_one_out, valid = (train part -> valid item) and test = (train
+//   part + valid item -> test item); under time, each held-out interaction
+//   (or each user's first) from the whole history before it
 //   protocol full:    rank the target against every item 1..I, the items of
 //                     the input history excluded (the target's own score is
 //                     compared, never counted against itself)
 //   protocol sampled: against `sampled_negatives` items drawn uniformly from
-//                     those the user never interacted with (the paper's 100)
-// Full scoring is chunked over users (eval.batch_users) and items (so one
+//                     those not in the user's sequence (eval.sampled_exclude:
+//                     sequence), or not in its training part only (train: the
+//                     authors' code and the port, where the held-out items
+//                     themselves can be drawn)
+// Full scoring is chunked over cases (eval.batch_users) and items (so one
 // score block stays under eval.memory_mb); the rank is a count of higher
-// scores, never a sort. Each rank evaluates its own users; sums are reduced
-// over ranks, so every rank returns the same global figures. The users
-// (eval.max_users) and sampled negatives are chosen by hashes of the global
-// user index: the figures do not depend on the rank count.
+// and of equal scores, never a sort. Ties, NaN and Inf follow one rule in
+// every path (the CPU blocked count, the tensor-op path of CUDA, the sampled
+// protocol): the expected rank under a random tie-break, a NaN candidate
+// above the target, a non-finite target below every candidate (metrics.h).
+// Each rank evaluates its own users; sums are reduced over ranks, so every
+// rank returns the same global figures. The users (eval.max_users) and
+// sampled negatives are chosen by hashes of the global user index: the
+// figures do not depend on the rank count.
 #pragma once
 
 #include <string>
@@ -29,7 +38,7 @@ namespace sasrec {
 struct EvalResult {
   std::string split;     // valid | test
   std::string protocol;  // full | sampled
-  RankMetrics metrics;
+  RankMetrics metrics;      // metrics.nonfinite_users(): users with a NaN or Inf score
   double seconds = 0;     // the evaluation of the split, every protocol together
   double users_per_s = 0; // global users evaluated / seconds
 };
@@ -41,21 +50,41 @@ class Evaluator {
   // One result per protocol of the config, reduced over ranks.
   std::vector<EvalResult> evaluate(SASRec& model, const std::string& split);
 
-  // The 0-based ranks of this rank's evaluated users for one protocol (tests).
-  std::vector<int64_t> ranks(SASRec& model, const std::string& split, const std::string& protocol);
+  // Where the targets of this rank's evaluated cases stand, for one protocol (tests).
+  std::vector<TargetRank> ranks(SASRec& model, const std::string& split, Protocol protocol);
 
  private:
-  // Ranks of `users` (local indices) under each protocol of the config: [protocol][user].
-  std::vector<std::vector<int64_t>> chunk_ranks(SASRec& model, const std::string& split,
-                                                const std::vector<int64_t>& users);
-  // Ranks of every evaluated user: [protocol][user].
-  std::vector<std::vector<int64_t>> all_ranks(SASRec& model, const std::string& split);
+  // Places of `cases` under each protocol of the config: [protocol][case].
+  std::vector<std::vector<TargetRank>> chunk_ranks(SASRec& model, Holdout split, const std::vector<EvalCase>& cases);
+  // Places of every evaluated case: [protocol][case].
+  std::vector<std::vector<TargetRank>> all_ranks(SASRec& model, Holdout split);
 
   const SplitData& data_;
   EvalConfig config_;
   uint64_t seed_;
   Communicator& comm_;
-  std::vector<int64_t> users_;  // local indices of the users evaluated
+  std::vector<EvalCase> cases_[2];  // the cases evaluated, [Holdout]
 };
+
+// The blocked CPU kernel's score block: users x items scored by one BLAS call
+// and counted while in cache, 256 KiB a thread (the memory plan counts it).
+inline constexpr int64_t kScoreBlockRows = 64, kScoreBlockCols = 1024;
+
+// The two full-catalog kernels, public so that tests run both on one input.
+// h [n,D] user vectors, w [I+1,D] the item table, target_score [n] each
+// user's score of its target; masked[r]: the sorted, unique items not ranked
+// for user r (the padding item 0, the history, the target itself, which is
+// compared, never counted against itself). Same rule, same result:
+//   blocked:    CPU float32 only; 64 x 1024 scores at a time by BLAS, counted
+//               while in cache (the CPU path)
+//   tensor ops: any device; chunks of at most memory_mb MiB of scores (the CUDA path)
+std::vector<TargetRank> full_ranks_blocked(const torch::Tensor& h, const torch::Tensor& w,
+                                           const torch::Tensor& target_score,
+                                           const std::vector<std::vector<int32_t>>& masked);
+std::vector<TargetRank> full_ranks_tensor_ops(const torch::Tensor& h, const torch::Tensor& w,
+                                              const torch::Tensor& target_score,
+                                              const std::vector<std::vector<int32_t>>& masked, int64_t memory_mb);
+// The sampled protocol: each target_score [n] against its row of neg_score [n,k].
+std::vector<TargetRank> sampled_ranks(const torch::Tensor& target_score, const torch::Tensor& neg_score);
 
 }  // namespace sasrec

@@ -10,12 +10,16 @@
 //   nan          the step's loss becomes NaN before backward
 //   ckpt_kill    SIGKILL half-way through writing the checkpoint file
 //   ckpt_enospc  the checkpoint write fails with ENOSPC (disk full)
-// Unset, every query answers "no fault". Parsed once from the environment
-// by the Trainer; this header does not read the environment itself.
+// Unset, every query answers "no fault". sasrec_ddp's main() reads the
+// environment and hands the trainer a FaultHooks (train_hooks.h, the
+// trainer's test seam); this code is linked into sasrec_ddp and the tests
+// only (the sasrec_fault library), never into the trainer library itself.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include "sasrec/train_hooks.h"
 
 namespace sasrec {
 
@@ -35,5 +39,19 @@ struct FaultPlan {
 };
 
 const char* fault_name(FaultKind kind);
+
+// The plan's faults at the trainer's hook points: nan after the forward
+// pass, throw / exit / kill / sigterm after the step, ckpt_kill / ckpt_enospc
+// half-way through the checkpoint's payload.
+class FaultHooks final : public TrainHooks {
+ public:
+  explicit FaultHooks(FaultPlan plan) : plan_(plan) {}
+  torch::Tensor after_forward(int rank, int64_t step, torch::Tensor loss_sum) override;
+  void after_step(int rank, int64_t step) override;
+  MidWriteHook checkpoint_write(int rank, int64_t step) override;
+
+ private:
+  FaultPlan plan_;
+};
 
 }  // namespace sasrec

@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,29 @@
 #include "sasrec/config.h"
 
 namespace sasrec {
+
+// A byte count that saturates at INT64_MAX instead of wrapping: a config
+// asking for more than 8 EiB gets an estimate of "too much", never a
+// negative number that passes the budget check. The inputs are >= 0.
+class Sat {
+ public:
+  constexpr Sat(int64_t v = 0) : v_(v) {}  // NOLINT: plain numbers mix in
+  constexpr int64_t value() const { return v_; }
+  friend Sat operator+(Sat a, Sat b) {
+    int64_t r;
+    return __builtin_add_overflow(a.v_, b.v_, &r) ? Sat(kMax) : Sat(r);
+  }
+  friend Sat operator*(Sat a, Sat b) {
+    int64_t r;
+    return __builtin_mul_overflow(a.v_, b.v_, &r) ? Sat(kMax) : Sat(r);
+  }
+  friend Sat min(Sat a, Sat b) { return a.v_ < b.v_ ? a : b; }
+  friend Sat max(Sat a, Sat b) { return a.v_ < b.v_ ? b : a; }
+
+ private:
+  static constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  int64_t v_;
+};
 
 struct MemoryComponent {
   std::string name;    // "item table", "loss buffers (ce)", ...
@@ -44,8 +68,12 @@ struct MemoryPlan {
 // and `num_users_total` users, this rank holding `local_interactions`
 // interactions (the trainer passes the largest shard's, so every rank
 // computes the same plan), with `world_size` ranks on `device`.
+// What the plan is for: a training run, or only evaluating (or serving) a
+// checkpoint: then the parameters, the data, the evaluation buffers and the
+// fixed overhead, no optimizer, gradients, activations or exchange buffers.
+enum class MemoryUse { Training, Evaluation };
 MemoryPlan plan_memory(const Config& config, int64_t num_items, int64_t num_users_total, int64_t local_interactions,
-                       int world_size, torch::Device device);
+                       int world_size, torch::Device device, MemoryUse use = MemoryUse::Training);
 
 // Bytes this process may still use on `device`, -1 when unknown. CPU: the
 // smaller of /proc/meminfo MemAvailable and the cgroup's memory limit (v2

@@ -108,11 +108,16 @@ class SASRecImpl : public torch::nn::Module {
   // table instead of M, and the gradient goes to it.
   torch::Tensor forward_packed(const Packing& packing, const torch::Tensor& users = {},
                                const torch::Tensor& item_rows = {});
+  // The blocks' input, dropout applied: sqrt(d) M[s] + P[t] (or
+  // LayerNorm(M[s] + P[t]) with embedding_norm) -> [N,D]; `item_rows` as above.
+  torch::Tensor embed(const Packing& packing, const torch::Tensor& item_rows = {});
   // seq [B,T] int64, left-padded with 0, T <= maxlen -> F [B,T,D] (0 at padding).
   torch::Tensor forward(const torch::Tensor& seq, const torch::Tensor& users = {});
 
   // M, [I+1, D]; row 0 is the padding item.
   const torch::Tensor& item_weight() const { return item_->weight; }
+  // P, [maxlen, D]; row maxlen-1 is the newest item's position.
+  const torch::Tensor& position_weight() const { return position_->weight; }
   const SASRecOptions& options() const { return options_; }
 
   // Xavier-normal (init: xavier) or normal(0, init_std) with zero biases
@@ -136,6 +141,16 @@ class SASRecImpl : public torch::nn::Module {
   torch::nn::LayerNorm final_ln_{nullptr}, embedding_ln_{nullptr};
 };
 TORCH_MODULE(SASRec);
+
+// Every parameter of the model `o` describes, by its checkpoint name, in the
+// order named_parameters() lists them: the one statement of the model's
+// shapes. The constructor checks the module it builds against it; the
+// memory plan sums it without building anything (memory_plan.h).
+struct ParameterShape {
+  std::string name;            // "blocks.0.attn.q.weight"
+  std::vector<int64_t> shape;  // [d, d]
+};
+std::vector<ParameterShape> parameter_shapes(const SASRecOptions& o);
 
 // Which keys each query of a left-padded batch may see: seq [B,T] (item
 // ids, or bool "is an item") -> bool [B,1,T,T], true where key j <= query

@@ -14,11 +14,27 @@
 // lazy_adam, docs/large_catalogs.md): only the given rows' moments and
 // weights move, in O(rows x d); the step count, and with it the bias
 // correction, advances once per call, as torch.optim.SparseAdam's.
+//
+// Decoupled weight decay (AdamW, Loshchilov & Hutter 2019; train.weight_decay)
+// shrinks the chosen parameters by lr * wd at every step, apart from the
+// gradient and so apart from Adam's moments; scheduled_lr is the learning
+// rate of a step under train.lr_schedule. Neither changes the checkpoints.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <unordered_map>
+
+#include "sasrec/config.h"
+
 namespace sasrec {
+
+// The learning rate of step `step` (1-based) of a run of `total_steps`: a
+// linear warm-up from lr / warmup_steps to lr over the first warmup_steps,
+// then lr (constant) or a decay to min_lr at step total_steps (cosine:
+// min_lr + (lr - min_lr) (1 + cos(pi p)) / 2, linear: lr - (lr - min_lr) p,
+// p the fraction of the steps after the warm-up that are done).
+double scheduled_lr(const TrainConfig& train, int64_t step, int64_t total_steps);
 
 class FusedAdam : public torch::optim::Adam {
  public:
@@ -33,10 +49,17 @@ class FusedAdam : public torch::optim::Adam {
   // same floats), without that gradient being written and read (2 x the
   // table's bytes a step). The item table under train.item_optimizer adam.
   void step_dense_rows(const torch::Tensor& param, const torch::Tensor& ids, const torch::Tensor& grad_rows);
+  // Adam's state for `p`, created (zero moments, step 0) on first use; the
+  // one place that knows how libtorch keys it.
+  torch::optim::AdamParamState& state_for(const torch::Tensor& p);
+  // Decoupled weight decay `wd` on these parameters (AdamW): w -= lr * wd * w at each step.
+  void set_decoupled_weight_decay(const std::vector<torch::Tensor>& params, double wd);
+  // Every parameter group's learning rate (a schedule sets it before each step).
+  void set_lr(double lr);
 
  private:
-  // Adam's state for `p`, created (zero moments, step 0) on first use.
-  torch::optim::AdamParamState& state_for(const torch::Tensor& p);
+  double decoupled_decay(const torch::Tensor& p) const;
+  std::unordered_map<const c10::TensorImpl*, double> decoupled_;  // parameter -> wd
   const torch::optim::AdamOptions& options_for(const torch::Tensor& p) const;
 };
 

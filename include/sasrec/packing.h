@@ -30,6 +30,11 @@ struct Packing {
 // Items must be right-aligned (left padding, 0 = padding); T <= maxlen.
 Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen);
 
+// One row of a left-padded batch: the last min(n, width) of items[0..n)
+// right-aligned in row[0..width), zeros before them (the model's input for
+// "the history up to here": evaluation, serving).
+void left_pad_last(const int32_t* items, int64_t n, int64_t width, int64_t* row);
+
 // What a training step reads, packed: row n of pos / neg belongs to token n.
 struct StepInputs {
   Packing packing;             // offsets stay on the host (the CPU attention kernel reads them)

@@ -21,7 +21,7 @@ namespace sasrec {
 enum class ProgressMode { Live, Lines, Off };
 
 // output.progress: auto (Live on a terminal, else Lines) | live | lines | off.
-ProgressMode resolve_progress_mode(const std::string& setting, bool stdout_is_tty);
+ProgressMode resolve_progress_mode(ProgressKind setting, bool stdout_is_tty);
 
 struct ProgressState {
   int64_t epoch = 0, epochs = 0;  // current epoch and the run's last

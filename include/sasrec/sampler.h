@@ -80,9 +80,17 @@ struct SamplerOptions {
   bool pin_memory = false;
 };
 
-// Fills `out` with up to `n` items drawn uniformly from 1..num_items, none in
-// `history_sorted` (sorted ascending). Falls back to any item when the history
-// covers nearly the whole catalog. Exposed for tests.
+// Steps in an epoch: every trainable user of every rank once, batch_size
+// sequences per rank per step (at least one step). Data-parallel runs use
+// the global count, so every rank takes the same number of steps.
+int64_t steps_for_epoch(int64_t trainable_users, int64_t batch_size, int world_size);
+
+// Fills `out` with `n` items drawn uniformly (with replacement) from the
+// items of 1..num_items not in `history_sorted` (sorted ascending): by
+// rejection while the history is under 90% of the catalog, else from the
+// explicit complement. Only a history holding every item leaves nothing to
+// draw from; then any item is drawn (training; the evaluator refuses such a
+// user). Exposed for tests.
 void sample_negatives(class Rng& rng, int64_t num_items, const std::vector<int32_t>& history_sorted, int64_t n,
                       int64_t* out);
 
@@ -123,9 +131,6 @@ class Sampler {
   // Builds batch `index` of `epoch` on the calling thread (what the workers run).
   Batch build(int64_t epoch, int64_t index) const;
 
-  // [I+1] float log(K q(i)) of the popularity proposal (what each batch's
-  // shared_log_q is drawn from); undefined for uniform.
-  const torch::Tensor& proposal_log_q() const { return log_kq_; }
 
  private:
   struct Queue {

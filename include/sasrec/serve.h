@@ -94,17 +94,23 @@ void write_recommendations(std::ostream& out, RecommendFormat format, const std:
                            const std::vector<ScoredItem>& items, const std::vector<std::string>& item_ids);
 
 // The model of `config` (catalog size from config.data.path) with the
-// parameters of `checkpoint`, in eval mode on runtime.device.
+// parameters of `checkpoint`, in eval mode on runtime.device. Refuses a
+// checkpoint of another model function or trained on another item map (checkpoint.h).
 SASRec load_model_for_serving(const Config& config, const std::string& checkpoint);
 
-// Writes the export file (layout above) for every user of `data`, atomically.
+// Writes the export file (layout above) for every user of `data` through an
+// AtomicOutput: never over a non-regular file or one of `inputs`, whole or
+// not at all (a full disk leaves the old file and no temporary).
 void export_embeddings(SASRec& model, const Interactions& data, const std::string& checkpoint,
-                       const std::string& out_path);
+                       const std::string& out_path, const std::vector<RunInput>& inputs = {});
 
 // What `sasrec_ddp recommend` does. users_file: original user ids, one a
 // line ("" with all = every user); sequences_file: new users ("-" = stdin,
-// "" = none). Unknown user or item ids are reported on `log`. Returns the
-// number of users written.
+// "" = none). Unknown user or item ids are reported on `log`. Every input is
+// checked before the model is loaded; `out` (unless "-") is an AtomicOutput:
+// a failure leaves an existing file as it was, and it may not be an input
+// (the checkpoint, the store, the config, the lists). Returns the number of
+// users written.
 struct RecommendRequest {
   std::string checkpoint;
   std::string users_file;
@@ -113,6 +119,7 @@ struct RecommendRequest {
   int topk = 10;
   std::string out = "-";  // "-": stdout
   std::string format;     // csv | jsonl | "" (by the file name)
+  std::string config_path;  // the config file, an input --out may not replace
 };
 int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log);
 

@@ -9,6 +9,8 @@
 //   /interactions/timestamp int64 [N]    only when the input had times
 //   /maps/user_id           string [U]   original id of user u
 //   /maps/item_id           string [I+1] original id of item i (row 0 = padding, "")
+//   / attr item_map_fnv1a64 uint64       item_map_fingerprint() of /maps/item_id (written
+//                                        since the attribute exists; older stores lack it)
 //
 // This file owns reading, validating and writing that layout and the
 // sharding of users over ranks. It knows nothing of MPI: a shard is a pure
@@ -21,6 +23,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "sasrec/atomic_file.h"
 
 namespace sasrec {
 
@@ -62,21 +66,42 @@ struct Shard {
   int64_t num_users_total = 0;     // U of the whole store
   std::vector<int64_t> offsets{0};  // [users.size()+1], offsets[0] = 0
   std::vector<int32_t> items;       // the shard's interactions, 1..I
+  std::vector<int64_t> timestamps;  // same layout as items; empty unless loaded with timestamps
 
   int64_t size() const { return users.size(); }
   int64_t length(int64_t local_user) const { return offsets[local_user + 1] - offsets[local_user]; }
   const int32_t* sequence(int64_t local_user) const { return items.data() + offsets[local_user]; }
 };
 
+// HDF5 prints nothing itself (no HDF5-DIAG) and registers no exit handler:
+// every failure becomes one sasrec::Error. Every binary calls it first; the
+// readers and writers here call it too. Idempotent.
+void silence_hdf5_errors();
+// The reason of the last failed HDF5 call in a few words ("No space left on
+// device", ...), or "".
+std::string hdf5_error_reason();
+
+// The fingerprint of an item map (rows 1..I; row 0 is the padding):
+// FNV-1a-64 over each id followed by a NUL byte. Two stores with the same
+// ids in another order (the same log converted in another row order) differ.
+uint64_t item_map_fingerprint(const std::vector<std::string>& item_ids);
+// A store's: its item_map_fnv1a64 attribute, computed from /maps/item_id
+// for stores written before the attribute existed.
+uint64_t read_item_map_fingerprint(const std::string& path);
+// 16 hex digits, as messages show a fingerprint.
+std::string fingerprint_hex(uint64_t fingerprint);
+
 // Streaming writer for stores too big to hold twice in memory (the
 // generator at 10M users x 10M items, csv2h5 on 100M rows). Users are
 // appended in index order into extendable chunked datasets under
-// `path + ".tmp-<pid>"`; finish() writes the item map and the header and
-// renames the file into place. Destroyed (or failing) before finish(), it
-// removes the temporary file, so `path` is never left half written.
+// `path + ".tmp-<pid>"` (an AtomicOutput: `path` is checked first and may
+// not be one of `inputs`); finish() writes the item map, its fingerprint
+// and the header and renames the file into place. Destroyed (or failing)
+// before finish(), it removes the temporary file, so `path` is never left
+// half written.
 class StoreWriter {
  public:
-  StoreWriter(const std::string& path, bool with_timestamps);
+  StoreWriter(const std::string& path, bool with_timestamps, const std::vector<RunInput>& inputs = {});
   ~StoreWriter();
   StoreWriter(const StoreWriter&) = delete;
   StoreWriter& operator=(const StoreWriter&) = delete;
@@ -97,6 +122,8 @@ class StoreWriter {
 
   int64_t num_users() const;
   int64_t num_interactions() const;
+  // PATH.tmp-PID files of killed writers removed when this one started.
+  int stale_temporaries_removed() const;
 
  private:
   struct Impl;
@@ -121,7 +148,9 @@ Interactions read_store(const std::string& path);
 UserRange shard_range(const std::vector<int64_t>& offsets, int rank, int world_size);
 
 // Reads only rank's slice of the store (HDF5 hyperslabs) and validates it.
-Shard load_shard(const std::string& path, int rank, int world_size);
+// `with_timestamps`: also its slice of /interactions/timestamp (the time
+// split); a store without them is refused, saying how to make one.
+Shard load_shard(const std::string& path, int rank, int world_size, bool with_timestamps = false);
 
 // Original ids, for output by id (recommend, export).
 std::vector<std::string> read_item_ids(const std::string& path);

@@ -1,21 +1,35 @@
-// trainer.h: one rank's training loop, data-parallel over a Communicator.
+// trainer.h: one rank's training run, data-parallel over a Communicator.
 //
-// A step reads as its phases: (1) sample: the next batch from the sampler
-// threads; (2) forward: features and the loss sum (the sampled losses read
-// the item table through a copy of the rows the batch touches, item_rows.h);
-// (3) backward, scaled by the GLOBAL target count; (4) reduce: every
-// gradient in one flat bucket summed over ranks, the item rows' gradient
-// either in it (dense) or gathered (sparse), train.exchange; (5) step: Adam
-// (the item table dense or lazy, train.item_optimizer), then M[0] re-zeroed. Phase times are
-// kept and written with each epoch. Rank 0's initial parameters are
-// broadcast, so every replica starts identical. Evaluation, checkpoints and
-// the metrics file follow the config; only rank 0 writes files.
+// A run reads as its phases (Trainer::fit): (1) start: the checkpoint folder
+// (lock, resume, the refusal of another run's files), the metrics file and
+// the start event; (2) the sampler and the progress line; (3) each epoch:
+// its steps, then the epoch's loss line, then evaluation, early stopping
+// and the checkpoint; (4) the summary. SIGTERM / SIGINT (step_guard.h) end
+// the run after the step in flight with a checkpoint that resumes exactly.
+//
+// A step reads as its phases too (train_step.cpp): (1) sample (the sampler
+// threads built, packed and staged the batch ahead); (2) forward: the
+// features of the packed tokens and the loss sum (the Objective; sampled
+// losses read the item table through a copy of the rows the batch touches,
+// item_rows.h); (3) backward, scaled by the GLOBAL target count; (4) reduce:
+// every gradient summed over ranks in one call (the Reducer); (5) the
+// non-finite check (train.on_nonfinite), the same on every rank; (6) the
+// Adam step (the item table dense or lazy), then M[0] re-zeroed. Each phase
+// is timed and the times written with each epoch. With runtime.cuda_graphs
+// (2) and (3) are one replayed graph (step_graph.h); with model.kernels
+// fused (auto on a CPU float32 run) one call of the explicit step, which
+// sets every gradient without autograd (fused_model.h). At world size 1 the
+// item table's gradient stays rows, which Adam steps without a dense copy.
+//
+// Mode::Evaluate builds only the model and the evaluator: no optimizer, no
+// reducer, and the memory plan of evaluation, so that a checkpoint can be
+// evaluated wherever it fits. Rank 0's initial parameters are broadcast, so
+// every replica starts identical. Only rank 0 writes files.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,15 +38,18 @@
 #include "sasrec/config.h"
 #include "sasrec/dataset.h"
 #include "sasrec/evaluator.h"
-#include "sasrec/memory_plan.h"
-#include "sasrec/fault.h"
 #include "sasrec/fused_model.h"
-#include "sasrec/item_rows.h"
+#include "sasrec/memory_plan.h"
 #include "sasrec/metrics.h"
 #include "sasrec/model.h"
+#include "sasrec/objective.h"
 #include "sasrec/optimizer.h"
+#include "sasrec/progress.h"
+#include "sasrec/reducer.h"
 #include "sasrec/sampler.h"
 #include "sasrec/step_graph.h"
+#include "sasrec/step_guard.h"
+#include "sasrec/train_hooks.h"
 
 namespace sasrec {
 
@@ -48,18 +65,25 @@ struct TrainSummary {
   std::string checkpoint;               // the last checkpoint written, "" if none
   int64_t skipped_steps = 0;            // steps skipped for non-finite gradients (train.on_nonfinite: skip)
   bool early_stopped = false;           // eval.patience ended the run before train.epochs
+  std::string run_id;                   // the run's id, recorded in its checkpoints (resumed: the checkpoint's)
 };
 
 class Trainer {
  public:
-  Trainer(Config config, Communicator& comm);
+  enum class Mode { Train, Evaluate };
+  // `hooks`: the test seam (train_hooks.h); null in a normal run. The
+  // process's thread count and initial seed are main()'s (device.h).
+  Trainer(Config config, Communicator& comm, Mode mode = Mode::Train, TrainHooks* hooks = nullptr);
 
   // Trains for train.epochs (or until train.max_steps), resuming when the
-  // config says so; evaluates and checkpoints as configured. A SIGTERM or
-  // SIGINT (step_guard.h) ends the run after the step in flight, with a
-  // checkpoint that resumes exactly (summary.interrupted_by says which).
+  // config says so; evaluates and checkpoints as configured (Mode::Train).
+  // Rank 0 owns checkpoint.dir while it runs (a lock file); a fresh run in a
+  // folder holding another run's checkpoints is refused (checkpoint.overwrite
+  // moves them aside). An epoch in which every step was skipped for
+  // non-finite values (train.on_nonfinite: skip) ends the run as a failure.
   TrainSummary fit();
-  // Loads a checkpoint's parameters (no optimizer state) for evaluation.
+  // Loads a checkpoint's parameters (no optimizer state) for evaluation;
+  // refuses one made for another model function or item map (checkpoint.h).
   void load_model(const std::string& checkpoint);
   std::vector<EvalResult> evaluate(const std::string& split);
 
@@ -67,73 +91,91 @@ class Trainer {
   const SplitData& data() const { return *data_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   torch::Device device() const { return device_; }
+  const MemoryPlan& memory_plan() const { return memory_plan_; }
+  bool has_optimizer() const { return optimizer_ != nullptr; }
   // The popularity proposal's training interactions per item over all ranks, [I+1]; empty: uniform.
   const std::vector<int64_t>& proposal_counts() const { return item_counts_; }
 
  private:
+  // What fit's phases hand each other.
+  struct Run;
+  struct Epoch;
+  // One step's outcome.
   struct StepOutcome {
     double loss_sum = 0;         // the batch's loss SUM (not mean)
     bool skipped = false;        // non-finite, train.on_nonfinite: skip
     bool stop_requested = false; // some rank got SIGTERM/SIGINT (every rank agrees)
   };
-  // One optimizer step on `batch`, global step number `step`.
-  StepOutcome train_step(const Batch& batch, int64_t step, bool stop_requested);
-  // Sums gradients over ranks in one flat bucket that also carries two
-  // flags; returns them summed: {ranks with a non-finite loss, ranks asked to stop}.
-  // `rows`: the item rows of this rank's step (sampled losses; else empty),
-  // exchanged sparse or dense; leaves their sum in item_grad_ (lazy_adam) or
-  // in M's gradient (adam).
-  std::pair<double, double> reduce_gradients(bool loss_bad, bool stop_requested, const ItemRows& rows);
-  // Whether this step sends the item rows sparse: train.exchange, and for
-  // auto the bytes of both ways (`total_rows` summed over ranks).
-  bool exchange_sparse(int64_t total_rows) const;
-  // M's dense gradient holding `g`'s rows (zero elsewhere).
-  void set_dense_item_grad(const RowGradient& g);
-  // The first parameter whose gradient holds NaN/Inf, or "".
-  std::string nonfinite_gradient() const;
+  // Forward and backward of one step: the loss sum and, for the sampled
+  // losses, the item rows whose gradient backward filled.
+  struct Pass {
+    double loss_sum = 0;
+    ItemRows rows;
+  };
+  // Seconds in each step phase, this epoch.
+  struct PhaseTimes {
+    double sample = 0, forward = 0, backward = 0, reduce = 0, step = 0;
+  };
+
+  // ---- setting up (trainer.cpp) ----
+  void build_training();      // the objective, optimizer, reducer and CUDA graphs
   void broadcast_parameters();
+  SamplerOptions sampler_options() const;
+
+  // ---- fit's phases (trainer.cpp) ----
+  Run start_run();                                                // 1
+  Epoch run_epoch(Run& run, Sampler& sampler, Progress& progress, const StepGuard& guard, int64_t epoch);  // 3a
+  TrainSummary interrupted(Run& run, const Epoch& e);             // 3b
+  void report_epoch(Run& run, const Epoch& e);                    // 3c
+  void after_epoch(Run& run, int64_t epoch);                      // 3d
+  TrainSummary finish(Run& run);                                  // 4
+  void save_checkpoint(Run& run);
+  void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
   // runtime.check_replicas: every rank's parameter checksum must agree.
   void check_replicas(int64_t step);
-  // SASREC_INJECT_FAULT's step kinds (throw, exit, kill, sigterm) after step `step`.
-  void inject_step_fault(int64_t step);
-  void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
-  std::string resume_path() const;
+  // What load_checkpoint must find: this run's store and its item map.
+  CheckpointMatch checkpoint_match() const;
+  // The files this run reads, which none of its outputs may replace.
+  std::vector<RunInput> run_inputs(const std::string& resume) const;
+
+  // ---- a step's phases (train_step.cpp) ----
+  StepOutcome train_step(const Batch& batch, int64_t step, bool stop_requested);
+  Pass forward_backward(const Batch& batch, int64_t step, int64_t global_targets);  // 2, 3
+  // 5: what is not finite after the reduce ("" when all is), the same on every rank.
+  std::string nonfinite(const ReduceOutcome& reduced, int64_t global_targets) const;
+  void apply_update(int64_t step, const ReduceOutcome& reduced);                     // 6
 
   Config config_;
   Communicator& comm_;
+  Mode mode_;
+  TrainHooks* hooks_;
   torch::Device device_;
   std::unique_ptr<SplitData> data_;
   SASRec model_{nullptr};
-  std::unique_ptr<FusedSASRec> fused_;  // model.kernels: the explicit step (fused_model.h); null: autograd
-  std::unique_ptr<FusedAdam> optimizer_;
   std::unique_ptr<Evaluator> evaluator_;
-  MetricsWriter metrics_;
   int64_t steps_per_epoch_ = 0;
   int64_t global_trainable_ = 0;
-  // Sampled losses: the popularity proposal's counts over all ranks [I+1]
-  // (empty: uniform) and log(K q(i)) by item id on device_, the sampler's table (undefined:
-  // uniform); gbce's beta (1 otherwise).
-  std::vector<int64_t> item_counts_;
-  torch::Tensor log_kq_;
-  double gbce_beta_ = 1;
-  // Phase timers of the current epoch, seconds.
-  double t_sample_ = 0, t_forward_ = 0, t_backward_ = 0, t_reduce_ = 0, t_step_ = 0;
-  // The item table's gradient arrives as rows (bce, sampled_softmax, gbce: every
-  // use of M is a gather) rather than dense (ce); lazy_adam steps only those rows.
-  bool item_rows_ = false;
-  bool lazy_item_adam_ = false;
-  RowGradient item_grad_;       // this step's summed item rows (lazy_adam)
-  int64_t dense_bucket_bytes_ = 0;  // every gradient + the two flags
-  // Exchange figures of the current epoch: steps each way, wire bytes of one
-  // rank (ring algorithms, item_rows.h), item rows summed over ranks.
-  int64_t sparse_steps_ = 0, dense_steps_ = 0, wire_bytes_ = 0, exchanged_rows_ = 0;
+  MemoryPlan memory_plan_;  // made and checked in the constructor, written with the start event
+  MemoryBudget memory_budget_;
+  uint64_t item_map_ = 0;   // item_map_fingerprint of data.path, recorded in and checked against checkpoints
+
+  // Mode::Train only.
+  std::vector<int64_t> item_counts_;    // the popularity proposal's counts over all ranks [I+1]; empty: uniform
+  std::unique_ptr<Objective> objective_;
+  std::unique_ptr<FusedSASRec> fused_;  // model.kernels: the explicit step (fused_model.h); null: autograd
+  std::unique_ptr<FusedAdam> optimizer_;
+  std::unique_ptr<Reducer> reducer_;
+  bool lazy_item_rows_ = false;         // train.item_optimizer lazy_adam: the item table steps by rows
   // runtime.cuda_graphs (step_graph.h): the captured steps, the token buckets, sequences per padded batch.
   std::unique_ptr<StepGraph> graph_;
   std::vector<int64_t> graph_buckets_;
   int64_t graph_batch_ = 0;
-  MemoryPlan memory_plan_;      // made and checked in the constructor, written with the start event
-  MemoryBudget memory_budget_;
-  FaultPlan fault_;             // SASREC_INJECT_FAULT (tests of failure handling)
+  // train.lr_schedule: the run's steps it spans (train.epochs, or
+  // train.max_steps when fewer) and the rate of the last step taken.
+  int64_t schedule_steps_ = 0;
+  double lr_ = 0;
+  PhaseTimes times_;
+  MetricsWriter metrics_;
 };
 
 // A float64 checksum of every parameter (sum and a position-weighted sum).
@@ -144,7 +186,10 @@ std::vector<double> parameter_checksum(SASRec& model);
 // gradients against ~2 ms and ~480 op calls for isfinite().all() per tensor.
 bool all_finite(const torch::Tensor& t);
 
-// The device a config asks for ("auto": CUDA when Torch sees one).
-torch::Device resolve_device(const std::string& setting, int local_rank);
+// The trainer's Adam over `model`'s parameters (train.lr, beta1, beta2):
+// train.l2_emb as weight decay on the item and position tables, the
+// gradient of the authors' l2_emb * (||M||^2 + ||P||^2) / 2; none elsewhere;
+// train.weight_decay decoupled on the attention and FFN matrices.
+std::unique_ptr<FusedAdam> make_optimizer(SASRec& model, const TrainConfig& train);
 
 }  // namespace sasrec
