@@ -32,6 +32,7 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
     reduced = reducer_->reduce(pass.rows, !std::isfinite(pass.loss_sum), stop_requested);
   }
   times_.reduce += since(t);
+  last_item_rows_ = reduced.item_rows;
   out.stop_requested = reduced.stop_ranks > 0;
   // 5. Non-finite loss or gradients: the reduced values are the same on every rank, and so the decision.
   if (const std::string bad = nonfinite(reduced, global_targets); !bad.empty()) {
@@ -134,6 +135,12 @@ void Trainer::apply_update(int64_t step, const ReduceOutcome& reduced) {
     optimizer_->step_dense_rows(model_->item_weight(), reduced.item_rows.ids, reduced.item_rows.values);
   model_->zero_padding();
   times_.step += since(t);
+}
+
+torch::Tensor Trainer::item_gradient() const {
+  const torch::Tensor& table = model_->item_weight();
+  if (table.grad().defined() || !last_item_rows_.ids.defined()) return table.grad();
+  return torch::zeros_like(table).index_copy_(0, last_item_rows_.ids, last_item_rows_.values);
 }
 
 // CPU float32: one pass in which x * 0 turns NaN and +-Inf into NaN and

@@ -95,6 +95,9 @@ class Trainer {
   bool has_optimizer() const { return optimizer_ != nullptr; }
   // The popularity proposal's training interactions per item over all ranks, [I+1]; empty: uniform.
   const std::vector<int64_t>& proposal_counts() const { return item_counts_; }
+  // The item table's gradient of the last step, dense [I+1,d]: M's grad() where it is dense, else
+  // made from the rows it came as (the sampled losses at world size 1, lazy_adam); undefined before any step.
+  torch::Tensor item_gradient() const;
 
  private:
   // What fit's phases hand each other.
@@ -166,6 +169,7 @@ class Trainer {
   std::unique_ptr<FusedAdam> optimizer_;
   std::unique_ptr<Reducer> reducer_;
   bool lazy_item_rows_ = false;         // train.item_optimizer lazy_adam: the item table steps by rows
+  RowGradient last_item_rows_;          // the last step's item-table gradient when it came as rows
   // runtime.cuda_graphs (step_graph.h): the captured steps, the token buckets, sequences per padded batch.
   std::unique_ptr<StepGraph> graph_;
   std::vector<int64_t> graph_buckets_;
