@@ -75,11 +75,9 @@ struct Shard {
 
 // HDF5 prints nothing itself (no HDF5-DIAG) and registers no exit handler:
 // every failure becomes one sasrec::Error. Every binary calls it first; the
-// readers and writers here call it too. Idempotent.
+// readers and writers here call it too. Idempotent. Declared here, where
+// every binary finds it; defined with the HDF5 layer (h5.cpp).
 void silence_hdf5_errors();
-// The reason of the last failed HDF5 call in a few words ("No space left on
-// device", ...), or "".
-std::string hdf5_error_reason();
 
 // The fingerprint of an item map (rows 1..I; row 0 is the padding):
 // FNV-1a-64 over each id followed by a NUL byte. Two stores with the same
