@@ -1,6 +1,6 @@
 // store.cpp: the HDF5 interaction store (layout in store.h): the streaming
 // StoreWriter and write_store on top of it, the schema-validating readers
-// (read_store_info, read_store, load_shard, id maps) and shard_range.
+// (read_store_info, read_store, load_shard, the item map) and shard_range.
 //
 // It talks to HDF5 through the HDF5 layer (h5.h: handles, the one error
 // check, attributes, row blocks, strings); HDF5's own error printing is off
@@ -192,8 +192,6 @@ StoreWriter::~StoreWriter() {
   if (impl_ && !impl_->finished) impl_->discard();
 }
 
-int64_t StoreWriter::num_users() const { return impl_->num_users; }
-int64_t StoreWriter::num_interactions() const { return impl_->num_interactions; }
 int StoreWriter::stale_temporaries_removed() const { return impl_->out->stale_removed(); }
 
 void StoreWriter::add_user(std::string_view id, const int32_t* items, const int64_t* timestamps, int64_t n) {
@@ -518,15 +516,6 @@ uint64_t read_item_map_fingerprint(const std::string& path) {
     return v;
   }
   return item_map_fingerprint(read_item_ids(path));  // a store written before the attribute
-}
-
-std::vector<std::string> read_user_ids(const std::string& path, UserRange users) {
-  Reader r(path);
-  StoreInfo s = r.info();
-  SASREC_CHECK(users.begin >= 0 && users.begin <= users.end && users.end <= s.num_users, "users [", users.begin,
-               ", ", users.end, ") outside [0, ", s.num_users, ")");
-  Handle ds = r.dataset("/maps/user_id", Reader::Kind::String, s.num_users, "num_users");
-  return r.read_strings(ds.get(), "/maps/user_id", users.begin, users.size());
 }
 
 }  // namespace sasrec
