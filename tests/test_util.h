@@ -83,26 +83,27 @@ inline std::string shared_data_dir() {
 
 // ---- data made in process ----------------------------------------------------------
 
+// The options of `sasrec_synth --users U --items I --seed S --mean-length L`.
+inline SynthOptions synth_options(int64_t users, int64_t items, uint64_t seed, double mean_length) {
+  SynthOptions o;
+  o.users = users;
+  o.items = items;
+  o.seed = seed;
+  o.mean_length = mean_length;
+  return o;
+}
+
 // What `sasrec_synth --users U --items I --seed S --mean-length L --out PATH`
 // writes (the store and PATH.oracle.json), made in process.
 inline SynthReport synth_store(const std::string& path, int64_t users, int64_t items, uint64_t seed,
                                double mean_length = SynthOptions().mean_length) {
-  SynthOptions o;
-  o.users = users;
-  o.items = items;
-  o.seed = seed;
-  o.mean_length = mean_length;
-  return synth_generate(o, SynthFormat::H5, path);
+  return synth_generate(synth_options(users, items, seed, mean_length), SynthFormat::H5, path);
 }
 
-// The same as `--format csv`, rows in user order or (`shuffled`) as `--order shuffled`.
+// The same with `--format csv`: rows in user order, or (`shuffled`) as `--order shuffled`.
 inline SynthReport synth_csv(const std::string& path, int64_t users, int64_t items, uint64_t seed, double mean_length,
                              bool shuffled) {
-  SynthOptions o;
-  o.users = users;
-  o.items = items;
-  o.seed = seed;
-  o.mean_length = mean_length;
+  SynthOptions o = synth_options(users, items, seed, mean_length);
   o.shuffle = shuffled;
   return synth_generate(o, SynthFormat::Csv, path);
 }
