@@ -19,6 +19,7 @@
 #include "sasrec/serve.h"
 #include "sasrec/step_graph.h"
 #include "sasrec/torch_compat.h"
+#include "test_util.h"
 
 using namespace sasrec;
 
@@ -266,20 +267,10 @@ TEST(TensorScorer, RecommendsTheBlockedLists) {
 }
 
 TEST(TensorScorer, RanksAsTheBlockedEvaluator) {
-  Interactions d;
-  for (int i = 1; i <= 40; ++i) d.item_ids.push_back("i" + std::to_string(i));
-  for (int u = 0; u < 25; ++u) {
-    for (int t = 0; t < 4 + u % 6; ++t) d.items.push_back(1 + (u * 7 + t * 3) % 40);
-    d.offsets.push_back(static_cast<int64_t>(d.items.size()));
-    d.user_ids.push_back("u" + std::to_string(u));
-  }
-  Shard shard;
-  shard.users = {0, d.num_users()};
-  shard.num_items = 40;
-  shard.num_users_total = d.num_users();
-  shard.offsets = d.offsets;
-  shard.items = d.items;
-  SplitData split(shard);
+  test::Sequences seqs(25);
+  for (int u = 0; u < 25; ++u)
+    for (int t = 0; t < 4 + u % 6; ++t) seqs[u].push_back(1 + (u * 7 + t * 3) % 40);
+  SplitData split(test::make_shard(seqs, 40));
   torch::manual_seed(15);
   SASRec m(options(AttentionKernel::Auto));
   auto comm = make_single_communicator();

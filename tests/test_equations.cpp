@@ -163,19 +163,15 @@ TEST(Equations, BceIsTheMeanOverTheTargetsOfTheStep) {
   // non-padding targets of the batch (not B, not B x T), and the epoch's
   // logged loss is that mean. Here the whole log is one batch.
   test::TempDir dir;
-  Interactions d;
-  for (int i = 1; i <= 20; ++i) d.item_ids.push_back("i" + std::to_string(i));
   // Leave-one-out train parts 1, 7, 3, 2, 10, 4; the trainable five give 6 + 2 + 1 + 8 + 3 = 20
   // targets (the 10-item user's 9 cut to maxlen 8) in a [5,8] batch.
   const std::vector<int> lengths{3, 9, 5, 4, 12, 6};
+  test::Sequences seqs(lengths.size());
   int32_t item = 1;
-  for (size_t u = 0; u < lengths.size(); ++u) {
-    for (int t = 0; t < lengths[u]; ++t) d.items.push_back(item = 1 + (item * 7 + 3) % 20);
-    d.offsets.push_back(static_cast<int64_t>(d.items.size()));
-    d.user_ids.push_back("u" + std::to_string(u));
-  }
+  for (size_t u = 0; u < lengths.size(); ++u)
+    for (int t = 0; t < lengths[u]; ++t) seqs[u].push_back(item = 1 + (item * 7 + 3) % 20);
   const std::string store = dir.file("log.h5");
-  write_store(store, d);
+  write_store(store, test::make_interactions(seqs, 20));
   // Both ways of computing a step (model.kernels): the same equation.
   for (const std::string kernels : {"autograd", "fused"}) {
     SCOPED_TRACE("model.kernels " + kernels);

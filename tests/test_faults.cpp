@@ -30,8 +30,7 @@ class FaultTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
     data_ = dir_->file("synth.h5");
-    auto r = test::run(std::string(SASREC_SYNTH) + " --users 800 --items 150 --mean-length 8 --seed 4 --out " + data_);
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    test::synth_store(data_, /*users=*/800, /*items=*/150, /*seed=*/4, /*mean_length=*/8);
   }
   static void TearDownTestSuite() { delete dir_; }
 
@@ -151,8 +150,7 @@ TEST_F(FaultTest, CheckpointOfAnotherCatalogIsRefusedSayingSo) {
   fit(c);
   test::TempDir other_dir;
   const std::string other = other_dir.file("other.h5");
-  auto r = test::run(std::string(SASREC_SYNTH) + " --users 300 --items 90 --seed 5 --out " + other);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  test::synth_store(other, /*users=*/300, /*items=*/90, /*seed=*/5);
   Config d = c;
   d.data.path = other;
   auto comm = make_single_communicator();

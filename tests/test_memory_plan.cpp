@@ -206,14 +206,13 @@ TEST(MemoryPlan, AnEstimatePast64BitsSaturatesAndIsRefusedWhateverTheBudget) {
 TEST(MemoryPlan, TrainerRefusesAConfigOverBudget) {
   test::TempDir dir;
   const std::string data = dir.file("synth.h5");
-  auto r = test::run(std::string(SASREC_SYNTH) + " --users 300 --items 3000 --mean-length 8 --seed 3 --out " + data);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  test::synth_store(data, /*users=*/300, /*items=*/3000, /*seed=*/3, /*mean_length=*/8);
   const std::string metrics = dir.file("metrics.jsonl");
   // ce: 3 x (128 x 50) x 3000 x 4 bytes = 230 MB of logits alone, over 200 MiB.
   const std::string base = std::string(SASREC_TRAINER) + " " + std::string(SASREC_SOURCE_DIR) +
                            "/configs/default.yaml --set data.path=" + data + " --set output.metrics=" + metrics +
                            " --set train.epochs=1 --set train.threads=1 --set output.progress=off";
-  r = test::run(base + " --set train.loss=ce --set runtime.memory_mb=200");
+  auto r = test::run(base + " --set train.loss=ce --set runtime.memory_mb=200");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("memory plan: total"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("over the budget"), std::string::npos) << r.output;

@@ -157,17 +157,9 @@ namespace {
 
 // Users with sequences of several lengths; items 1..num_items.
 Shard make_shard(int64_t num_items = 40) {
-  Shard s;
-  s.num_items = num_items;
-  std::vector<std::vector<int32_t>> seqs = {{1, 2, 3, 4, 5}, {7, 7, 8}, {9, 10}, {11, 12, 13, 14, 15, 16, 17, 18, 19},
-                                            {3, 1, 4, 1, 5, 9, 2, 6}, {20, 21, 22, 23}, {40, 39, 38}};
-  for (auto& q : seqs) {
-    s.items.insert(s.items.end(), q.begin(), q.end());
-    s.offsets.push_back(static_cast<int64_t>(s.items.size()));
-  }
-  s.users = {0, static_cast<int64_t>(seqs.size())};
-  s.num_users_total = static_cast<int64_t>(seqs.size());
-  return s;
+  return test::make_shard({{1, 2, 3, 4, 5}, {7, 7, 8}, {9, 10}, {11, 12, 13, 14, 15, 16, 17, 18, 19},
+                           {3, 1, 4, 1, 5, 9, 2, 6}, {20, 21, 22, 23}, {40, 39, 38}},
+                          num_items);
 }
 
 }  // namespace
@@ -367,15 +359,10 @@ TEST(Evaluator, NonFiniteScoresAreRankedLastAndCounted) {
 }
 
 TEST(Evaluator, MaxUsersSubsamples) {
-  Shard s;
-  s.num_items = 50;
-  for (int u = 0; u < 2000; ++u) {
-    for (int t = 0; t < 4; ++t) s.items.push_back(1 + (u + t) % 50);
-    s.offsets.push_back(static_cast<int64_t>(s.items.size()));
-  }
-  s.users = {0, 2000};
-  s.num_users_total = 2000;
-  SplitData data(std::move(s));
+  test::Sequences seqs(2000);
+  for (int u = 0; u < 2000; ++u)
+    for (int t = 0; t < 4; ++t) seqs[u].push_back(1 + (u + t) % 50);
+  SplitData data(test::make_shard(seqs, 50));
   SASRecOptions o;
   o.num_items = 50;
   o.hidden = 4;
@@ -393,20 +380,19 @@ namespace {
 // A log with times for the time split: per user, items and their times;
 // valid from 100, test from 200 (several test cases for some users).
 SplitData timed_split(EvalTargets targets) {
-  Shard s;
-  s.num_items = 60;
   const std::vector<std::vector<std::pair<int32_t, int64_t>>> users = {
       {{1, 10}, {2, 20}, {3, 150}, {4, 210}, {5, 220}, {6, 230}},
       {{7, 50}, {8, 210}},
       {{9, 250}, {10, 260}, {11, 270}},
       {{12, 10}, {13, 20}, {14, 30}, {15, 40}, {16, 50}, {17, 60}, {18, 205}, {19, 206}},
       {{30, 110}, {31, 120}}};
+  test::Sequences seqs;
+  test::Times times;
   for (const auto& u : users) {
-    for (auto [item, t] : u) s.items.push_back(item), s.timestamps.push_back(t);
-    s.offsets.push_back(static_cast<int64_t>(s.items.size()));
+    seqs.emplace_back(), times.emplace_back();
+    for (auto [item, t] : u) seqs.back().push_back(item), times.back().push_back(t);
   }
-  s.users = {0, static_cast<int64_t>(users.size())};
-  s.num_users_total = static_cast<int64_t>(users.size());
+  Shard s = test::make_shard(seqs, 60, 0, 0, times);
   SplitOptions o;
   o.kind = SplitKind::Time;
   o.valid_from = 100;
@@ -468,13 +454,7 @@ TEST(Evaluator, SampledNegativesFromTheTrainPartCanBeTheHeldOutItems) {
   // Excluding the whole sequence, the 100 negatives come from 6..12: rank 0.
   // Excluding only the train part (the authors' code, the port), 4 can be
   // drawn and scores above the target.
-  Shard s;
-  s.num_items = 12;
-  s.items = {1, 2, 3, 4, 5};
-  s.offsets = {0, 5};
-  s.users = {0, 1};
-  s.num_users_total = 1;
-  SplitData data(std::move(s));
+  SplitData data(test::make_shard({{1, 2, 3, 4, 5}}, 12));
   torch::manual_seed(4);
   SASRecOptions o;
   o.num_items = 12;

@@ -53,19 +53,16 @@ std::string make_store(const std::string& name, int users, int items, uint64_t s
   const std::string path = shared_dir() + "/" + name;
   if (g_comm->is_root()) {
     Rng rng(seed);
-    Interactions d;
-    for (int i = 1; i <= items; ++i) d.item_ids.push_back("i" + std::to_string(i));
-    for (int u = 0; u < users; ++u) {
+    test::Sequences seqs(users);
+    for (auto& seq : seqs) {
       const int len = 3 + static_cast<int>(rng.below(25));
       int32_t item = static_cast<int32_t>(rng.between(1, items));
       for (int t = 0; t < len; ++t) {
-        d.items.push_back(item);
+        seq.push_back(item);
         item = static_cast<int32_t>(1 + (item + rng.below(3)) % items);  // learnable drift
       }
-      d.offsets.push_back(static_cast<int64_t>(d.items.size()));
-      d.user_ids.push_back("u" + std::to_string(u));
     }
-    write_store(path, d);
+    write_store(path, test::make_interactions(seqs, items));
   }
   g_comm->barrier();
   return path;
@@ -166,19 +163,17 @@ TEST(Mpi, TimeSplitOnShardsEqualsSingleRank) {
   const std::string path = shared_dir() + "/timed.h5";
   if (g_comm->is_root()) {
     Rng rng(6);
-    Interactions d;
-    for (int i = 1; i <= 70; ++i) d.item_ids.push_back("i" + std::to_string(i));
+    test::Sequences seqs(240);
+    test::Times times(240);
     for (int u = 0; u < 240; ++u) {
       const int len = 2 + static_cast<int>(rng.below(15));
       int64_t t = static_cast<int64_t>(rng.below(1000));
       for (int k = 0; k < len; ++k) {
-        d.items.push_back(static_cast<int32_t>(rng.between(1, 70)));
-        d.timestamps.push_back(t += static_cast<int64_t>(rng.below(100)));
+        seqs[u].push_back(static_cast<int32_t>(rng.between(1, 70)));
+        times[u].push_back(t += static_cast<int64_t>(rng.below(100)));
       }
-      d.offsets.push_back(static_cast<int64_t>(d.items.size()));
-      d.user_ids.push_back("u" + std::to_string(u));
     }
-    write_store(path, d);
+    write_store(path, test::make_interactions(seqs, 70, "i", times));
   }
   g_comm->barrier();
   Config c = base_config(path, "timed");

@@ -25,8 +25,7 @@ struct Job {
   std::string config;
   Job() {
     const std::string data = dir.file("d.h5");
-    auto r = test::run(std::string(SASREC_SYNTH) + " --users 600 --items 200 --seed 2 --out " + data);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
+    test::synth_store(data, /*users=*/600, /*items=*/200, /*seed=*/2);
     config = dir.file("c.yaml");
     test::write_text(config, "data:\n  path: " + data + "\nmodel:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n"
                              "  batch_size: 32\n  threads: 1\nruntime:\n  check_replicas: 3\ncheckpoint:\n  dir: " +

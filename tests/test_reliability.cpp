@@ -46,10 +46,9 @@ class Reliability : public ::testing::Test {
     dir_ = new test::TempDir();
     for (const char* order : {"user", "shuffled"}) {
       const std::string csv = dir_->file(std::string(order) + ".csv");
-      auto r = run(std::string(SASREC_SYNTH) + " --users 400 --items 80 --mean-length 8 --seed 6 --format csv" +
-                   " --order " + order + " --out " + csv);
-      ASSERT_EQ(r.exit_code, 0) << r.output;
-      r = run(std::string(SASREC_CSV2H5) + " " + csv + " " + dir_->file(std::string(order) + ".h5"));
+      test::synth_csv(csv, /*users=*/400, /*items=*/80, /*seed=*/6, /*mean_length=*/8,
+                      /*shuffled=*/std::string(order) == "shuffled");
+      auto r = run(std::string(SASREC_CSV2H5) + " " + csv + " " + dir_->file(std::string(order) + ".h5"));
       ASSERT_EQ(r.exit_code, 0) << r.output;
     }
     store_ = dir_->file("user.h5");
@@ -308,16 +307,10 @@ TEST_F(Reliability, NoOutputReplacesWhatItMustNot) {
 // Issue 16, 5: degenerate data is said in words.
 TEST_F(Reliability, DegenerateDataIsSaidInWords) {
   // Every user has 2 interactions: all train, nobody to evaluate.
-  Interactions d;
-  for (int64_t i = 1; i <= 30; ++i) d.item_ids.push_back("i" + std::to_string(i));
-  for (int64_t u = 0; u < 50; ++u) {
-    d.items.push_back(static_cast<int32_t>(1 + u % 30));
-    d.items.push_back(static_cast<int32_t>(1 + (u * 7 + 3) % 30));
-    d.offsets.push_back(static_cast<int64_t>(d.items.size()));
-    d.user_ids.push_back("u" + std::to_string(u));
-  }
+  test::Sequences pairs;
+  for (int32_t u = 0; u < 50; ++u) pairs.push_back({1 + u % 30, 1 + (u * 7 + 3) % 30});
   const std::string two = dir_->file("two.h5");
-  write_store(two, d);
+  write_store(two, test::make_interactions(pairs, 30));
   const std::string metrics = dir_->file("nobody.jsonl");
   auto r = train("--set data.path=" + two + " --set output.metrics=" + metrics);
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -330,13 +323,8 @@ TEST_F(Reliability, DegenerateDataIsSaidInWords) {
   }
   EXPECT_EQ(events_of(metrics, "summary").at(0)["best_epoch"], 0);
   // One item: nothing to rank (gbce's negatives would not exist).
-  Interactions one;
-  one.item_ids.push_back("only");
-  for (int64_t u = 0; u < 10; ++u) {
-    for (int k = 0; k < 4; ++k) one.items.push_back(1);
-    one.offsets.push_back(static_cast<int64_t>(one.items.size()));
-    one.user_ids.push_back("u" + std::to_string(u));
-  }
+  Interactions one = test::make_interactions(test::Sequences(10, {1, 1, 1, 1}), 1);
+  one.item_ids[1] = "only";
   write_store(dir_->file("one.h5"), one);
   r = train("--set data.path=" + dir_->file("one.h5") + " --set train.loss=gbce --set output.metrics=" +
             dir_->file("one.jsonl"));

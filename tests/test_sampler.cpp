@@ -8,21 +8,15 @@
 #include "sasrec/error.h"
 #include "sasrec/rng.h"
 #include "sasrec/sampler.h"
+#include "test_util.h"
 
 using namespace sasrec;
 
 namespace {
 
+// A shard that starts at global user 100 of 1000.
 Shard shard_of(const std::vector<std::vector<int32_t>>& seqs, int64_t num_items) {
-  Shard s;
-  s.num_items = num_items;
-  for (auto& q : seqs) {
-    s.items.insert(s.items.end(), q.begin(), q.end());
-    s.offsets.push_back(static_cast<int64_t>(s.items.size()));
-  }
-  s.users = {100, 100 + static_cast<int64_t>(seqs.size())};  // a shard that starts at global user 100
-  s.num_users_total = 1000;
-  return s;
+  return test::make_shard(seqs, num_items, /*first_user=*/100, /*total_users=*/1000);
 }
 
 Shard random_shard(int users, int num_items, uint64_t seed) {
@@ -106,9 +100,7 @@ Shard timed_log() {
     seqs.emplace_back();
     for (size_t i = 0; i < t.size(); ++i) seqs.back().push_back(item++);
   }
-  Shard s = shard_of(seqs, 20);
-  for (const auto& t : times) s.timestamps.insert(s.timestamps.end(), t.begin(), t.end());
-  return s;
+  return test::make_shard(seqs, 20, /*first_user=*/100, /*total_users=*/1000, times);
 }
 SplitOptions time_split(EvalTargets targets, bool refit = false) {
   SplitOptions o;

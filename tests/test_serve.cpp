@@ -36,13 +36,10 @@ struct Fixture {
   Config config;
 
   Fixture() {
-    for (int64_t i = 1; i <= kItems; ++i) data.item_ids.push_back("item-" + std::to_string(i));
-    for (int64_t u = 0; u < kUsers; ++u) {
-      const int64_t len = 1 + (u * 2) % 13;
-      for (int64_t t = 0; t < len; ++t) data.items.push_back(static_cast<int32_t>(1 + (u * 7 + t * 11) % kItems));
-      data.offsets.push_back(static_cast<int64_t>(data.items.size()));
-      data.user_ids.push_back("u" + std::to_string(u));
-    }
+    test::Sequences seqs(kUsers);
+    for (int64_t u = 0; u < kUsers; ++u)
+      for (int64_t t = 0; t < 1 + (u * 2) % 13; ++t) seqs[u].push_back(static_cast<int32_t>(1 + (u * 7 + t * 11) % kItems));
+    data = test::make_interactions(seqs, kItems, "item-");
     write_store(store, data);
     config = parse_config("data:\n  path: " + store + "\nmodel:\n  hidden: 8\n  blocks: 2\n  heads: 2\n  maxlen: " +
                               std::to_string(kMaxlen) + "\ntrain:\n  threads: 1\n",

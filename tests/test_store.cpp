@@ -65,8 +65,6 @@ TEST(Store, RoundTripWithTimestamps) {
   EXPECT_EQ(info.num_interactions, d.num_interactions());
   EXPECT_TRUE(info.has_timestamps);
   EXPECT_EQ(read_item_ids(path), d.item_ids);
-  std::vector<std::string> some(d.user_ids.begin() + 10, d.user_ids.begin() + 20);
-  EXPECT_EQ(read_user_ids(path, UserRange{10, 20}), some);
   // Only the file itself: no temporary left next to it.
   EXPECT_EQ(std::distance(test::fs::directory_iterator(dir.path()), test::fs::directory_iterator()), 1);
 }

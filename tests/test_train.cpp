@@ -26,8 +26,7 @@ class TrainTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
     data_ = dir_->file("synth.h5");
-    auto r = test::run(std::string(SASREC_SYNTH) + " --users 3000 --items 400 --mean-length 12 --seed 3 --out " + data_);
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    test::synth_store(data_, /*users=*/3000, /*items=*/400, /*seed=*/3, /*mean_length=*/12);
   }
   static void TearDownTestSuite() { delete dir_; }
 
@@ -273,10 +272,8 @@ TEST_F(TrainTest, TimeSplitEndToEndFromACsvWithTimestamps) {
   // A CSV with timestamps -> csv2h5 -> training on the global temporal split,
   // with the held-out cases counted independently here from the store.
   const std::string csv = dir_->file("timed.csv"), store = dir_->file("timed.h5");
-  auto r = test::run(std::string(SASREC_SYNTH) + " --users 1500 --items 300 --mean-length 10 --seed 4 --format csv "
-                     "--order shuffled --out " + csv);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = test::run(std::string(SASREC_CSV2H5) + " " + csv + " " + store);
+  test::synth_csv(csv, /*users=*/1500, /*items=*/300, /*seed=*/4, /*mean_length=*/10, /*shuffled=*/true);
+  auto r = test::run(std::string(SASREC_CSV2H5) + " " + csv + " " + store);
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   // Expected: the 0.8 and 0.9 quantiles of all times (k-th smallest, k = floor(q N)),

@@ -26,7 +26,7 @@ echo "== building $OUT/fuzz_csv_import"
 # shellcheck disable=SC2086
 "$CXX" -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -DSASREC_VERSION='"fuzz"' -I"$ROOT/include" $HDF5_CFLAGS \
-  "$ROOT/tools/fuzz/fuzz_csv_import.cpp" "$ROOT/src/csv_import.cpp" "$ROOT/src/store.cpp" "$ROOT/src/error.cpp" \
+  "$ROOT/tools/fuzz/fuzz_csv_import.cpp" "$ROOT"/src/data/*.cpp \
   $HDF5_LIBS -lpthread -o "$OUT/fuzz_csv_import"
 
 # Seeds: one of each format, and the broken inputs of tests/test_csv2h5.cpp.

@@ -9,13 +9,16 @@
 // among the rows kept by the filters; each user's interactions are sorted by
 // time, stably (ties keep file order; without a time column, file order is
 // time order). Bad input throws sasrec::Error(Input) "FILE:LINE: problem;
-// what to do". It does not own the HDF5 layout (store.h).
+// what to do". It does not own the HDF5 layout (store.h). The time forms
+// accepted are parse_time's (time_parse.h); the pieces of the import are
+// listed at the top of src/data/csv_import.cpp.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "sasrec/store.h"
+#include "sasrec/time_parse.h"
 
 namespace sasrec {
 
@@ -66,12 +69,5 @@ Interactions import_interactions(const std::string& path, const ImportOptions& o
 // checked before the input is read; never a non-regular file, never the
 // input itself; replaced only on success and no partial file is left).
 ImportStats convert_to_store(const std::string& input, const std::string& output, const ImportOptions& options);
-
-// Parses a time field: integer (unix seconds, any int64 including its
-// minimum), float (rounded to the nearest integer), "YYYY-MM-DD",
-// "YYYY-MM-DD HH:MM[:SS[.fff]]" or with 'T', optional trailing 'Z' (all
-// UTC; a day the month does not have, 2019-02-29 or 2020-04-31, is
-// unparsable). Returns false when unparsable.
-bool parse_time(const char* begin, const char* end, int64_t* out);
 
 }  // namespace sasrec

@@ -65,14 +65,7 @@ std::string cat(const Args&... args) {
 #define SASREC_FAIL(domain, ...) \
   throw ::sasrec::Error(::sasrec::ErrorDomain::domain, ::sasrec::detail::cat(__VA_ARGS__))
 
-// HDF5 C API calls return a negative value on failure.
-#define SASREC_H5_CHECK(expr, ...)                                                      \
-  do {                                                                                  \
-    if ((expr) < 0)                                                                     \
-      throw ::sasrec::Error(::sasrec::ErrorDomain::Hdf5,                                \
-                            ::sasrec::detail::cat("HDF5 call failed: " #expr ": ", ##__VA_ARGS__), \
-                            __FILE__, __LINE__);                                        \
-  } while (0)
+// HDF5 calls are checked by SASREC_H5_CHECK, with the HDF5 layer (h5.h).
 
 namespace sasrec::detail {
 // The failures of the two checks below: the library's message, the failing

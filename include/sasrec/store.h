@@ -75,11 +75,9 @@ struct Shard {
 
 // HDF5 prints nothing itself (no HDF5-DIAG) and registers no exit handler:
 // every failure becomes one sasrec::Error. Every binary calls it first; the
-// readers and writers here call it too. Idempotent.
+// readers and writers here call it too. Idempotent. Declared here, where
+// every binary finds it; defined with the HDF5 layer (h5.cpp).
 void silence_hdf5_errors();
-// The reason of the last failed HDF5 call in a few words ("No space left on
-// device", ...), or "".
-std::string hdf5_error_reason();
 
 // The fingerprint of an item map (rows 1..I; row 0 is the padding):
 // FNV-1a-64 over each id followed by a NUL byte. Two stores with the same
@@ -106,7 +104,7 @@ class StoreWriter {
   StoreWriter(const StoreWriter&) = delete;
   StoreWriter& operator=(const StoreWriter&) = delete;
 
-  // Appends the next user (index num_users()) with n interactions in time
+  // Appends the next user (indices 0, 1, ... in call order) with n interactions in time
   // order; items must be >= 1 (the upper bound is checked in finish());
   // timestamps: n values, or nullptr when the writer has no timestamps.
   void add_user(std::string_view id, const int32_t* items, const int64_t* timestamps, int64_t n);
@@ -120,8 +118,6 @@ class StoreWriter {
   // Same, with ids produced on the fly (item_id(i) for i in 1..num_items).
   void finish(int64_t num_items, const std::function<std::string(int64_t)>& item_id);
 
-  int64_t num_users() const;
-  int64_t num_interactions() const;
   // PATH.tmp-PID files of killed writers removed when this one started.
   int stale_temporaries_removed() const;
 
@@ -152,8 +148,7 @@ UserRange shard_range(const std::vector<int64_t>& offsets, int rank, int world_s
 // split); a store without them is refused, saying how to make one.
 Shard load_shard(const std::string& path, int rank, int world_size, bool with_timestamps = false);
 
-// Original ids, for output by id (recommend, export).
+// The original item ids (row 0 the padding item ""), for output by id (recommend).
 std::vector<std::string> read_item_ids(const std::string& path);
-std::vector<std::string> read_user_ids(const std::string& path, UserRange users);
 
 }  // namespace sasrec

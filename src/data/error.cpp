@@ -1,4 +1,6 @@
-// error.cpp: sasrec::Error construction and domain names.
+// error.cpp: sasrec::Error construction and domain names (error.h). Owns
+// no message text and no exit code: callers write the message, main()s
+// map domains to exit codes.
 #include "sasrec/error.h"
 
 namespace sasrec {

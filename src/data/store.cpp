@@ -1,14 +1,14 @@
 // store.cpp: the HDF5 interaction store (layout in store.h): the streaming
 // StoreWriter and write_store on top of it, the schema-validating readers
-// (read_store_info, read_store, load_shard, id maps) and shard_range.
+// (read_store_info, read_store, load_shard, the item map) and shard_range.
 //
-// Uses the HDF5 C API through small RAII handles. HDF5's own error printing
-// is switched off while we run (ErrorPrintGuard); every failure becomes a
-// sasrec::Error naming the file, the dataset and what to do. It owns no
-// parsing of text formats (csv_import.cpp) and no MPI.
+// It talks to HDF5 through the HDF5 layer (h5.h: handles, the one error
+// check, attributes, row blocks, strings); HDF5's own error printing is off
+// while we run (ErrorPrintGuard); every failure becomes a sasrec::Error
+// naming the file, the dataset and what to do. It owns no parsing of text
+// formats (csv_import.cpp), no HDF5 mechanism of its own and no MPI.
 #include "sasrec/store.h"
 
-#include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,44 +20,13 @@
 #include "sasrec/atomic_file.h"
 #include "sasrec/error.h"
 #include "sasrec/fnv.h"
+#include "sasrec/h5.h"
 
 namespace sasrec {
 namespace {
 
 using detail::cat;
-
-// ---- RAII ------------------------------------------------------------------------
-
-// Owns one hid_t and closes it with the matching H5?close.
-class Handle {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Handle() = default;
-  Handle(hid_t id, Closer closer) : id_(id), closer_(closer) {}
-  ~Handle() { reset(); }
-  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), closer_(o.closer_) {}
-  Handle& operator=(Handle&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = std::exchange(o.id_, H5I_INVALID_HID);
-      closer_ = o.closer_;
-    }
-    return *this;
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  hid_t get() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-  hid_t release() { return std::exchange(id_, H5I_INVALID_HID); }
-  void reset() {
-    if (id_ >= 0 && closer_) closer_(id_);
-    id_ = H5I_INVALID_HID;
-  }
-
- private:
-  hid_t id_ = H5I_INVALID_HID;
-  Closer closer_ = nullptr;
-};
+using h5::Handle;
 
 // HDF5 prints its error stack (dozens of HDF5-DIAG lines) on every failed
 // call unless told not to; every failure here becomes one sasrec::Error.
@@ -65,40 +34,9 @@ struct ErrorPrintGuard {
   ErrorPrintGuard() { silence_hdf5_errors(); }
 };
 
-Handle create_file(const std::string& path) {
-  return Handle(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-}
-
-// Closes (and so flushes) the file; false when that failed, e.g. on a full
-// disk. Never twice: after a failed close HDF5 keeps the file open and a
-// second close crashes it (silence_hdf5_errors also keeps HDF5's exit
-// handler from retrying it).
-bool close_file(Handle& f) { return !f.valid() || H5Fclose(f.release()) >= 0; }
-
-// `path` is the file the user named (a writer's temporary is its business).
-[[noreturn]] void fail_h5(const std::string& path, const std::string& what, const char* file, int line) {
-  std::string detail = hdf5_error_reason();
-  throw Error(ErrorDomain::Hdf5,
-              cat(path, ": HDF5 failed to ", what, detail.empty() ? "" : " (", detail, detail.empty() ? "" : ")",
-                  "; check free disk space and permissions"),
-              file, line);
-}
-
-#define STORE_H5(expr, path, what)                                   \
-  do {                                                               \
-    if ((expr) < 0) fail_h5((path), (what), __FILE__, __LINE__);     \
-  } while (0)
-
 // Corrupt or foreign file: a user-facing input error that names the file.
 [[noreturn]] void fail_corrupt(const std::string& path, const std::string& problem) {
   SASREC_FAIL(Input, path, ": ", problem, "; the file is not a valid sasrec-interactions store: regenerate it with csv2h5 or sasrec_synth");
-}
-
-Handle vlen_string_type() {
-  Handle t(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(t.get(), H5T_VARIABLE);
-  H5Tset_cset(t.get(), H5T_CSET_UTF8);
-  return t;
 }
 
 constexpr hsize_t kChunkElems = 64 * 1024;      // numeric datasets
@@ -109,63 +47,10 @@ constexpr hsize_t kStringChunkElems = 16 * 1024;  // /maps
 // (~32 bytes of reference and heap header per id): fixed-length strings are
 // written ~10x faster, since each vlen string is a separate heap object.
 Handle map_string_type(size_t max_len, size_t total_len, size_t count) {
-  if (max_len > 0 && max_len <= 1024 && max_len * count <= 2 * (total_len + 32 * count)) {
-    Handle t(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(t.get(), max_len);
-    H5Tset_strpad(t.get(), H5T_STR_NULLPAD);
-    H5Tset_cset(t.get(), H5T_CSET_UTF8);
-    return t;
-  }
-  return vlen_string_type();
+  if (max_len > 0 && max_len <= 1024 && max_len * count <= 2 * (total_len + 32 * count))
+    return h5::fixed_string_type(max_len, H5T_STR_NULLPAD, H5T_CSET_UTF8);
+  return h5::vlen_string_type();
 }
-
-// An extendable 1-D chunked dataset, appended to in order.
-class Appender {
- public:
-  Appender() = default;
-  // uncached: no chunk cache, so whole chunks go straight from the caller's
-  // buffer to the file (append whole chunks then, see StoreWriter::Impl::put).
-  Appender(hid_t file, const std::string& path, const char* name, hid_t file_type, hid_t mem_type, hsize_t chunk,
-           bool uncached = false)
-      : path_(path), name_(name), mem_type_(mem_type) {
-    hsize_t dims[1] = {0};
-    hsize_t maxdims[1] = {H5S_UNLIMITED};
-    Handle space(H5Screate_simple(1, dims, maxdims), H5Sclose);
-    Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-    hsize_t chunk_dims[1] = {chunk};
-    STORE_H5(H5Pset_chunk(dcpl.get(), 1, chunk_dims), path_, cat("set the chunking of ", name_));
-    Handle dapl(H5Pcreate(H5P_DATASET_ACCESS), H5Pclose);
-    if (uncached) STORE_H5(H5Pset_chunk_cache(dapl.get(), 0, 0, 1.0), path_, cat("set the chunk cache of ", name_));
-    ds_ = Handle(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, dcpl.get(), dapl.get()), H5Dclose);
-    if (!ds_.valid()) fail_h5(path_, cat("create dataset ", name_), __FILE__, __LINE__);
-  }
-
-  void append(const void* data, hsize_t n) {
-    if (n == 0) return;
-    hsize_t new_size[1] = {size_ + n};
-    STORE_H5(H5Dset_extent(ds_.get(), new_size), path_, cat("extend ", name_));
-    Handle fspace(H5Dget_space(ds_.get()), H5Sclose);
-    hsize_t start[1] = {size_};
-    hsize_t count[1] = {n};
-    STORE_H5(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), path_,
-             cat("select rows of ", name_));
-    Handle mspace(H5Screate_simple(1, count, nullptr), H5Sclose);
-    STORE_H5(H5Dwrite(ds_.get(), mem_type_, mspace.get(), fspace.get(), H5P_DEFAULT, data), path_,
-             cat("write ", name_));
-    size_ += n;
-  }
-
-
-  void close() { ds_.reset(); }
-  hsize_t size() const { return size_; }
-
- private:
-  Handle ds_;
-  std::string path_;
-  std::string name_;
-  hid_t mem_type_ = H5I_INVALID_HID;
-  hsize_t size_ = 0;
-};
 
 // NUL-terminated strings back to back, for the id maps.
 struct StringList {
@@ -188,7 +73,7 @@ struct StringList {
 void write_string_map(hid_t file, const std::string& path, const char* name, const StringList& ids) {
   const size_t n = ids.size();
   Handle type = map_string_type(ids.max_len, ids.bytes.size() - n, n);
-  Appender map(file, path, name, type.get(), type.get(), kStringChunkElems);
+  h5::Appender map(file, path, name, type.get(), type.get(), kStringChunkElems);
   const size_t batch = 1 << 18;
   if (H5Tis_variable_str(type.get()) > 0) {
     std::vector<const char*> ptrs;
@@ -210,55 +95,7 @@ void write_string_map(hid_t file, const std::string& path, const char* name, con
   }
 }
 
-void write_scalar_attr(hid_t loc, const std::string& path, const char* name, hid_t file_type, hid_t mem_type,
-                       const void* value) {
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  if (H5Aexists(loc, name) > 0) H5Adelete(loc, name);
-  Handle attr(H5Acreate2(loc, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (!attr.valid()) fail_h5(path, cat("create attribute ", name), __FILE__, __LINE__);
-  STORE_H5(H5Awrite(attr.get(), mem_type, value), path, cat("write attribute ", name));
-}
-
-void write_string_attr(hid_t loc, const std::string& path, const char* name, const std::string& value) {
-  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type.get(), value.size() + 1);
-  H5Tset_strpad(type.get(), H5T_STR_NULLTERM);
-  write_scalar_attr(loc, path, name, type.get(), type.get(), value.c_str());
-}
-
 }  // namespace
-
-void silence_hdf5_errors() {
-  static const bool once = [] {
-    // Before the library starts: no exit handler, which would flush a file
-    // whose close failed (a full disk) again and crash in it (exit 139 after
-    // pages of HDF5-DIAG). Every file of ours is closed explicitly.
-    H5dont_atexit();
-    return true;
-  }();
-  (void)once;
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-}
-
-std::string hdf5_error_reason() {
-  // The deepest entry of the stack says what failed; a system call's errno
-  // is quoted there as "error message = '...'".
-  std::string deepest;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_DOWNWARD,
-      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
-        if (e->desc && *e->desc) *static_cast<std::string*>(data) = e->desc;
-        return 0;
-      },
-      &deepest);
-  const std::string key = "error message = '";
-  const size_t at = deepest.find(key);
-  if (at != std::string::npos) {
-    const size_t end = deepest.find('\'', at + key.size());
-    return deepest.substr(at + key.size(), end == std::string::npos ? std::string::npos : end - at - key.size());
-  }
-  return deepest.substr(0, 200);
-}
 
 namespace {
 // One id of an item map into its fingerprint.
@@ -291,7 +128,7 @@ struct StoreWriter::Impl {
   bool finished = false;
   ErrorPrintGuard quiet;
   Handle file;
-  Appender offsets, items, timestamps;
+  h5::Appender offsets, items, timestamps;
   int64_t num_users = 0;
   int64_t num_interactions = 0;
   int32_t max_item = 0;
@@ -305,7 +142,7 @@ struct StoreWriter::Impl {
 
   // Appends the whole chunks of `buf` (everything when `all`) and keeps the rest.
   template <typename T>
-  static void put(Appender& a, std::vector<T>& buf, bool all) {
+  static void put(h5::Appender& a, std::vector<T>& buf, bool all) {
     const size_t n = all ? buf.size() : buf.size() / kChunkElems * kChunkElems;
     a.append(buf.data(), n);
     buf.erase(buf.begin(), buf.begin() + n);
@@ -323,7 +160,7 @@ struct StoreWriter::Impl {
     offsets.close();
     items.close();
     timestamps.close();
-    close_file(file);
+    file.close();
     out->discard();
   }
 };
@@ -336,23 +173,15 @@ StoreWriter::StoreWriter(const std::string& path, bool with_timestamps, const st
                                          "nothing was written and an existing file is untouched; free disk space");
   m.tmp_path = m.out->temp_path();
   m.with_timestamps = with_timestamps;
-  m.file = create_file(m.tmp_path);
-  if (!m.file.valid()) {
-    const std::string reason = hdf5_error_reason();
-    m.out->discard();
-    SASREC_FAIL(Io, path, ": cannot create ", m.tmp_path, " (", reason, "); check free disk space and permissions");
-  }
   try {
+    m.file = h5::create_file(m.tmp_path, path);
     hid_t f = m.file.get();
-    for (const char* g : {"users", "interactions", "maps"}) {
-      Handle grp(H5Gcreate2(f, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-      if (!grp.valid()) fail_h5(m.path, cat("create group /", g), __FILE__, __LINE__);
-    }
-    m.offsets = Appender(f, m.path, "/users/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
-    m.items = Appender(f, m.path, "/interactions/item", H5T_STD_I32LE, H5T_NATIVE_INT32, kChunkElems, true);
+    h5::create_groups(f, m.path, {"/users", "/interactions", "/maps"});
+    m.offsets = h5::Appender(f, m.path, "/users/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
+    m.items = h5::Appender(f, m.path, "/interactions/item", H5T_STD_I32LE, H5T_NATIVE_INT32, kChunkElems, true);
     if (with_timestamps)
       m.timestamps =
-          Appender(f, m.path, "/interactions/timestamp", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
+          h5::Appender(f, m.path, "/interactions/timestamp", H5T_STD_I64LE, H5T_NATIVE_INT64, kChunkElems, true);
   } catch (...) {
     m.discard();
     throw;
@@ -363,8 +192,6 @@ StoreWriter::~StoreWriter() {
   if (impl_ && !impl_->finished) impl_->discard();
 }
 
-int64_t StoreWriter::num_users() const { return impl_->num_users; }
-int64_t StoreWriter::num_interactions() const { return impl_->num_interactions; }
 int StoreWriter::stale_temporaries_removed() const { return impl_->out->stale_removed(); }
 
 void StoreWriter::add_user(std::string_view id, const int32_t* items, const int64_t* timestamps, int64_t n) {
@@ -421,21 +248,18 @@ void StoreWriter::finish(int64_t num_items, const std::function<std::string(int6
       }
       write_string_map(f, m.path, "/maps/item_id", ids);
     }
-    write_scalar_attr(f, m.path, kFingerprintAttr, H5T_STD_U64LE, H5T_NATIVE_UINT64, &fingerprint);
-    write_string_attr(f, m.path, "format", kStoreFormat);
-    int32_t version = kStoreVersion;
-    write_scalar_attr(f, m.path, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, &version);
+    h5::write_attr(f, m.path, kFingerprintAttr, fingerprint);
+    h5::write_string_attr(f, m.path, "format", kStoreFormat);
+    h5::write_attr(f, m.path, "version", int32_t{kStoreVersion});
     const std::pair<const char*, int64_t> counts[] = {
         {"num_users", m.num_users}, {"num_items", num_items}, {"num_interactions", m.num_interactions}};
-    for (const auto& [name, value] : counts)
-      write_scalar_attr(f, m.path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
-    for (const auto& [name, value] : m.extra_attrs)
-      write_scalar_attr(f, m.path, name.c_str(), H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+    for (const auto& [name, value] : counts) h5::write_attr(f, m.path, name, value);
+    for (const auto& [name, value] : m.extra_attrs) h5::write_attr(f, m.path, name.c_str(), value);
     m.offsets.close();
     m.items.close();
     m.timestamps.close();
-    STORE_H5(H5Fflush(f, H5F_SCOPE_GLOBAL), m.path, "flush the file");
-    if (!close_file(m.file)) fail_h5(m.path, "close the file", __FILE__, __LINE__);
+    SASREC_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), m.path, "flush the file");
+    if (!m.file.close()) h5::fail(m.path, "close the file", __FILE__, __LINE__);
   } catch (...) {
     m.discard();
     throw;
@@ -498,47 +322,28 @@ struct Reader {
                   "copy was cut short");
   }
 
-  bool exists(const std::string& name) const {
-    // Check each component: H5Lexists fails on a missing intermediate group.
-    size_t pos = 0;
-    while (true) {
-      pos = name.find('/', pos + 1);
-      std::string prefix = name.substr(0, pos);
-      if (H5Lexists(file.get(), prefix.c_str(), H5P_DEFAULT) <= 0) return false;
-      if (pos == std::string::npos) return true;
-    }
+  bool exists(const std::string& name) const { return h5::exists(file.get(), name); }
+
+  // The attribute `name` of the root group, of type class `cls` (and scalar
+  // when `scalar`), or a corrupt-file error.
+  Handle attr(const char* name, H5T_class_t cls, const char* what) const {
+    Handle a = h5::open_attr(file.get(), name);
+    if (!a.valid()) fail_corrupt(path, cat("missing attribute '", name, "'"));
+    if (h5::attr_class(a.get()) != cls || (cls == H5T_INTEGER && h5::attr_elements(a.get()) != 1))
+      fail_corrupt(path, cat("attribute '", name, "' is not ", what));
+    return a;
   }
 
   int64_t int_attr(const char* name) const {
-    if (H5Aexists(file.get(), name) <= 0) fail_corrupt(path, cat("missing attribute '", name, "'"));
-    Handle a(H5Aopen(file.get(), name, H5P_DEFAULT), H5Aclose);
-    Handle t(H5Aget_type(a.get()), H5Tclose);
-    Handle s(H5Aget_space(a.get()), H5Sclose);
-    if (H5Tget_class(t.get()) != H5T_INTEGER || H5Sget_simple_extent_npoints(s.get()) != 1)
-      fail_corrupt(path, cat("attribute '", name, "' is not a scalar integer"));
+    Handle a = attr(name, H5T_INTEGER, "a scalar integer");
     int64_t v = 0;
-    STORE_H5(H5Aread(a.get(), H5T_NATIVE_INT64, &v), path, cat("read attribute ", name));
+    h5::read_attr(a.get(), path, name, H5T_NATIVE_INT64, &v);
     return v;
   }
 
   std::string string_attr(const char* name) const {
-    if (H5Aexists(file.get(), name) <= 0) fail_corrupt(path, cat("missing attribute '", name, "'"));
-    Handle a(H5Aopen(file.get(), name, H5P_DEFAULT), H5Aclose);
-    Handle t(H5Aget_type(a.get()), H5Tclose);
-    if (H5Tget_class(t.get()) != H5T_STRING) fail_corrupt(path, cat("attribute '", name, "' is not a string"));
-    if (H5Tis_variable_str(t.get()) > 0) {
-      Handle mt = vlen_string_type();
-      char* s = nullptr;
-      STORE_H5(H5Aread(a.get(), mt.get(), &s), path, cat("read attribute ", name));
-      std::string out = s ? s : "";
-      H5free_memory(s);
-      return out;
-    }
-    size_t n = H5Tget_size(t.get());
-    std::string buf(n, '\0');
-    STORE_H5(H5Aread(a.get(), t.get(), buf.data()), path, cat("read attribute ", name));
-    buf.resize(std::strlen(buf.c_str()));
-    return buf;
+    Handle a = attr(name, H5T_STRING, "a string");
+    return h5::read_string_attr(a.get(), path, name);
   }
 
   enum class Kind { Int32, Int64, String };
@@ -572,49 +377,13 @@ struct Reader {
     return ds;
   }
 
-  template <typename T>
-  void read_rows(hid_t ds, const char* name, hid_t mem_type, int64_t begin, int64_t count, T* out) const {
+  void read_rows(hid_t ds, const char* name, hid_t mem_type, int64_t begin, int64_t count, void* out) const {
     if (count <= 0) return;
-    Handle fspace(H5Dget_space(ds), H5Sclose);
-    hsize_t start[1] = {static_cast<hsize_t>(begin)};
-    hsize_t n[1] = {static_cast<hsize_t>(count)};
-    STORE_H5(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, n, nullptr), path,
-             cat("select rows of ", name));
-    Handle mspace(H5Screate_simple(1, n, nullptr), H5Sclose);
-    STORE_H5(H5Dread(ds, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out), path, cat("read ", name));
+    h5::read_block(ds, path, name, mem_type, {static_cast<hsize_t>(begin)}, {static_cast<hsize_t>(count)}, out);
   }
 
-  // Reads variable-length or (NUL-padded) fixed-length strings.
   std::vector<std::string> read_strings(hid_t ds, const char* name, int64_t begin, int64_t count) const {
-    std::vector<std::string> out;
-    out.reserve(count);
-    const int64_t batch = 1 << 18;
-    Handle ft(H5Dget_type(ds), H5Tclose);
-    if (H5Tis_variable_str(ft.get()) <= 0) {
-      Handle mt(H5Tcopy(ft.get()), H5Tclose);
-      H5Tset_strpad(mt.get(), H5T_STR_NULLPAD);
-      const size_t w = H5Tget_size(mt.get());
-      std::vector<char> buf;
-      for (int64_t b = begin; b < begin + count; b += batch) {
-        int64_t n = std::min(batch, begin + count - b);
-        buf.assign(n * w, '\0');
-        read_rows(ds, name, mt.get(), b, n, buf.data());
-        for (int64_t k = 0; k < n; ++k) out.emplace_back(buf.data() + k * w, strnlen(buf.data() + k * w, w));
-      }
-      return out;
-    }
-    Handle mt = vlen_string_type();
-    std::vector<char*> ptrs;
-    for (int64_t b = begin; b < begin + count; b += batch) {
-      int64_t n = std::min(batch, begin + count - b);
-      ptrs.assign(n, nullptr);
-      read_rows(ds, name, mt.get(), b, n, ptrs.data());
-      for (char* p : ptrs) out.emplace_back(p ? p : "");
-      hsize_t dims[1] = {static_cast<hsize_t>(n)};
-      Handle mspace(H5Screate_simple(1, dims, nullptr), H5Sclose);
-      H5Dvlen_reclaim(mt.get(), mspace.get(), H5P_DEFAULT, ptrs.data());
-    }
-    return out;
+    return h5::read_strings(ds, path, name, begin, count);
   }
 
   StoreInfo info() const {
@@ -741,22 +510,12 @@ std::vector<std::string> read_item_ids(const std::string& path) {
 uint64_t read_item_map_fingerprint(const std::string& path) {
   Reader r(path);
   r.info();
-  if (H5Aexists(r.file.get(), kFingerprintAttr) > 0) {
-    Handle a(H5Aopen(r.file.get(), kFingerprintAttr, H5P_DEFAULT), H5Aclose);
+  if (Handle a = h5::open_attr(r.file.get(), kFingerprintAttr); a.valid()) {
     uint64_t v = 0;
-    STORE_H5(H5Aread(a.get(), H5T_NATIVE_UINT64, &v), path, cat("read attribute ", kFingerprintAttr));
+    h5::read_attr(a.get(), path, kFingerprintAttr, H5T_NATIVE_UINT64, &v);
     return v;
   }
   return item_map_fingerprint(read_item_ids(path));  // a store written before the attribute
-}
-
-std::vector<std::string> read_user_ids(const std::string& path, UserRange users) {
-  Reader r(path);
-  StoreInfo s = r.info();
-  SASREC_CHECK(users.begin >= 0 && users.begin <= users.end && users.end <= s.num_users, "users [", users.begin,
-               ", ", users.end, ") outside [0, ", s.num_users, ")");
-  Handle ds = r.dataset("/maps/user_id", Reader::Kind::String, s.num_users, "num_users");
-  return r.read_strings(ds.get(), "/maps/user_id", users.begin, users.size());
 }
 
 }  // namespace sasrec

@@ -1,5 +1,7 @@
 // atomic_file.cpp: checked outputs written through a temporary, the
 // signal-time cleanup of temporaries, and folder locks (see atomic_file.h).
+// Owns no file format: the writers (store, export, checkpoints) fill the
+// temporary; this file checks, fsyncs, renames and cleans up.
 #include "sasrec/atomic_file.h"
 
 #include <fcntl.h>

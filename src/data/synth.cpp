@@ -1,6 +1,7 @@
 // synth.cpp: the planted-structure generator (model in synth.h): the model
 // tables, per-user generation with its own RNG stream, the oracle and
-// popularity evaluation, and the csv / h5 / in-memory sinks.
+// popularity evaluation, and the csv / h5 / in-memory sinks. The store's
+// layout is StoreWriter's (store.h), not this file's.
 //
 // Generation runs in fixed-size batches of users (independent of the thread
 // count); threads fill a batch in parallel, the calling thread consumes it in

@@ -1,7 +1,6 @@
 // serve.cpp: recommend and export from a checkpoint (see serve.h).
 #include "sasrec/serve.h"
 
-#include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 #include "sasrec/checkpoint.h"
 #include "sasrec/error.h"
 #include "sasrec/device.h"
+#include "sasrec/h5.h"
 
 namespace sasrec {
 namespace {
@@ -35,72 +35,11 @@ std::string trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
 }
 
-// An HDF5 call of the export file; a failure says which and HDF5's reason
-// ("File too large", "No space left on device"), read before anything else
-// touches HDF5's error stack.
-#define EXPORT_H5(expr, ...)                                                                      \
-  do {                                                                                            \
-    if ((expr) < 0) SASREC_FAIL(Io, "HDF5 failed: ", __VA_ARGS__, " (", hdf5_error_reason(), ")"); \
-  } while (0)
-
-// An HDF5 id closed on scope exit.
-struct H5Id {
-  hid_t id;
-  herr_t (*close)(hid_t);
-  ~H5Id() {
-    if (id >= 0) close(id);
-  }
-};
-
-void write_strings(hid_t file, const char* name, const std::vector<std::string>& values, size_t first) {
-  H5Id type{H5Tcopy(H5T_C_S1), H5Tclose};
-  EXPORT_H5(H5Tset_size(type.id, H5T_VARIABLE), name);
-  EXPORT_H5(H5Tset_cset(type.id, H5T_CSET_UTF8), name);
-  std::vector<const char*> ptrs;
-  for (size_t i = first; i < values.size(); ++i) ptrs.push_back(values[i].c_str());
-  const hsize_t n = ptrs.size();
-  H5Id space{H5Screate_simple(1, &n, nullptr), H5Sclose};
-  H5Id ds{H5Dcreate2(file, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  EXPORT_H5(ds.id, "create ", name);
-  if (n > 0) EXPORT_H5(H5Dwrite(ds.id, type.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), name);
-}
-
-template <typename T>
-void write_attr(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, const T& value) {
-  H5Id space{H5Screate(H5S_SCALAR), H5Sclose};
-  H5Id attr{H5Acreate2(loc, name, file_type, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  EXPORT_H5(attr.id, "create attribute ", name);
-  EXPORT_H5(H5Awrite(attr.id, mem_type, &value), name);
-}
-
-void write_string_attr(hid_t loc, const char* name, const std::string& value) {
-  H5Id type{H5Tcopy(H5T_C_S1), H5Tclose};
-  EXPORT_H5(H5Tset_size(type.id, value.size() + 1), name);
-  H5Id space{H5Screate(H5S_SCALAR), H5Sclose};
-  H5Id attr{H5Acreate2(loc, name, type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-  EXPORT_H5(attr.id, "create attribute ", name);
-  EXPORT_H5(H5Awrite(attr.id, type.id, value.c_str()), name);
-}
-
-// A float32 [rows, cols] dataset, written in row blocks by write_rows.
-hid_t create_matrix(hid_t file, const char* name, hsize_t rows, hsize_t cols) {
-  const hsize_t dims[2] = {rows, cols};
-  H5Id space{H5Screate_simple(2, dims, nullptr), H5Sclose};
-  hid_t ds = H5Dcreate2(file, name, H5T_IEEE_F32LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  EXPORT_H5(ds, "create ", name);
-  return ds;
-}
-
-void write_rows(hid_t ds, hsize_t first, const torch::Tensor& rows) {  // rows [n,D] float32
+// Rows [first, first + n) of the float32 matrix `ds` from `rows` [n,D] (any device, any float dtype).
+void write_rows(hid_t ds, const std::string& path, const char* name, hsize_t first, const torch::Tensor& rows) {
   auto block = rows.to(torch::kCPU, torch::kFloat32).contiguous();
-  const hsize_t count[2] = {static_cast<hsize_t>(block.size(0)), static_cast<hsize_t>(block.size(1))};
-  if (count[0] == 0) return;
-  const hsize_t start[2] = {first, 0};
-  H5Id file_space{H5Dget_space(ds), H5Sclose};
-  EXPORT_H5(H5Sselect_hyperslab(file_space.id, H5S_SELECT_SET, start, nullptr, count, nullptr), "rows");
-  H5Id mem_space{H5Screate_simple(2, count, nullptr), H5Sclose};
-  EXPORT_H5(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem_space.id, file_space.id, H5P_DEFAULT, block.data_ptr<float>()),
-                  "rows");
+  h5::write_block(ds, path, name, H5T_NATIVE_FLOAT, {first, 0},
+                  {static_cast<hsize_t>(block.size(0)), static_cast<hsize_t>(block.size(1))}, block.data_ptr<float>());
 }
 
 std::vector<std::string> read_lines(std::istream& in) {
@@ -345,48 +284,45 @@ void export_embeddings(SASRec& model, const Interactions& data, const std::strin
                " items, store with ", num_items);
   silence_hdf5_errors();
   AtomicOutput out(out_path, "--out", inputs, "nothing was written and an existing file is untouched; free disk space");
-  const std::string& tmp = out.temp_path();
+  const std::string where = "--out " + out_path;  // how failures name the file
   try {
     // Every handle is closed before the rename, the file last; a failure
-    // closes them the same way (H5Id), then `out` removes the temporary.
-    H5Id file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
-    EXPORT_H5(file.id, "create ", tmp);
-    for (const char* g : {"items", "users"}) {
-      H5Id group{H5Gcreate2(file.id, g, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
-      EXPORT_H5(group.id, "create group ", g);
-    }
-    write_string_attr(file.id, "format", kExportFormat);
-    write_attr(file.id, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, kExportVersion);
-    write_attr(file.id, "hidden", H5T_STD_I64LE, H5T_NATIVE_INT64, hidden);
-    write_attr(file.id, "num_items", H5T_STD_I64LE, H5T_NATIVE_INT64, num_items);
-    write_attr(file.id, "num_users", H5T_STD_I64LE, H5T_NATIVE_INT64, num_users);
-    write_string_attr(file.id, "checkpoint", checkpoint);
+    // closes them the same way (h5::Handle), then `out` removes the temporary.
+    h5::Handle file = h5::create_file(out.temp_path(), where);
+    const hid_t f = file.get();
+    h5::create_groups(f, where, {"items", "users"});
+    h5::write_string_attr(f, where, "format", kExportFormat);
+    h5::write_attr(f, where, "version", int32_t{kExportVersion});
+    h5::write_attr(f, where, "hidden", hidden);
+    h5::write_attr(f, where, "num_items", num_items);
+    h5::write_attr(f, where, "num_users", num_users);
+    h5::write_string_attr(f, where, "checkpoint", checkpoint);
 
-    write_strings(file.id, "/items/id", data.item_ids, 1);
+    h5::write_strings(f, where, "/items/id", data.item_ids, 1);
     {
-      H5Id ds{create_matrix(file.id, "/items/vector", num_items, hidden), H5Dclose};
+      const hsize_t rows = num_items, cols = hidden;
+      h5::Handle ds = h5::create_dataset(f, where, "/items/vector", H5T_IEEE_F32LE, {rows, cols});
       torch::NoGradGuard no_grad;
-      write_rows(ds.id, 0, model->item_weight().slice(0, 1, num_items + 1));  // M[1..I]
+      write_rows(ds.get(), where, "/items/vector", 0, model->item_weight().slice(0, 1, num_items + 1));  // M[1..I]
     }
-    write_strings(file.id, "/users/id", data.user_ids, 0);
+    h5::write_strings(f, where, "/users/id", data.user_ids, 0);
     {
-      H5Id ds{create_matrix(file.id, "/users/vector", num_users, hidden), H5Dclose};
+      const hsize_t rows = num_users, cols = hidden;
+      h5::Handle ds = h5::create_dataset(f, where, "/users/vector", H5T_IEEE_F32LE, {rows, cols});
       for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
         std::vector<History> histories;
         for (int64_t u = u0; u < std::min(num_users, u0 + kUsersPerChunk); ++u)
           histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
                                                     data.items.begin() + data.offsets[u + 1]),
                                u});
-        write_rows(ds.id, u0, final_states(model, histories));
+        write_rows(ds.get(), where, "/users/vector", u0, final_states(model, histories));
       }
     }
     // The close flushes: on a full disk this is where the write fails.
-    const hid_t id = std::exchange(file.id, H5I_INVALID_HID);
-    EXPORT_H5(H5Fclose(id), "close the file");
+    if (!file.close()) h5::fail(where, "close the file", __FILE__, __LINE__);
   } catch (const Error& e) {
-    if (e.domain() != ErrorDomain::Io) throw;
-    SASREC_FAIL(Io, "writing --out ", out_path, " failed: ", e.what(),
-                "; nothing was written and an existing file is untouched. Free disk space");
+    if (e.domain() != ErrorDomain::Hdf5) throw;
+    SASREC_FAIL(Io, e.what(), "; nothing was written and an existing file is untouched");
   }
   out.commit();
 }
