@@ -27,6 +27,11 @@ enum class AttentionKernel { Auto, Fused, Sdpa, Tensor };
 // The blocks' arithmetic (runtime.precision): fp32, or bf16 autocast of the
 // blocks with fp32 master weights, final LayerNorm, loss and optimizer.
 enum class Precision { Fp32, Bf16 };
+// How a training step is computed (model.kernels): the same function each way.
+//   fused     explicit forward and backward layers over packed tokens (fused_model.h), CPU float32
+//   autograd  the libtorch module and autograd (model.h), any device and precision
+//   auto      fused where it runs (CPU, fp32, no CUDA graphs, attention auto or fused), else autograd
+enum class Kernels { Auto, Fused, Autograd };
 // How full-catalog scores are ranked (eval.scorer): blocked (CPU: BLAS
 // blocks counted in cache), tensor (chunked tensor ops, the device path;
 // runs on CPU too), auto (blocked on CPU, tensor elsewhere).
@@ -100,6 +105,7 @@ struct ModelConfig {
   bool embedding_norm = false;      // LayerNorm(E + P) in place of sqrt(d) E + P
   Init init = Init::Xavier;         // xavier (normal) | normal(0, init_std), biases 0
   double init_std = 0.02;
+  Kernels kernels = Kernels::Auto;  // how a training step computes (fused | autograd | auto)
 };
 
 struct TrainConfig {
@@ -231,6 +237,7 @@ const char* init_name(Init i);
 const char* loss_name(LossKind l);
 const char* attention_name(AttentionKernel a);
 const char* precision_name(Precision p);
+const char* kernels_name(Kernels k);
 const char* scorer_name(Scorer s);
 const char* split_name(SplitKind s);
 const char* eval_targets_name(EvalTargets t);

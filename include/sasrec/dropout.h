@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "sasrec/dropout_bits.h"
 #include "sasrec/rng.h"
 
 namespace sasrec {
@@ -34,14 +35,6 @@ class DropoutStream {
   uint64_t calls_ = 0;
 };
 
-// Element e of the mask stream `key` is kept when 16 bits of
-// splitmix64(key ^ (e / 4) * golden) (bits 16*(e % 4) on) fall below the
-// threshold: dropout_mask() and the fused attention kernel draw the same way.
-inline uint32_t dropout_threshold(double p) { return static_cast<uint32_t>((1.0 - p) * 65536.0 + 0.5); }
-inline bool dropout_keeps(uint64_t key, int64_t e, uint32_t threshold) {
-  const uint64_t h = splitmix64(key ^ (static_cast<uint64_t>(e / 4) * 0x9E3779B97F4A7C15ull));
-  return ((h >> (16 * (e % 4))) & 0xFFFF) < threshold;
-}
 
 // x * mask / (1 - p) with mask ~ Bernoulli(1 - p); x itself when not training or p == 0.
 torch::Tensor dropout(const torch::Tensor& x, double p, bool training, DropoutStream& stream);

@@ -130,6 +130,8 @@ class SASRecImpl : public torch::nn::Module {
   // `calls`: masks already drawn from this key (resuming inside an epoch).
   void reseed_dropout(uint64_t key, uint64_t calls = 0) { dropout_stream_->reseed(key, calls); }
   uint64_t dropout_calls() const { return dropout_stream_->calls(); }
+  // The mask stream itself: the fused step (fused_model.h) draws from it in this module's order.
+  DropoutStream& dropout_stream() { return *dropout_stream_; }
 
  private:
   SASRecOptions options_;

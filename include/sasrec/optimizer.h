@@ -43,6 +43,12 @@ class FusedAdam : public torch::optim::Adam {
   // `param` one of this optimizer's 2-d parameters, `ids` [U] unique row
   // indices, `grad_rows` [U,d] their gradient. Weight decay applies to those rows.
   void step_rows(const torch::Tensor& param, const torch::Tensor& ids, const torch::Tensor& grad_rows);
+  // Dense Adam on `param` whose gradient is zero but in the rows `ids` [U]
+  // (sorted, unique), which carry `grad_rows` [U,d]: every row's moments and
+  // weights move, with the arithmetic of step() on the dense gradient (the
+  // same floats), without that gradient being written and read (2 x the
+  // table's bytes a step). The item table under train.item_optimizer adam.
+  void step_dense_rows(const torch::Tensor& param, const torch::Tensor& ids, const torch::Tensor& grad_rows);
   // Adam's state for `p`, created (zero moments, step 0) on first use; the
   // one place that knows how libtorch keys it.
   torch::optim::AdamParamState& state_for(const torch::Tensor& p);

@@ -25,8 +25,10 @@ namespace sasrec {
 struct ReduceOutcome {
   int loss_bad_ranks = 0;  // ranks whose loss was not finite
   int stop_ranks = 0;      // ranks asked to stop (SIGTERM / SIGINT)
-  // lazy item rows (ItemOptimizer::LazyAdam): the summed gradient of every
-  // row any rank touched; the table's dense gradient is then undefined.
+  // The item table's gradient as rows, its dense gradient then undefined:
+  // with lazy item rows (ItemOptimizer::LazyAdam) the summed gradient of
+  // every row any rank touched; at world size 1 this rank's rows whenever
+  // the step read M as rows (adam too: FusedAdam::step_dense_rows).
   RowGradient item_rows;
 };
 

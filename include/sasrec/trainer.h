@@ -16,7 +16,10 @@
 // non-finite check (train.on_nonfinite), the same on every rank; (6) the
 // Adam step (the item table dense or lazy), then M[0] re-zeroed. Each phase
 // is timed and the times written with each epoch. With runtime.cuda_graphs
-// (2) and (3) are one replayed graph (step_graph.h).
+// (2) and (3) are one replayed graph (step_graph.h); with model.kernels
+// fused (auto on a CPU float32 run) one call of the explicit step, which
+// sets every gradient without autograd (fused_model.h). At world size 1 the
+// item table's gradient stays rows, which Adam steps without a dense copy.
 //
 // Mode::Evaluate builds only the model and the evaluator: no optimizer, no
 // reducer, and the memory plan of evaluation, so that a checkpoint can be
@@ -35,6 +38,7 @@
 #include "sasrec/config.h"
 #include "sasrec/dataset.h"
 #include "sasrec/evaluator.h"
+#include "sasrec/fused_model.h"
 #include "sasrec/memory_plan.h"
 #include "sasrec/metrics.h"
 #include "sasrec/model.h"
@@ -91,6 +95,9 @@ class Trainer {
   bool has_optimizer() const { return optimizer_ != nullptr; }
   // The popularity proposal's training interactions per item over all ranks, [I+1]; empty: uniform.
   const std::vector<int64_t>& proposal_counts() const { return item_counts_; }
+  // The item table's gradient of the last step, dense [I+1,d]: M's grad() where it is dense, else
+  // made from the rows it came as (the sampled losses at world size 1, lazy_adam); undefined before any step.
+  torch::Tensor item_gradient() const;
 
  private:
   // What fit's phases hand each other.
@@ -158,9 +165,11 @@ class Trainer {
   // Mode::Train only.
   std::vector<int64_t> item_counts_;    // the popularity proposal's counts over all ranks [I+1]; empty: uniform
   std::unique_ptr<Objective> objective_;
+  std::unique_ptr<FusedSASRec> fused_;  // model.kernels: the explicit step (fused_model.h); null: autograd
   std::unique_ptr<FusedAdam> optimizer_;
   std::unique_ptr<Reducer> reducer_;
   bool lazy_item_rows_ = false;         // train.item_optimizer lazy_adam: the item table steps by rows
+  RowGradient last_item_rows_;          // the last step's item-table gradient when it came as rows
   // runtime.cuda_graphs (step_graph.h): the captured steps, the token buckets, sequences per padded batch.
   std::unique_ptr<StepGraph> graph_;
   std::vector<int64_t> graph_buckets_;

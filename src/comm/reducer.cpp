@@ -34,10 +34,9 @@ ReduceOutcome Reducer::reduce(const ItemRows& rows, bool loss_bad, bool stop_req
     mine.values = rows.ids.defined() ? rows.table.grad() : torch::empty({0, table_.size(1)}, table_.options());
   }
   if (world == 1) {
-    if (item_rows_) {
-      if (lazy_) out.item_rows = mine;
-      else set_dense_item_grad(mine);
-    }
+    // Kept as rows: lazy_adam steps them; adam steps every row, the others with a zero gradient
+    // (FusedAdam::step_dense_rows), without M's dense gradient being written and read.
+    if (item_rows_) out.item_rows = mine;
     out.loss_bad_ranks = loss_bad, out.stop_ranks = stop_requested;
     return out;
   }

@@ -128,6 +128,7 @@ SASREC_CHOICE(SampledExclude, {SampledExclude::Sequence, "sequence"}, {SampledEx
 SASREC_CHOICE(AttentionKernel, {AttentionKernel::Auto, "auto"}, {AttentionKernel::Fused, "fused"},
               {AttentionKernel::Sdpa, "sdpa"}, {AttentionKernel::Tensor, "tensor"})
 SASREC_CHOICE(Precision, {Precision::Fp32, "fp32"}, {Precision::Bf16, "bf16"})
+SASREC_CHOICE(Kernels, {Kernels::Auto, "auto"}, {Kernels::Fused, "fused"}, {Kernels::Autograd, "autograd"})
 SASREC_CHOICE(LrSchedule, {LrSchedule::Constant, "constant"}, {LrSchedule::Cosine, "cosine"},
               {LrSchedule::Linear, "linear"})
 SASREC_CHOICE(Scorer, {Scorer::Auto, "auto"}, {Scorer::Blocked, "blocked"}, {Scorer::Tensor, "tensor"})
@@ -254,6 +255,7 @@ const std::vector<Field>& fields() {
       field("model", "embedding_norm", &Config::model, &ModelConfig::embedding_norm),
       field("model", "init", &Config::model, &ModelConfig::init),
       field("model", "init_std", &Config::model, &ModelConfig::init_std),
+      field("model", "kernels", &Config::model, &ModelConfig::kernels),
       field("train", "epochs", &Config::train, &TrainConfig::epochs),
       field("train", "batch_size", &Config::train, &TrainConfig::batch_size),
       field("train", "lr", &Config::train, &TrainConfig::lr),
@@ -407,6 +409,7 @@ const char* init_name(Init i) { return choice_name(i); }
 const char* loss_name(LossKind l) { return choice_name(l); }
 const char* attention_name(AttentionKernel a) { return choice_name(a); }
 const char* precision_name(Precision p) { return choice_name(p); }
+const char* kernels_name(Kernels k) { return choice_name(k); }
 const char* scorer_name(Scorer s) { return choice_name(s); }
 const char* lr_schedule_name(LrSchedule s) { return choice_name(s); }
 const char* split_name(SplitKind s) { return choice_name(s); }
@@ -631,6 +634,19 @@ void validate_runtime(const Config& c, const Require& require) {
           "is fused, the float32 CPU kernel, but runtime.device is cuda: use auto, sdpa or tensor");
   require(c.runtime.attention != AttentionKernel::Fused || c.runtime.precision == Precision::Fp32, "runtime.attention",
           "is fused, a float32 kernel, but runtime.precision is bf16: use auto, sdpa or tensor");
+  // model.kernels fused: the explicit CPU float32 step (fused_model.h); where runtime.device auto
+  // resolves to CUDA, the trainer refuses it too.
+  require(c.model.kernels != Kernels::Fused || c.runtime.device != DeviceKind::Cuda, "model.kernels",
+          "is fused, the CPU float32 step, but runtime.device is cuda: use auto or autograd");
+  require(c.model.kernels != Kernels::Fused || c.runtime.precision == Precision::Fp32, "model.kernels",
+          "is fused, a float32 step, but runtime.precision is bf16: use auto or autograd");
+  require(c.model.kernels != Kernels::Fused || !c.runtime.cuda_graphs, "model.kernels",
+          "is fused, but runtime.cuda_graphs captures the autograd step: use auto or autograd");
+  require(c.model.kernels != Kernels::Fused || c.runtime.attention == AttentionKernel::Auto ||
+              c.runtime.attention == AttentionKernel::Fused,
+          "model.kernels",
+          detail::cat("is fused, which computes attention with its own packed kernel, but runtime.attention is ",
+                      attention_name(c.runtime.attention), ": use runtime.attention auto, or model.kernels autograd"));
   require(c.eval.scorer != Scorer::Blocked || c.runtime.device != DeviceKind::Cuda, "eval.scorer",
           "is blocked, the CPU scorer, but runtime.device is cuda: use auto or tensor");
   require(!c.runtime.cuda_graphs || c.runtime.device != DeviceKind::Cpu, "runtime.cuda_graphs",

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "sasrec/error.h"
+#include "sasrec/fused_layers.h"
 #include "sasrec/torch_compat.h"
 
 namespace sasrec {
@@ -28,16 +29,35 @@ struct AdamCoefficients {
     inv_sqrt_bias2 = static_cast<float>(1 / std::sqrt(bias2));
     keep = static_cast<float>(1 - o.lr() * decoupled);
   }
-  // n elements: weights w, their gradient g, moments m and v.
-  void apply(float* w, const float* g, float* m, float* v, int64_t n) const {
-    for (int64_t i = 0; i < n; ++i) {  // branch-free: vectorizes (no errno from sqrt)
+  // n elements: weights w, their gradient g (null: zero), moments m and v.
+  void apply(float* w, const float* g, float* m, float* v, int64_t n) const;
+  void apply_zero(float* w, float* m, float* v, int64_t n) const { apply(w, nullptr, m, v, n); }
+};
+
+// Branch-free: vectorizes (no errno from sqrt); compiled for AVX2 + FMA too (fused_layers.h).
+SASREC_CLONES void adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, int64_t n) {
+  const float b1 = c.b1, b2 = c.b2, c1 = c.c1, c2 = c.c2, wd = c.wd, eps = c.eps, step_size = c.step_size,
+              inv_sqrt_bias2 = c.inv_sqrt_bias2, keep = c.keep;
+  if (g) {
+    for (int64_t i = 0; i < n; ++i) {
       const float grad = g[i] + wd * w[i];
       m[i] = m[i] * b1 + grad * c1;
       v[i] = v[i] * b2 + grad * grad * c2;
       w[i] = w[i] * keep - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
     }
+    return;
   }
-};
+  for (int64_t i = 0; i < n; ++i) {  // a zero gradient: the same arithmetic with 0.0f for g[i]
+    const float grad = 0.0f + wd * w[i];
+    m[i] = m[i] * b1 + grad * c1;
+    v[i] = v[i] * b2 + grad * grad * c2;
+    w[i] = w[i] * keep - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bias2 + eps);
+  }
+}
+
+void AdamCoefficients::apply(float* w, const float* g, float* m, float* v, int64_t n) const {
+  adam_update(*this, w, g, m, v, n);
+}
 
 bool fused_supported(const torch::Tensor& p) { return p.device().is_cpu() && p.scalar_type() == torch::kFloat32; }
 
@@ -169,6 +189,48 @@ void FusedAdam::step_rows(const torch::Tensor& param, const torch::Tensor& ids, 
     for (int64_t r = begin; r < end; ++r) {
       const int64_t at = id[r] * d;
       adam.apply(w + at, g + r * d, m + at, v + at, d);
+    }
+  });
+}
+
+void FusedAdam::step_dense_rows(const torch::Tensor& param, const torch::Tensor& ids, const torch::Tensor& grad_rows) {
+  SASREC_CHECK(param.dim() == 2 && ids.dim() == 1 && grad_rows.dim() == 2 && grad_rows.size(0) == ids.size(0) &&
+                   grad_rows.size(1) == param.size(1),
+               "FusedAdam::step_dense_rows: param [R,d], ids [U], grad_rows [U,d]");
+  if (!fused_supported(param)) {  // tensor ops (CUDA): every row, with the dense gradient
+    step_rows(param, torch::arange(param.size(0), ids.options()),
+              torch::zeros_like(param).index_copy_(0, ids, grad_rows));
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  const auto& o = options_for(param);
+  SASREC_CHECK(!o.amsgrad(), "FusedAdam does not implement amsgrad");
+  SASREC_CHECK(param.is_contiguous(), "FusedAdam needs contiguous parameters");
+  auto& state = state_for(param);
+  state.step(state.step() + 1);
+  const AdamCoefficients adam(o, state.step(), decoupled_decay(param));
+  const int64_t d = param.size(1), rows = param.size(0), U = ids.size(0);
+  auto grad = grad_rows.contiguous();
+  auto index = ids.to(torch::kInt64).contiguous();
+  const int64_t* id = index.data_ptr<int64_t>();
+  for (int64_t r = 0; r < U; ++r)
+    SASREC_CHECK(id[r] >= 0 && id[r] < rows && (r == 0 || id[r] > id[r - 1]),
+                 "FusedAdam::step_dense_rows: ids must be sorted, unique and in [0, ", rows, ")");
+  const float* g = grad.data_ptr<float>();
+  float* w = param.data_ptr<float>();
+  float* m = state.exp_avg().data_ptr<float>();
+  float* v = state.exp_avg_sq().data_ptr<float>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 15) / d), [&](int64_t begin, int64_t end) {
+    int64_t next = std::lower_bound(id, id + U, begin) - id;  // the first row with a gradient at or after begin
+    int64_t r = begin;
+    while (r < end) {
+      const int64_t stop = next < U ? std::min(end, id[next]) : end;  // rows [r, stop) have no gradient
+      adam.apply_zero(w + r * d, m + r * d, v + r * d, (stop - r) * d);
+      r = stop;
+      if (r < end) {  // row id[next]
+        adam.apply(w + r * d, g + next * d, m + r * d, v + r * d, d);
+        ++r, ++next;
+      }
     }
   });
 }

@@ -32,6 +32,7 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
     reduced = reducer_->reduce(pass.rows, !std::isfinite(pass.loss_sum), stop_requested);
   }
   times_.reduce += since(t);
+  last_item_rows_ = reduced.item_rows;
   out.stop_requested = reduced.stop_ranks > 0;
   // 5. Non-finite loss or gradients: the reduced values are the same on every rank, and so the decision.
   if (const std::string bad = nonfinite(reduced, global_targets); !bad.empty()) {
@@ -82,8 +83,21 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch, int64_t step, int64_
     // of those rows, so the gradient is [U,D], not [I+1,D] (item_rows.h).
     const bool rows = reducer_ && objective_->gathers_item_rows();
     if (rows) pass.rows = gather_item_rows(model_->item_weight(), {&in.packing.items, &in.pos, &in.neg, &in.shared});
+    const torch::Tensor& table = rows ? pass.rows.table : model_->item_weight();
+    if (fused_) {
+      // model.kernels fused: forward, loss and backward in one call, which sets every gradient
+      // (fused_model.h); the hook sees its loss sum, the gradients already computed.
+      const auto r = fused_->forward_backward(in.packing, in.users, table, in.pos, in.neg, in.shared, terms, scale);
+      pass.loss_sum = r.loss_sum;
+      if (hooks_)
+        pass.loss_sum =
+            hooks_->after_forward(comm_.rank(), step, torch::tensor(r.loss_sum, torch::kFloat64)).item<double>();
+      times_.forward += since(t) - r.backward_seconds;
+      times_.backward += r.backward_seconds;
+      return pass;
+    }
     auto features = model_->forward_packed(in.packing, in.users, pass.rows.table);  // [N,D]
-    sum = objective_->loss_sum(features, rows ? pass.rows.table : model_->item_weight(), in, terms);
+    sum = objective_->loss_sum(features, table, in, terms);
     if (hooks_) sum = hooks_->after_forward(comm_.rank(), step, sum);
   }
   times_.forward += since(t);
@@ -114,10 +128,19 @@ void Trainer::apply_update(int64_t step, const ReduceOutcome& reduced) {
   RECORD_USER_SCOPE("phase::step");
   lr_ = scheduled_lr(config_.train, step, schedule_steps_);
   optimizer_->set_lr(lr_);
-  optimizer_->step();  // the item table too unless lazy (its dense gradient is then undefined)
-  if (lazy_item_rows_) optimizer_->step_rows(model_->item_weight(), reduced.item_rows.ids, reduced.item_rows.values);
+  optimizer_->step();  // the item table too when its gradient is dense (else it came as rows: below)
+  if (lazy_item_rows_)
+    optimizer_->step_rows(model_->item_weight(), reduced.item_rows.ids, reduced.item_rows.values);
+  else if (reduced.item_rows.ids.defined() && !model_->item_weight().grad().defined())  // rows only: dense Adam
+    optimizer_->step_dense_rows(model_->item_weight(), reduced.item_rows.ids, reduced.item_rows.values);
   model_->zero_padding();
   times_.step += since(t);
+}
+
+torch::Tensor Trainer::item_gradient() const {
+  const torch::Tensor& table = model_->item_weight();
+  if (table.grad().defined() || !last_item_rows_.ids.defined()) return table.grad();
+  return torch::zeros_like(table).index_copy_(0, last_item_rows_.ids, last_item_rows_.values);
 }
 
 // CPU float32: one pass in which x * 0 turns NaN and +-Inf into NaN and

@@ -173,6 +173,14 @@ void Trainer::build_training() {
   lazy_item_rows_ = item_rows && config_.train.item_optimizer == ItemOptimizer::LazyAdam;  // validate(): never with ce
   reducer_ = std::make_unique<Reducer>(comm_, model_->parameters(), model_->item_weight(), config_.train.exchange,
                                        item_rows, lazy_item_rows_);
+  // model.kernels: the explicit fused step where it runs (fused_model.h), else the module and autograd.
+  const std::string no_fused = fused_unsupported(config_, device_);
+  if (config_.model.kernels == Kernels::Fused && !no_fused.empty())
+    SASREC_FAIL(Config, "model.kernels is fused, but ", no_fused, "; set model.kernels: auto or autograd");
+  if (config_.model.kernels != Kernels::Autograd && no_fused.empty())
+    fused_ = std::make_unique<FusedSASRec>(model_, objective_->kind());
+  else if (config_.model.kernels == Kernels::Auto)
+    log_line(comm_.is_root(), "model.kernels auto: the autograd step, as " + no_fused);
 }
 
 void Trainer::broadcast_parameters() {
