@@ -91,19 +91,30 @@ struct Planner {
   torch::Device device;
   MemoryUse use;
   Sat d = m.hidden, n = m.maxlen, B = t.batch_size;
-  Sat I, rows, N;           // items; table rows (a padding row); tokens of a step, upper bound (all maxlen long)
+  Sat I, rows, N;  // items; table rows (a padding row); tokens of a step, upper bound (all maxlen long)
   std::unique_ptr<Objective> objective;  // the loss's share: rows a step touches, negatives per cell, buffers
   LossMemory loss;
   bool ce = false, dropout = m.dropout > 0;
-  Sat table, rest, U;       // item table and other parameters in bytes, touched rows
+  Sat table, rest, U;  // item table and other parameters in bytes, touched rows
   MemoryPlan plan;
 
   Planner(const Config& c, int64_t items, int64_t users, int64_t interactions, int world, torch::Device dev,
           MemoryUse u)
-      : config(c), num_users_total(users), local_interactions(interactions), world_size(world), device(dev), use(u),
-        I(items), rows(items + 1), N(B * n), objective(Objective::make(c.train, items)),
-        loss(objective->memory(N, d, I)), ce(!objective->gathers_item_rows()), table(rows * d * kFloat),
-        rest(dense_parameter_floats(m, users) * kFloat), U(loss.touched_rows) {}
+      : config(c),
+        num_users_total(users),
+        local_interactions(interactions),
+        world_size(world),
+        device(dev),
+        use(u),
+        I(items),
+        rows(items + 1),
+        N(B * n),
+        objective(Objective::make(c.train, items)),
+        loss(objective->memory(N, d, I)),
+        ce(!objective->gathers_item_rows()),
+        table(rows * d * kFloat),
+        rest(dense_parameter_floats(m, users) * kFloat),
+        U(loss.touched_rows) {}
 
   void add(std::string name, Sat bytes, std::string keys, std::string advice) {
     static const char* const kEvaluation[] = {"item table", "other parameters", "data", "evaluation buffers",
@@ -116,10 +127,12 @@ struct Planner {
 
   void parameters() {
     add("item table", table, "model.hidden, items",
-        "the table (I+1) x d x 4 bytes is replicated on every rank, so more ranks do not shrink it: lower model.hidden");
+        "the table (I+1) x d x 4 bytes is replicated on every rank, so more ranks do not shrink it: lower "
+        "model.hidden");
     add("other parameters", rest,
         m.user_embedding ? "model.hidden, model.blocks, model.user_embedding" : "model.hidden, model.blocks",
-        m.user_embedding ? "model.user_embedding: false drops the U x d user table" : "lower model.hidden or model.blocks");
+        m.user_embedding ? "model.user_embedding: false drops the U x d user table"
+                         : "lower model.hidden or model.blocks");
     add("optimizer state", 2 * (table + rest), "model.hidden, train.item_optimizer",
         "Adam keeps two full-size moments of every parameter (lazy_adam too: it keeps Adam's layout); they are "
         "replicated, so more ranks do not help: lower model.hidden");
@@ -140,7 +153,9 @@ struct Planner {
       return;
     }
     add("item gradient (rows)", U * d * kFloat, loss.row_keys, "lower train.batch_size or train.negatives");
-    if (t.item_optimizer == ItemOptimizer::Adam)
+    // One rank keeps the rows and Adam steps the whole table from them
+    // (reducer.h); several ranks scatter them into a dense gradient.
+    if (t.item_optimizer == ItemOptimizer::Adam && world_size > 1)
       add("item gradient (dense)", table, "train.item_optimizer",
           "train.item_optimizer: adam scatters the rows into a dense (I+1) x d gradient; train.exchange: sparse and "
           "train.item_optimizer: lazy_adam avoid it");
@@ -267,8 +282,8 @@ MemoryBudget memory_budget(const Config& config, torch::Device device) {
   if (config.runtime.memory_mb > 0) return {config.runtime.memory_mb * kMiB, "runtime.memory_mb"};
   const int64_t available = available_memory(device);
   if (available < 0) return {-1, "unknown (set runtime.memory_mb to check the plan)"};
-  return {available, device.is_cpu() ? "the machine's available memory (MemAvailable, cgroup limit)"
-                                     : "the device's free memory"};
+  return {available,
+          device.is_cpu() ? "the machine's available memory (MemAvailable, cgroup limit)" : "the device's free memory"};
 }
 
 std::string format_bytes(int64_t bytes) {
@@ -292,9 +307,9 @@ void check_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget) {
     for (const auto& c : plan.components)
       if (!biggest || c.bytes > biggest->bytes) biggest = &c;
     SASREC_FAIL(Config, "memory plan: this config needs more than 8 EiB per rank (the estimate overflows 64 bits)",
-                biggest ? detail::cat("; the largest part is ", biggest->name, " [", biggest->keys, "]: ",
-                                      biggest->advice)
-                        : std::string(),
+                biggest
+                    ? detail::cat("; the largest part is ", biggest->name, " [", biggest->keys, "]: ", biggest->advice)
+                    : std::string(),
                 ". No machine has that: change these settings");
   }
   if (budget.bytes < 0 || total <= budget.bytes) return;
@@ -337,8 +352,11 @@ std::vector<std::string> format_memory_plan(const MemoryPlan& plan, const Memory
 nlohmann::json memory_plan_event(const MemoryPlan& plan, const MemoryBudget& budget) {
   nlohmann::json components = nlohmann::json::array();
   for (const auto& c : plan.components) components.push_back({{"name", c.name}, {"bytes", c.bytes}, {"keys", c.keys}});
-  return {{"event", "memory_plan"}, {"total_bytes", plan.total()}, {"budget_bytes", budget.bytes},
-          {"budget_source", budget.source}, {"components", components}};
+  return {{"event", "memory_plan"},
+          {"total_bytes", plan.total()},
+          {"budget_bytes", budget.bytes},
+          {"budget_source", budget.source},
+          {"components", components}};
 }
 
 }  // namespace sasrec
