@@ -20,11 +20,11 @@ struct Batch;
 
 // A left-padded batch seq [B,T] with its items packed back to back.
 struct Packing {
-  torch::Tensor items;      // [N] int64 item ids, sequence after sequence, in time order
-  torch::Tensor positions;  // [N] int64 rows of P (counted from the right: the newest item is maxlen-1)
-  torch::Tensor index;      // [N] int64 flat index of each item in the [B,T] batch
-  torch::Tensor sequence;   // [N] int64 batch row of each item
-  torch::Tensor offsets;    // [B+1] int64, CPU: sequence b is rows offsets[b]..offsets[b+1]
+  torch::Tensor items;           // [N] int64 item ids, sequence after sequence, in time order
+  torch::Tensor positions;       // [N] int64 rows of P (counted from the right: the newest item is maxlen-1)
+  torch::Tensor index;           // [N] int64 flat index of each item in the [B,T] batch
+  torch::Tensor sequence;        // [N] int64 batch row of each item
+  torch::Tensor offsets;         // [B+1] int64, CPU: sequence b is rows offsets[b]..offsets[b+1]
   int64_t batch = 0, width = 0;  // B, T
 };
 // Items must be right-aligned (left padding, 0 = padding); T <= maxlen.
@@ -48,6 +48,9 @@ struct StepInputs {
   // The same inputs on `device`: one copy of the staging buffer (without
   // blocking the host when it is pinned), the tensors views of the copy.
   StepInputs to(torch::Device device) const;
+  // The staged tensors, in one fixed order (offsets excluded: host only);
+  // undefined ones included.
+  std::vector<torch::Tensor*> staged_tensors();
 };
 
 // Packs `batch` (maxlen: the model's) and cuts its tensors into one staging

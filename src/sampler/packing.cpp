@@ -8,17 +8,6 @@
 #include "sasrec/sampler.h"
 
 namespace sasrec {
-namespace {
-
-// The staged tensors of `s`, in one fixed order (offsets excluded: host only).
-std::vector<torch::Tensor*> staged_parts(StepInputs& s) {
-  return {&s.packing.items, &s.packing.positions, &s.packing.index, &s.packing.sequence,
-          &s.pos,           &s.neg,               &s.shared,        &s.shared_log_q,
-          &s.users};
-}
-
-}  // namespace
-
 Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
   TORCH_CHECK(seq.dim() == 2 && seq.scalar_type() == torch::kInt64, "seq must be [B,T] int64");
   const int64_t B = seq.size(0), T = seq.size(1);
@@ -28,11 +17,11 @@ Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
   p.width = T;
   auto flat = seq.reshape({-1});
   auto is_item = flat != 0;
-  p.index = is_item.nonzero().squeeze(1);                                      // [N]
-  p.items = flat.index_select(0, p.index);                                     // [N]
-  p.positions = p.index.remainder(T) + (maxlen - T);                           // column t -> P[maxlen - T + t]
-  p.sequence = p.index.div(T, "floor");                                        // [N]
-  auto lengths = is_item.view({B, T}).sum(1).cpu();                            // [B]
+  p.index = is_item.nonzero().squeeze(1);                                             // [N]
+  p.items = flat.index_select(0, p.index);                                            // [N]
+  p.positions = p.index.remainder(T) + (maxlen - T);                                  // column t -> P[maxlen - T + t]
+  p.sequence = p.index.div(T, "floor");                                               // [N]
+  auto lengths = is_item.view({B, T}).sum(1).cpu();                                   // [B]
   p.offsets = torch::cat({torch::zeros({1}, lengths.options()), lengths.cumsum(0)});  // [B+1]
   return p;
 }
@@ -58,7 +47,7 @@ StepInputs stage_inputs(const Batch& batch, int64_t maxlen, bool pin) {
   s.shared_log_q = batch.shared_log_q;
   s.users = batch.users;
   // One buffer, each part at an 8-byte aligned offset.
-  auto parts = staged_parts(s);
+  auto parts = s.staged_tensors();
   int64_t bytes = 0;
   for (auto* t : parts)
     if (t->defined()) bytes += (t->numel() * t->element_size() + 7) / 8 * 8;
@@ -75,12 +64,17 @@ StepInputs stage_inputs(const Batch& batch, int64_t maxlen, bool pin) {
   return s;
 }
 
+std::vector<torch::Tensor*> StepInputs::staged_tensors() {
+  return {&packing.items, &packing.positions, &packing.index, &packing.sequence, &pos, &neg,
+          &shared,        &shared_log_q,      &users};
+}
+
 StepInputs StepInputs::to(torch::Device device) const {
   if (device == staging.device()) return *this;
   StepInputs out = *this;
   out.staging = staging.to(device, /*non_blocking=*/staging.is_pinned());
   const auto* base = static_cast<const uint8_t*>(staging.data_ptr());
-  for (auto* t : staged_parts(out)) {
+  for (auto* t : out.staged_tensors()) {
     if (!t->defined()) continue;
     const int64_t offset = static_cast<const uint8_t*>(t->data_ptr()) - base;
     SASREC_CHECK(offset >= 0 && offset + t->numel() * t->element_size() <= staging.numel(),

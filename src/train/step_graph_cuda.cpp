@@ -17,16 +17,6 @@
 #include "sasrec/step_graph.h"
 
 namespace sasrec {
-namespace {
-
-// Every tensor of `s` (offsets excluded: the CUDA path never reads them).
-std::vector<torch::Tensor*> parts(StepInputs& s) {
-  return {&s.packing.items, &s.packing.positions, &s.packing.index, &s.packing.sequence, &s.pos,
-          &s.neg,           &s.shared,            &s.shared_log_q,  &s.users};
-}
-
-}  // namespace
-
 struct StepGraph::Impl {
   struct Captured {
     std::unique_ptr<at::cuda::CUDAGraph> graph;
@@ -50,7 +40,7 @@ struct StepGraph::Impl {
   Captured& capture(const PaddedInputs& host) {
     Captured c;
     c.inputs = host;
-    for (auto* t : parts(c.inputs.inputs))
+    for (auto* t : c.inputs.inputs.staged_tensors())
       if (t->defined()) *t = t->to(device);
     c.inputs.weight = host.weight.to(device);
     c.scale = torch::ones({}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
@@ -85,7 +75,7 @@ torch::Tensor StepGraph::run(const PaddedInputs& inputs, double scale) {
   Impl::Captured& c = found != impl_->graphs.end() ? found->second : impl_->capture(inputs);
   // New values into the static tensors (shapes are the bucket's), then the replay.
   StepInputs host = inputs.inputs;
-  auto dst = parts(c.inputs.inputs), src = parts(host);
+  auto dst = c.inputs.inputs.staged_tensors(), src = host.staged_tensors();
   for (size_t i = 0; i < dst.size(); ++i)
     if (dst[i]->defined()) dst[i]->copy_(*src[i], /*non_blocking=*/true);
   c.inputs.weight.copy_(inputs.weight, /*non_blocking=*/true);
