@@ -3,8 +3,8 @@
 //
 //   sasrec_ddp CONFIG.yaml [--set section.key=value ...]          train
 //   sasrec_ddp eval CONFIG.yaml --checkpoint PATH [--set ...]     evaluate a checkpoint
-//   sasrec_ddp recommend CONFIG.yaml --checkpoint PATH [--users FILE|--all] [--sequences FILE|-] [--topk K] [--out FILE]
-//   sasrec_ddp export CONFIG.yaml --checkpoint PATH --out FILE.h5   item and user vectors (serve.h)
+//   sasrec_ddp recommend CONFIG.yaml --checkpoint PATH [--users FILE|--all] [--sequences FILE|-] [--topk K] [--out
+//   FILE] sasrec_ddp export CONFIG.yaml --checkpoint PATH --out FILE.h5   item and user vectors (serve.h)
 #include <CLI/CLI.hpp>
 #include <malloc.h>
 #include <unistd.h>
@@ -47,7 +47,8 @@ std::unique_ptr<sasrec::Communicator> make_comm(const sasrec::Config& config) {
   const auto device = sasrec::resolve_device(config.runtime.device, mpi->local_rank());
   if (kind == CommKind::Nccl || (kind == CommKind::Auto && device.is_cuda())) {
     if (!device.is_cuda())
-      SASREC_FAIL(Config, "runtime.comm is nccl but the device is ", device.str(), "; use runtime.device cuda or comm mpi");
+      SASREC_FAIL(Config, "runtime.comm is nccl but the device is ", device.str(),
+                  "; use runtime.device cuda or comm mpi");
     return sasrec::make_nccl_communicator(std::move(mpi), device.index());
   }
   return mpi;
@@ -73,10 +74,10 @@ void set_up_process(sasrec::Config& config) {
 // sasrec_ddp eval's JSON lines on stdout, a sentence on stderr where there is no figure.
 void print_eval(const std::vector<sasrec::EvalResult>& results, const std::string& checkpoint) {
   for (const auto& r : results) {
-    nlohmann::json j{{"event", "eval"}, {"checkpoint", checkpoint}, {"split", r.split},
-                     {"protocol", r.protocol}, {"users", r.metrics.count()},
-                     {"nonfinite_users", r.metrics.nonfinite_users()}, {"seconds", r.seconds},
-                     {"users_per_s", r.users_per_s}};
+    nlohmann::json j{
+        {"event", "eval"},        {"checkpoint", checkpoint},    {"split", r.split},
+        {"protocol", r.protocol}, {"users", r.metrics.count()},  {"nonfinite_users", r.metrics.nonfinite_users()},
+        {"seconds", r.seconds},   {"users_per_s", r.users_per_s}};
     for (const auto& [k, v] : r.metrics.means()) j[k] = v;  // none when no user was evaluated
     std::cout << j.dump() << std::endl;
     if (r.metrics.count() == 0)

@@ -41,7 +41,9 @@ class Dump {
     std::ofstream out(dir_ / file, std::ios::binary);
     out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.numel() * c.element_size()));
     if (!out) throw std::runtime_error("writing " + (dir_ / file).string() + " failed");
-    const char* dtype = c.scalar_type() == torch::kFloat32 ? "float32" : c.scalar_type() == torch::kInt64 ? "int64" : "";
+    const char* dtype = c.scalar_type() == torch::kFloat32 ? "float32"
+                        : c.scalar_type() == torch::kInt64 ? "int64"
+                                                           : "";
     if (!*dtype) throw std::runtime_error(name + ": only float32 and int64 are dumped");
     manifest_["tensors"][name] = {{"file", file}, {"dtype", dtype}, {"shape", c.sizes().vec()}};
   }
@@ -143,9 +145,9 @@ int main(int argc, char** argv) {
     model->zero_padding();
     for (const auto& p : model->named_parameters()) dump.add("after/" + p.key(), p.value());
 
-    dump.manifest()["config"] = {{"norm", norm}, {"hidden", hidden}, {"heads", heads}, {"blocks", blocks},
-                                 {"maxlen", maxlen}, {"items", items}, {"batch", batch}, {"padded", padded},
-                                 {"lr", train.lr}, {"beta1", train.beta1}, {"beta2", train.beta2}};
+    dump.manifest()["config"] = {{"norm", norm},     {"hidden", hidden},     {"heads", heads},      {"blocks", blocks},
+                                 {"maxlen", maxlen}, {"items", items},       {"batch", batch},      {"padded", padded},
+                                 {"lr", train.lr},   {"beta1", train.beta1}, {"beta2", train.beta2}};
     dump.manifest()["loss"] = loss.item<double>();
     dump.manifest()["targets"] = targets;
     dump.finish();

@@ -90,12 +90,13 @@ TEST(Cli, PlotMakesAPng) {
   if (run("command -v gnuplot && command -v jq").exit_code != 0) GTEST_SKIP() << "gnuplot or jq not installed";
   test::TempDir dir;
   std::filesystem::create_directories(dir.path() / "run-a");
-  test::write_text(dir.file("run-a/metrics.jsonl"),
-                   "{\"event\":\"start\",\"world_size\":1}\n"
-                   "{\"event\":\"train_epoch\",\"epoch\":1,\"loss\":0.9}\n"
-                   "{\"event\":\"train_epoch\",\"epoch\":2,\"loss\":0.7}\n"
-                   "{\"event\":\"eval\",\"epoch\":2,\"split\":\"valid\",\"protocol\":\"full\",\"hr@10\":0.05,\"ndcg@10\":0.03}\n"
-                   "{\"event\":\"eval\",\"epoch\":2,\"split\":\"test\",\"protocol\":\"full\",\"hr@10\":0.04,\"ndcg@10\":0.02}\n");
+  test::write_text(
+      dir.file("run-a/metrics.jsonl"),
+      "{\"event\":\"start\",\"world_size\":1}\n"
+      "{\"event\":\"train_epoch\",\"epoch\":1,\"loss\":0.9}\n"
+      "{\"event\":\"train_epoch\",\"epoch\":2,\"loss\":0.7}\n"
+      "{\"event\":\"eval\",\"epoch\":2,\"split\":\"valid\",\"protocol\":\"full\",\"hr@10\":0.05,\"ndcg@10\":0.03}\n"
+      "{\"event\":\"eval\",\"epoch\":2,\"split\":\"test\",\"protocol\":\"full\",\"hr@10\":0.04,\"ndcg@10\":0.02}\n");
   test::write_text(dir.file("b.jsonl"), "{\"event\":\"train_epoch\",\"epoch\":1,\"loss\":0.8}\n");
   const std::string png = dir.file("curves.png");
   const auto r = run("bash " + std::string(SASREC_SOURCE_DIR) + "/tools/plot_metrics.sh " + png + " " +
@@ -107,7 +108,9 @@ TEST(Cli, PlotMakesAPng) {
   // Not a metrics file: a clear failure, not an empty picture.
   test::write_text(dir.file("bad.jsonl"), "not json\n");
   EXPECT_NE(run("bash " + std::string(SASREC_SOURCE_DIR) + "/tools/plot_metrics.sh " + dir.file("x.png") + " " +
-                dir.file("bad.jsonl")).exit_code, 0);
+                dir.file("bad.jsonl"))
+                .exit_code,
+            0);
 }
 
 }  // namespace

@@ -124,7 +124,8 @@ TEST_P(Collectives, AllgatherOfScalarsAndLargeRows) {
   int64_t wrong = count_wrong(got, want);
   auto wide = torch::full({2, 40}, static_cast<double>(c.rank()), torch::kFloat64);
   std::vector<torch::Tensor> parts;
-  for (int r = 0; r < c.world_size(); ++r) parts.push_back(torch::full({2, 40}, static_cast<double>(r), torch::kFloat64));
+  for (int r = 0; r < c.world_size(); ++r)
+    parts.push_back(torch::full({2, 40}, static_cast<double>(r), torch::kFloat64));
   wrong += count_wrong(c.allgather(wide), torch::cat(parts));
   EXPECT_EQ(agree(c, wrong), 0);
 }

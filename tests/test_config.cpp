@@ -64,8 +64,7 @@ TEST(Config, WrongTypesNameTheKey) {
   EXPECT_NE(error_of([] { parse_config("eval:\n  ks: 10\n", "r"); }).find("eval.ks"), std::string::npos);
   EXPECT_NE(error_of([] { parse_config("model:\n  activation: swish\n", "r"); }).find("model.activation"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_config("model:\n  init: kaiming\n", "r"); }).find("xavier, normal"),
-            std::string::npos);
+  EXPECT_NE(error_of([] { parse_config("model:\n  init: kaiming\n", "r"); }).find("xavier, normal"), std::string::npos);
   EXPECT_NE(error_of([] { parse_config("train: [1]\n", "r"); }).find("section 'train'"), std::string::npos);
   EXPECT_NE(error_of([] { parse_config("", "r", {"train.epochs"}); }).find("section.key=value"), std::string::npos);
 }
@@ -190,13 +189,13 @@ TEST(Config, TimeSplitCutoffs) {
   check({"data.split=time", "data.valid_from=300", "data.test_from=200"}, "data.valid_from");
   check({"data.valid_from=q0.8"}, "data.valid_from");  // leave_one_out has no cutoffs
   check({"data.refit=true", "eval.patience=3"}, "eval.patience");
-  Config refit = parse_config("", "r", {"data.path=" + data, "data.split=time", "data.test_from=q0.9", "data.refit=true"});
+  Config refit =
+      parse_config("", "r", {"data.path=" + data, "data.split=time", "data.test_from=q0.9", "data.refit=true"});
   EXPECT_NO_THROW(refit.validate());  // refit needs no valid period
 }
 
 TEST(Config, SetErrorsAreAttributedToTheSetNotToTheFile) {
-  const std::string msg =
-      error_of([] { parse_config("train:\n  epochs: 3\n", "run.yaml", {"train.epochs=abc"}); });
+  const std::string msg = error_of([] { parse_config("train:\n  epochs: 3\n", "run.yaml", {"train.epochs=abc"}); });
   EXPECT_EQ(msg.rfind("--set 'train.epochs=abc': key 'train.epochs' must be an integer", 0), 0u) << msg;
   EXPECT_EQ(msg.find("run.yaml"), std::string::npos) << msg;
   const std::string unknown = error_of([] { parse_config("", "run.yaml", {"train.epoch=3"}); });
@@ -245,15 +244,17 @@ TEST(Config, MaxlenIsBoundedAndOverwriteExcludesResume) {
             std::string::npos);
   Config edge = parse_config("", "r", {"data.path=" + data, "model.maxlen=65536"});
   EXPECT_NO_THROW(edge.validate());
-  Config both = parse_config("", "r", {"data.path=" + data, "checkpoint.dir=" + dir.file("c"),
-                                       "checkpoint.overwrite=true", "checkpoint.resume=auto"});
+  Config both = parse_config(
+      "", "r",
+      {"data.path=" + data, "checkpoint.dir=" + dir.file("c"), "checkpoint.overwrite=true", "checkpoint.resume=auto"});
   EXPECT_NE(error_of([&] { both.validate(); }).find("checkpoint.overwrite"), std::string::npos);
   Config file_dir = parse_config("", "r", {"data.path=" + data, "checkpoint.dir=" + data});
   EXPECT_NE(error_of([&] { file_dir.validate(); }).find("which is not a folder"), std::string::npos);
 }
 
 TEST(Config, LearningRateScheduleAndWeightDecayKeys) {
-  Config c = parse_config("train:\n  lr_schedule: cosine\n  warmup_steps: 100\n  min_lr: 1e-5\n  weight_decay: 0.1\n", "r");
+  Config c =
+      parse_config("train:\n  lr_schedule: cosine\n  warmup_steps: 100\n  min_lr: 1e-5\n  weight_decay: 0.1\n", "r");
   EXPECT_EQ(c.train.lr_schedule, LrSchedule::Cosine);
   EXPECT_EQ(c.train.warmup_steps, 100);
   EXPECT_DOUBLE_EQ(c.train.min_lr, 1e-5);
@@ -264,10 +265,10 @@ TEST(Config, LearningRateScheduleAndWeightDecayKeys) {
   test::TempDir dir;
   const std::string data = dir.file("d.h5");
   test::write_text(data, "x");
-  for (const auto& [set, key] : std::vector<std::pair<std::string, std::string>>{
-           {"train.weight_decay=-0.1", "train.weight_decay"},
-           {"train.warmup_steps=-1", "train.warmup_steps"},
-           {"train.min_lr=0.01", "train.min_lr"}}) {
+  for (const auto& [set, key] :
+       std::vector<std::pair<std::string, std::string>>{{"train.weight_decay=-0.1", "train.weight_decay"},
+                                                        {"train.warmup_steps=-1", "train.warmup_steps"},
+                                                        {"train.min_lr=0.01", "train.min_lr"}}) {
     Config bad = parse_config("", "r", {"data.path=" + data, set});
     const std::string msg = error_of([&] { bad.validate(); });
     EXPECT_NE(msg.find(key), std::string::npos) << set << " -> " << msg;

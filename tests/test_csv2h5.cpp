@@ -42,7 +42,10 @@ std::string quote(const std::string& s) {
 TEST(Csv2h5, CsvRoundTripShuffledWithStringIdsAndTimes) {
   TempDir dir;
   std::mt19937 rng(11);
-  struct Row { std::string user, item; int64_t time; };
+  struct Row {
+    std::string user, item;
+    int64_t time;
+  };
   std::vector<Row> rows;
   for (int u = 0; u < 300; ++u) {
     std::string user = (u % 7 == 0) ? "user, \"" + std::to_string(u) + "\"" : "U-" + std::to_string(u * 31);
@@ -118,12 +121,12 @@ TEST(Csv2h5, FastPathEdgeCasesAndMapTypes) {
   const std::string in = dir.file("in.csv"), out = dir.file("out.h5");
   const std::string id24(24, 'a'), id25(25, 'a'), id23(23, 'a'), huge(2000, 'h');
   std::string text = "user_id,item_id,timestamp\r\n";
-  text += id24 + ",x,1700000000000\r\n";            // ms times: wider than int32 offsets
-  text += "\"" + id25 + "\",\"x,y\",5\n";          // quoted, with the delimiter inside
-  text += "\n";                                       // blank line
-  text += " " + id23 + "\t,  y , -3\n";              // padded fields, negative time
-  text += id24 + ",\"z\"\"q\",2\r\n";              // escaped quote
-  text += id25 + "," + huge + ",7";                   // no final newline
+  text += id24 + ",x,1700000000000\r\n";   // ms times: wider than int32 offsets
+  text += "\"" + id25 + "\",\"x,y\",5\n";  // quoted, with the delimiter inside
+  text += "\n";                            // blank line
+  text += " " + id23 + "\t,  y , -3\n";    // padded fields, negative time
+  text += id24 + ",\"z\"\"q\",2\r\n";      // escaped quote
+  text += id25 + "," + huge + ",7";        // no final newline
   test::write_text(in, text);
   auto res = test::run(csv2h5(in + " " + out));
   ASSERT_EQ(res.exit_code, 0) << res.output;
@@ -193,8 +196,8 @@ TEST(Csv2h5, TimeFormats) {
   EXPECT_EQ(t, 1583020800 - 86400);  // 2020-03-01 00:00 UTC is 1583020800
   ASSERT_TRUE(parse("2000-02-29"));  // divisible by 400: a leap year
   EXPECT_EQ(t, 951782400);
-  for (const char* bad : {"2019-02-29", "2020-02-30", "2100-02-29", "2020-04-31", "2020-06-31", "2020-01-32",
-                          "2020-11-31 10:00:00"})
+  for (const char* bad :
+       {"2019-02-29", "2020-02-30", "2100-02-29", "2020-04-31", "2020-06-31", "2020-01-32", "2020-11-31 10:00:00"})
     EXPECT_FALSE(parse(bad)) << bad;
   for (const char* good : {"2020-01-31", "2020-04-30", "2020-12-31", "2019-02-28"}) EXPECT_TRUE(parse(good)) << good;
 
@@ -212,7 +215,8 @@ TEST(Csv2h5, NamedColumnsAndDelimiter) {
   TempDir dir;
   const std::string in = dir.file("in.txt"), out = dir.file("out.h5");
   test::write_text(in, "who|what|when\nx|1|2\nx|2|1\n");
-  auto res = test::run(csv2h5(in + " " + out + " --format csv --delimiter '|' --user-col who --item-col what --time-col when"));
+  auto res = test::run(
+      csv2h5(in + " " + out + " --format csv --delimiter '|' --user-col who --item-col what --time-col when"));
   ASSERT_EQ(res.exit_code, 0) << res.output;
   EXPECT_EQ(sequences_of(read_store(out)), (Seqs{{"x", {"2", "1"}}}));
 }
@@ -280,8 +284,8 @@ TEST(Csv2h5, FormatDetection) {
   EXPECT_EQ(detect("user\titem\n1\t2\n"), InputFormat::Csv);
   EXPECT_EQ(detect("\n1 2\n3 4\n"), InputFormat::Pairs);
   EXPECT_EQ(detect("1 2 3\n3 4\n"), InputFormat::Seq);
-  EXPECT_THROW(detect("1,2\n3,4\n"), Error);            // comma-separated without a header
-  EXPECT_THROW(detect("1\t2\t3\n4\t5\t6\n"), Error);    // a headerless table
+  EXPECT_THROW(detect("1,2\n3,4\n"), Error);          // comma-separated without a header
+  EXPECT_THROW(detect("1\t2\t3\n4\t5\t6\n"), Error);  // a headerless table
 }
 
 TEST(Csv2h5, HelpAndVersion) {
@@ -361,8 +365,9 @@ TEST(Csv2h5, ManyShortQuotedFieldsOnOneLine) {
   // seen under AddressSanitizer: bash tools/dev.sh sanitize).
   TempDir dir;
   const std::string in = dir.file("in.csv"), out = dir.file("out.h5");
-  test::write_text(in, "\"x1\",\"user_id\",\"x2\",\"item_id\",\"x3\",\"timestamp\"\n"
-                       "\"a\",\"u1\",\"b\",\"i1\",\"c\",\"5\"\n\"a\",\"u1\",\"b\",\"i2\",\"c\",\"3\"\n");
+  test::write_text(in,
+                   "\"x1\",\"user_id\",\"x2\",\"item_id\",\"x3\",\"timestamp\"\n"
+                   "\"a\",\"u1\",\"b\",\"i1\",\"c\",\"5\"\n\"a\",\"u1\",\"b\",\"i2\",\"c\",\"3\"\n");
   auto res = test::run(csv2h5(in + " " + out));
   ASSERT_EQ(res.exit_code, 0) << res.output;
   Interactions d = read_store(out);
@@ -389,7 +394,6 @@ TEST(Csv2h5, BadPaths) {
   res = test::run(csv2h5(dir.path().string() + " " + out));
   EXPECT_EQ(res.exit_code, 2);
   EXPECT_NE(res.output.find("is a directory"), std::string::npos) << res.output;
-
 }
 
 // The input is read once, as a stream: the same store from a file, standard
@@ -469,7 +473,8 @@ TEST(Csv2h5, SignalsRemoveTheTemporaryAndTheNextRunRemovesAKilledOnes) {
   // through the same AtomicOutput; stop it once the temporary is there.
   const std::string big = dir.file("big.csv");
   res = test::run("(" + std::string(SASREC_SYNTH) + " --users 3000000 --threads 1 --format csv --out " + big +
-                  " & pid=$!; for i in $(seq 200); do [ -e " + big + ".tmp-$pid ] && break; sleep 0.05; done; "
+                  " & pid=$!; for i in $(seq 200); do [ -e " + big +
+                  ".tmp-$pid ] && break; sleep 0.05; done; "
                   "sleep 0.2; kill -INT $pid; wait $pid)");
   EXPECT_EQ(res.exit_code, kExitInterrupted) << res.output;
   EXPECT_NE(res.output.find("sasrec_synth: interrupted by SIGINT; nothing was written, no unfinished output is left"),
@@ -519,10 +524,10 @@ TEST(Csv2h5, CommentsDuplicateColumnsAndInvalidUtf8) {
   for (int k = 0; k < 20; ++k) text += "u" + std::to_string(k) + ",caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x8e\xb5\n";
   test::write_text(dir.file("ok.csv"), text);
   EXPECT_EQ(test::run(csv2h5(dir.file("ok.csv") + " " + dir.file("ok.h5"))).exit_code, 0);
-  for (const auto& [bytes, at] : std::vector<std::pair<std::string, std::string>>{
-           {"caf\xe9", "'caf\\xE9' is not valid UTF-8 (byte 4)"},
-           {"\xc0\xaf", "(byte 1)"},
-           {"x\xed\xa0\x80", "(byte 2)"}}) {
+  for (const auto& [bytes, at] :
+       std::vector<std::pair<std::string, std::string>>{{"caf\xe9", "'caf\\xE9' is not valid UTF-8 (byte 4)"},
+                                                        {"\xc0\xaf", "(byte 1)"},
+                                                        {"x\xed\xa0\x80", "(byte 2)"}}) {
     test::write_text(dir.file("bad.csv"), text + "u1,i1\nu2," + bytes + "\n");
     res = test::run(csv2h5(dir.file("bad.csv") + " " + dir.file("bad.h5")));
     EXPECT_EQ(res.exit_code, 2) << res.output;

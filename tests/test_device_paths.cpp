@@ -49,9 +49,9 @@ void copy_parameters(SASRec& from, SASRec& to) {
 
 // A left-padded batch with lengths 8, 5, 1, 3 (one row with a single item).
 torch::Tensor batch_seq() {
-  return torch::tensor({{3, 9, 14, 2, 7, 30, 11, 5}, {0, 0, 0, 4, 8, 15, 16, 23}, {0, 0, 0, 0, 0, 0, 0, 39},
-                        {0, 0, 0, 0, 0, 12, 1, 6}},
-                       torch::kInt64);
+  return torch::tensor(
+      {{3, 9, 14, 2, 7, 30, 11, 5}, {0, 0, 0, 4, 8, 15, 16, 23}, {0, 0, 0, 0, 0, 0, 0, 39}, {0, 0, 0, 0, 0, 12, 1, 6}},
+      torch::kInt64);
 }
 
 double rel(const torch::Tensor& a, const torch::Tensor& b) {
@@ -89,8 +89,8 @@ TEST_P(Kernels, TensorAndSdpaEqualTheFusedKernel) {
     for (size_t i = 0; i < grads.size(); ++i)
       EXPECT_LT(rel(grads[i], want_grads[i]), 1e-5) << attention_name(kernel) << " " << m->named_parameters()[i].key();
   }
-  if (!compat::kHasSdpa) std::printf("[   NOTE   ] libtorch %s has no SDPA: sdpa compared in the CUDA build\n",
-                                     compat::torch_version());
+  if (!compat::kHasSdpa)
+    std::printf("[   NOTE   ] libtorch %s has no SDPA: sdpa compared in the CUDA build\n", compat::torch_version());
 }
 
 INSTANTIATE_TEST_SUITE_P(Norms, Kernels, ::testing::Values(Norm::Pre, Norm::Post, Norm::Paper));

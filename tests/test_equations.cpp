@@ -39,7 +39,8 @@ void set_tables(SASRec& model) {
   auto p = model->named_parameters()["position.weight"];
   for (int64_t i = 0; i < m.size(0); ++i) m[i].copy_(torch::tensor({0.1f, 0.2f, 0.3f, 0.4f}) * static_cast<float>(i));
   for (int64_t t = 0; t < p.size(0); ++t)
-    p[t].copy_(torch::tensor({1.0f, 1.0f, 1.0f, 1.0f}) + torch::tensor({0.0f, 0.5f, 0.0f, -0.5f}) * static_cast<float>(t));
+    p[t].copy_(torch::tensor({1.0f, 1.0f, 1.0f, 1.0f}) +
+               torch::tensor({0.0f, 0.5f, 0.0f, -0.5f}) * static_cast<float>(t));
 }
 
 }  // namespace
@@ -175,11 +176,11 @@ TEST(Equations, BceIsTheMeanOverTheTargetsOfTheStep) {
   // Both ways of computing a step (model.kernels): the same equation.
   for (const std::string kernels : {"autograd", "fused"}) {
     SCOPED_TRACE("model.kernels " + kernels);
-    Config c = parse_config("", "test", {"data.path=" + store, "model.hidden=8", "model.heads=1", "model.maxlen=8",
-                                         "model.dropout=0", "train.batch_size=64", "train.epochs=1",
-                                         "train.max_steps=1", "train.threads=1", "eval.every=0",
-                                         "eval.protocols=[full]", "model.kernels=" + kernels, "output.progress=off",
-                                         "output.metrics=" + dir.file("m-" + kernels + ".jsonl")});
+    Config c = parse_config("", "test",
+                            {"data.path=" + store, "model.hidden=8", "model.heads=1", "model.maxlen=8",
+                             "model.dropout=0", "train.batch_size=64", "train.epochs=1", "train.max_steps=1",
+                             "train.threads=1", "eval.every=0", "eval.protocols=[full]", "model.kernels=" + kernels,
+                             "output.progress=off", "output.metrics=" + dir.file("m-" + kernels + ".jsonl")});
     c.validate();
     auto comm = make_single_communicator();
     Trainer trained(c, *comm), initial(c, *comm);  // same seed: the same initial parameters
@@ -213,8 +214,8 @@ TEST(Equations, BceIsTheMeanOverTheTargetsOfTheStep) {
       // M's gradient arrives as the rows the step touched at one rank (reducer.h): item_gradient() scatters them.
       const auto g = p.key() == "item.weight" ? trained.item_gradient() : got[p.key()].grad();
       ASSERT_TRUE(g.defined()) << p.key();
-      EXPECT_TRUE(torch::allclose(g, p.value().grad(), 1e-4, 1e-7)) << p.key() << " max diff "
-                                                                    << (g - p.value().grad()).abs().max();
+      EXPECT_TRUE(torch::allclose(g, p.value().grad(), 1e-4, 1e-7))
+          << p.key() << " max diff " << (g - p.value().grad()).abs().max();
     }
     std::ifstream metrics(dir.file("m-" + kernels + ".jsonl"));
     std::string line;

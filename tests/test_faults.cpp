@@ -35,11 +35,11 @@ class FaultTest : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
 
   static Config config(const std::string& run, int epochs = 3) {
-    Config c = parse_config("", "test", {"data.path=" + data_, "model.hidden=16", "model.maxlen=10",
-                                         "model.dropout=0.3", "train.batch_size=64", "train.threads=1",
-                                         "eval.every=0", "eval.protocols=[full]", "eval.max_users=100",
-                                         "train.seed=9", "checkpoint.dir=" + dir_->file("ckpt_" + run),
-                                         "output.metrics=" + dir_->file(run + ".jsonl")});
+    Config c = parse_config(
+        "", "test",
+        {"data.path=" + data_, "model.hidden=16", "model.maxlen=10", "model.dropout=0.3", "train.batch_size=64",
+         "train.threads=1", "eval.every=0", "eval.protocols=[full]", "eval.max_users=100", "train.seed=9",
+         "checkpoint.dir=" + dir_->file("ckpt_" + run), "output.metrics=" + dir_->file(run + ".jsonl")});
     c.train.epochs = epochs;
     c.validate();
     return c;
@@ -84,10 +84,14 @@ class FaultTest : public ::testing::Test {
   }
   static std::string cli_config(const std::string& run, const std::string& extra = "") {
     const std::string path = dir_->file(run + ".yaml");
-    test::write_text(path, "data:\n  path: " + data_ + "\nmodel:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n"
-                           "  batch_size: 64\n  threads: 1\n" + extra + "eval:\n  every: 0\n  max_users: 100\n"
-                           "checkpoint:\n  dir: " + dir_->file("ckpt_" + run) + "\n  keep: 5\noutput:\n  metrics: " +
-                           dir_->file(run + ".jsonl") + "\n");
+    test::write_text(path, "data:\n  path: " + data_ +
+                               "\nmodel:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n"
+                               "  batch_size: 64\n  threads: 1\n" +
+                               extra +
+                               "eval:\n  every: 0\n  max_users: 100\n"
+                               "checkpoint:\n  dir: " +
+                               dir_->file("ckpt_" + run) +
+                               "\n  keep: 5\noutput:\n  metrics: " + dir_->file(run + ".jsonl") + "\n");
     return path;
   }
 
@@ -161,8 +165,8 @@ TEST_F(FaultTest, CheckpointOfAnotherCatalogIsRefusedSayingSo) {
     FAIL() << "a checkpoint of another catalog loaded";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    const std::string expected = sasrec::detail::cat("catalog of ", read_store_info(data_).num_items, " items, this data has ",
-                                             read_store_info(other).num_items);
+    const std::string expected = sasrec::detail::cat("catalog of ", read_store_info(data_).num_items,
+                                                     " items, this data has ", read_store_info(other).num_items);
     EXPECT_NE(msg.find(expected), std::string::npos) << msg;
   }
   EXPECT_TRUE(torch::equal(before, t.model()->item_weight())) << "a refused checkpoint changed the model";
@@ -248,8 +252,9 @@ TEST_F(FaultTest, NonFiniteLossStopPolicyEndsTheRunKeepingTheLastCheckpoint) {
   const int64_t step = spe() + 7;
   auto r = test::run("SASREC_INJECT_FAULT=" + at(step, "nan") + " " + std::string(SASREC_TRAINER) + " " + cfg);
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find(sasrec::detail::cat("[rank 0] error: step ", step, " (epoch 2, batch 6): the loss is not finite")),
-            std::string::npos)
+  EXPECT_NE(
+      r.output.find(sasrec::detail::cat("[rank 0] error: step ", step, " (epoch 2, batch 6): the loss is not finite")),
+      std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("train.on_nonfinite: skip"), std::string::npos) << r.output;
   CheckpointDir dir(dir_->file("ckpt_nanstop"), 5);
@@ -261,7 +266,8 @@ TEST_F(FaultTest, NonFiniteLossStopPolicyEndsTheRunKeepingTheLastCheckpoint) {
 TEST_F(FaultTest, KilledWhileWritingACheckpointKeepsThePreviousOne) {
   const std::string cfg = cli_config("ckptkill", "");
   // A step of epoch 2: the kill hits epoch 2's checkpoint half-written.
-  auto r = test::run("SASREC_INJECT_FAULT=" + at(spe() + 1, "ckpt_kill") + " " + std::string(SASREC_TRAINER) + " " + cfg);
+  auto r =
+      test::run("SASREC_INJECT_FAULT=" + at(spe() + 1, "ckpt_kill") + " " + std::string(SASREC_TRAINER) + " " + cfg);
   EXPECT_EQ(r.exit_code, 128 + SIGKILL) << r.output;
   CheckpointDir dir(dir_->file("ckpt_ckptkill"), 5);
   ASSERT_EQ(dir.list().size(), 1u);
@@ -280,7 +286,8 @@ TEST_F(FaultTest, KilledWhileWritingACheckpointKeepsThePreviousOne) {
 
 TEST_F(FaultTest, DiskFullOnCheckpointIsAClearErrorAndKeepsThePreviousOne) {
   const std::string cfg = cli_config("enospc");
-  auto r = test::run("SASREC_INJECT_FAULT=" + at(spe() + 1, "ckpt_enospc") + " " + std::string(SASREC_TRAINER) + " " + cfg);
+  auto r =
+      test::run("SASREC_INJECT_FAULT=" + at(spe() + 1, "ckpt_enospc") + " " + std::string(SASREC_TRAINER) + " " + cfg);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("No space left on device"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("the previous checkpoint is kept"), std::string::npos) << r.output;
@@ -296,8 +303,8 @@ TEST_F(FaultTest, RealSigintEndsTheProcessWithTheInterruptedStatus) {
   const std::string cfg = cli_config("sigint");
   const std::string metrics = dir_->file("sigint.jsonl");
   auto r = test::run("(" + std::string(SASREC_TRAINER) + " " + cfg + " --set train.epochs=1000 & pid=$!; " +
-                     "for i in $(seq 600); do grep -q train_epoch " + metrics + " 2>/dev/null && break; sleep 0.1; done; " +
-                     "kill -INT $pid; wait $pid)");
+                     "for i in $(seq 600); do grep -q train_epoch " + metrics +
+                     " 2>/dev/null && break; sleep 0.1; done; " + "kill -INT $pid; wait $pid)");
   EXPECT_EQ(r.exit_code, kExitInterrupted) << r.output;
   EXPECT_NE(r.output.find("interrupted by SIGINT after step"), std::string::npos) << r.output;
   CheckpointDir dir(dir_->file("ckpt_sigint"), 5);

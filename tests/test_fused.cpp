@@ -246,8 +246,9 @@ TEST(FusedKernelsConfig, ParsesAndRefusesWhatItCannotRun) {
   c.runtime.attention = AttentionKernel::Tensor;
   EXPECT_NE(fused_unsupported(c, torch::Device(torch::kCPU)).find("runtime.attention"), std::string::npos);
   // validate() names the key (data.path first: a file that exists).
-  Config v = parse_config("", "t", {"data.path=" + std::string(SASREC_SOURCE_DIR) + "/README.md",
-                                    "model.kernels=fused", "runtime.precision=bf16"});
+  Config v = parse_config(
+      "", "t",
+      {"data.path=" + std::string(SASREC_SOURCE_DIR) + "/README.md", "model.kernels=fused", "runtime.precision=bf16"});
   try {
     v.validate();
     ADD_FAILURE() << "fused with bf16 was accepted";

@@ -60,7 +60,7 @@ TEST(ItemRows, WireBytesOfRingCollectives) {
   EXPECT_EQ(allreduce_wire_bytes(1000, 1), 0);
   EXPECT_EQ(allreduce_wire_bytes(1000, 2), 1000);  // 2 (p-1)/p
   EXPECT_EQ(allreduce_wire_bytes(1000, 4), 1500);
-  EXPECT_EQ(allgather_wire_bytes(1000, 2), 500);   // (p-1)/p of everything gathered
+  EXPECT_EQ(allgather_wire_bytes(1000, 2), 500);  // (p-1)/p of everything gathered
   EXPECT_EQ(allgather_wire_bytes(1000, 8), 875);
 }
 
@@ -92,8 +92,8 @@ TEST(ItemRows, StepThroughTheRowsEqualsTheStepThroughTheTable) {
     auto shared_ids = kind == LossKind::SampledSoftmax ? shared0 : torch::Tensor();
 
     // Through M.
-    auto full = loss_sum_rows(kind, model->forward_packed(packing), model->item_weight(), pick(pos_bt), neg0,
-                              shared_ids);
+    auto full =
+        loss_sum_rows(kind, model->forward_packed(packing), model->item_weight(), pick(pos_bt), neg0, shared_ids);
     full.backward();
     auto dense = model->item_weight().grad().clone();
     for (auto& p : model->parameters()) p.mutable_grad().reset();
@@ -148,7 +148,8 @@ TEST(LazyAdam, OnlyTouchedRowsAndTheirMomentsMove) {
       }
     }
     for (int r = 0; r < 6; ++r)
-      for (int c = 0; c < 3; ++c) ASSERT_NEAR(table[r][c].item<float>(), w[r][c], 2e-6) << "step " << step << " row " << r;
+      for (int c = 0; c < 3; ++c)
+        ASSERT_NEAR(table[r][c].item<float>(), w[r][c], 2e-6) << "step " << step << " row " << r;
   }
   auto key = compat::optimizer_state_key(table);
   auto& state = static_cast<torch::optim::AdamParamState&>(*adam.state().at(key));

@@ -54,12 +54,15 @@ TEST(PackedAttention, MatchesTensorOpReferenceOnThePaddedBatch) {
   auto unpad = [&](const torch::Tensor& x) { return x.reshape({B * T, D}).index_select(0, packing.index); };
   for (double p : {0.0, 0.3}) {
     const uint64_t key = 99;
-    auto fused = run([&](auto& a, auto& b, auto& c) { return packed_causal_attention(a, b, c, packing.offsets, H, p, key); },
-                     q, k, v, up);
+    auto fused =
+        run([&](auto& a, auto& b, auto& c) { return packed_causal_attention(a, b, c, packing.offsets, H, p, key); }, q,
+            k, v, up);
     auto drop = p > 0 ? packed_attention_dropout_mask(packing.offsets, H, T, p, key) : torch::Tensor();
-    auto ref = run([&](auto& a, auto& b, auto& c) {
-      return unpad(causal_attention_reference(pad(a), pad(b), pad(c), attention_mask(seq), H, drop));
-    }, q, k, v, up);
+    auto ref = run(
+        [&](auto& a, auto& b, auto& c) {
+          return unpad(causal_attention_reference(pad(a), pad(b), pad(c), attention_mask(seq), H, drop));
+        },
+        q, k, v, up);
     SCOPED_TRACE(p);
     expect_close(fused.out, ref.out, "output");
     expect_close(fused.dq, ref.dq, "dq");
@@ -107,7 +110,8 @@ TEST(FusedAdam, MatchesTorchAdamStepForStep) {
   auto groups = [](torch::Tensor a, torch::Tensor b) {
     std::vector<torch::optim::OptimizerParamGroup> g;
     g.emplace_back(std::vector<torch::Tensor>{a},
-                   std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(1e-2).betas({0.9, 0.98}).weight_decay(0.1)));
+                   std::make_unique<torch::optim::AdamOptions>(
+                       torch::optim::AdamOptions(1e-2).betas({0.9, 0.98}).weight_decay(0.1)));
     g.emplace_back(std::vector<torch::Tensor>{b},
                    std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(1e-2).betas({0.9, 0.98})));
     return g;
@@ -118,8 +122,10 @@ TEST(FusedAdam, MatchesTorchAdamStepForStep) {
     auto g = torch::randn({50, 7}), h = torch::randn({7});
     a1.mutable_grad() = g.clone(), a2.mutable_grad() = g.clone();
     // Step 5: b has no gradient, so neither optimizer touches it.
-    if (step == 5) b1.mutable_grad().reset(), b2.mutable_grad().reset();
-    else b1.mutable_grad() = h.clone(), b2.mutable_grad() = h.clone();
+    if (step == 5)
+      b1.mutable_grad().reset(), b2.mutable_grad().reset();
+    else
+      b1.mutable_grad() = h.clone(), b2.mutable_grad() = h.clone();
     reference.step();
     fused.step();
     ASSERT_TRUE(torch::allclose(a1, a2, 1e-5, 1e-6)) << "step " << step << ": " << (a1 - a2).abs().max().item<float>();

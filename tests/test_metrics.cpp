@@ -157,8 +157,13 @@ namespace {
 
 // Users with sequences of several lengths; items 1..num_items.
 Shard make_shard(int64_t num_items = 40) {
-  return test::make_shard({{1, 2, 3, 4, 5}, {7, 7, 8}, {9, 10}, {11, 12, 13, 14, 15, 16, 17, 18, 19},
-                           {3, 1, 4, 1, 5, 9, 2, 6}, {20, 21, 22, 23}, {40, 39, 38}},
+  return test::make_shard({{1, 2, 3, 4, 5},
+                           {7, 7, 8},
+                           {9, 10},
+                           {11, 12, 13, 14, 15, 16, 17, 18, 19},
+                           {3, 1, 4, 1, 5, 9, 2, 6},
+                           {20, 21, 22, 23},
+                           {40, 39, 38}},
                           num_items);
 }
 
@@ -254,10 +259,12 @@ TEST(Evaluator, FullRanksEqualBruteForce) {
       for (int item = 1; item <= num_items; ++item)
         if (!excluded[item] || item == target) cand.push_back({sc[item], item});
       std::sort(cand.rbegin(), cand.rend());
-      int64_t expected = std::find_if(cand.begin(), cand.end(), [&](auto& p) { return p.second == target; }) - cand.begin();
+      int64_t expected =
+          std::find_if(cand.begin(), cand.end(), [&](auto& p) { return p.second == target; }) - cand.begin();
       // Scores within float32 rounding of the target's may order either way.
       int64_t near = 0;
-      for (auto& c : cand) near += c.second != target && std::abs(c.first - sc[target]) < 1e-5 * (1 + std::abs(sc[target]));
+      for (auto& c : cand)
+        near += c.second != target && std::abs(c.first - sc[target]) < 1e-5 * (1 + std::abs(sc[target]));
       EXPECT_LE(std::abs(ranks[i] - expected), near) << split << " user " << i << " expected " << expected;
     }
   }

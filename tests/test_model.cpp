@@ -294,8 +294,8 @@ TEST(Loss, SampledLossesOnALocalTable) {
   SampledTerms terms{torch::tensor({lq2}, torch::kFloat32), torch::tensor({lq1, lq3, lq3}, torch::kFloat32), 1};
   const double p = -1.0 - lq2;
   const double z = std::exp(p) + std::exp(-1.5 - lq1) + 2 * std::exp(-0.125 - lq3);
-  EXPECT_NEAR(loss_sum_rows(LossKind::SampledSoftmax, h, local, pos, {}, shared, terms).item<double>(),
-              std::log(z) - p, 1e-6);
+  EXPECT_NEAR(loss_sum_rows(LossKind::SampledSoftmax, h, local, pos, {}, shared, terms).item<double>(), std::log(z) - p,
+              1e-6);
   // gbce: k = 3 negatives for the one target, [N,k] local rows: items 1, 3, 3; then 1, 2 (a hit), 3.
   SampledTerms g;
   g.gbce_beta = 0.5;

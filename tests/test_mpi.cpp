@@ -71,10 +71,10 @@ std::string make_store(const std::string& name, int users, int items, uint64_t s
 Config base_config(const std::string& data, const std::string& run) {
   // 10 sampled negatives: the stores here have 40-2000 items, and the trainer refuses a sampled
   // protocol asking for more negatives than a user has untouched items (12-item stores: full only).
-  Config c = parse_config("", "test", {"data.path=" + data, "model.hidden=16", "model.maxlen=12",
-                                       "model.heads=2", "train.threads=1", "eval.every=0",
-                                       "eval.sampled_negatives=10",
-                                       "output.metrics=" + shared_dir() + "/" + run + ".jsonl"});
+  Config c = parse_config(
+      "", "test",
+      {"data.path=" + data, "model.hidden=16", "model.maxlen=12", "model.heads=2", "train.threads=1", "eval.every=0",
+       "eval.sampled_negatives=10", "output.metrics=" + shared_dir() + "/" + run + ".jsonl"});
   c.validate();
   return c;
 }
@@ -139,7 +139,7 @@ TEST(Mpi, ShardedEvaluationEqualsSingleRank) {
   SKIP_IF_ONE_RANK();
   const std::string data = make_store("eval.h5", 257, 90, 3);
   Config c = base_config(data, "eval");
-  c.eval.max_users = 150;  // the subsample must not depend on the rank count either
+  c.eval.max_users = 150;     // the subsample must not depend on the rank count either
   Trainer multi(c, *g_comm);  // same seed: same initial model on every rank and in the reference
   auto results = multi.evaluate("test");
   if (g_comm->is_root()) {

@@ -27,9 +27,10 @@ struct Job {
     const std::string data = dir.file("d.h5");
     test::synth_store(data, /*users=*/600, /*items=*/200, /*seed=*/2);
     config = dir.file("c.yaml");
-    test::write_text(config, "data:\n  path: " + data + "\nmodel:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n"
-                             "  batch_size: 32\n  threads: 1\nruntime:\n  check_replicas: 3\ncheckpoint:\n  dir: " +
-                             dir.file("ckpt") + "\noutput:\n  metrics: " + dir.file("m.jsonl") + "\n");
+    test::write_text(config, "data:\n  path: " + data +
+                                 "\nmodel:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n"
+                                 "  batch_size: 32\n  threads: 1\nruntime:\n  check_replicas: 3\ncheckpoint:\n  dir: " +
+                                 dir.file("ckpt") + "\noutput:\n  metrics: " + dir.file("m.jsonl") + "\n");
   }
 };
 

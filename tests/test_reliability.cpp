@@ -53,9 +53,10 @@ class Reliability : public ::testing::Test {
     }
     store_ = dir_->file("user.h5");
     config_ = dir_->file("c.yaml");
-    test::write_text(config_, "data:\n  path: " + store_ +
-                                  "\nmodel:\n  hidden: 8\n  maxlen: 10\ntrain:\n  epochs: 1\n  batch_size: 64\n"
-                                  "  threads: 1\neval:\n  every: 0\n  sampled_negatives: 20\noutput:\n  progress: off\n");
+    test::write_text(config_,
+                     "data:\n  path: " + store_ +
+                         "\nmodel:\n  hidden: 8\n  maxlen: 10\ntrain:\n  epochs: 1\n  batch_size: 64\n"
+                         "  threads: 1\neval:\n  every: 0\n  sampled_negatives: 20\noutput:\n  progress: off\n");
     auto r = train("--set checkpoint.dir=" + dir_->file("ckpt") + " --set output.metrics=" + dir_->file("a.jsonl"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     checkpoint_ = dir_->file("ckpt/epoch-000001.pt");
@@ -66,7 +67,8 @@ class Reliability : public ::testing::Test {
     return run(std::string(SASREC_TRAINER) + " " + config_ + " " + sets);
   }
   static test::RunResult sub(const std::string& command, const std::string& args) {
-    return run(std::string(SASREC_TRAINER) + " " + command + " " + config_ + " --checkpoint " + checkpoint_ + " " + args);
+    return run(std::string(SASREC_TRAINER) + " " + command + " " + config_ + " --checkpoint " + checkpoint_ + " " +
+               args);
   }
 
   static test::TempDir* dir_;
@@ -80,8 +82,10 @@ std::string Reliability::store_, Reliability::config_, Reliability::checkpoint_;
 // items not in the history; sampled: 20 negatives + 1), not 1.0.
 TEST_F(Reliability, AConstantScoreModelGetsKOverThePlacesOnBothProtocols) {
   const std::string metrics = dir_->file("constant.jsonl");
-  auto r = train("--set model.init=normal --set model.init_std=1e-30 --set train.lr=1e-30 --set train.max_steps=1"
-                 " --set model.dropout=0 --set eval.ks=[10] --set output.metrics=" + metrics);
+  auto r = train(
+      "--set model.init=normal --set model.init_std=1e-30 --set train.lr=1e-30 --set train.max_steps=1"
+      " --set model.dropout=0 --set eval.ks=[10] --set output.metrics=" +
+      metrics);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const Interactions d = read_store(store_);
   for (const auto& e : events_of(metrics, "eval")) {
@@ -111,8 +115,8 @@ TEST_F(Reliability, AConstantScoreModelGetsKOverThePlacesOnBothProtocols) {
 // checkpoint evaluates as the worst rank, counted as non-finite.
 TEST_F(Reliability, ExplodingParametersFailUnderSkipAndEvaluateLast) {
   const std::string metrics = dir_->file("explode.jsonl");
-  auto r = train("--set train.lr=1e30 --set train.on_nonfinite=skip --set train.epochs=4 --set output.metrics=" +
-                 metrics);
+  auto r =
+      train("--set train.lr=1e30 --set train.on_nonfinite=skip --set train.epochs=4 --set output.metrics=" + metrics);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("no step taken: all "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("step(s) was skipped for a non-finite loss or gradient"), std::string::npos) << r.output;
@@ -153,9 +157,9 @@ TEST_F(Reliability, ACheckpointFolderHoldsOneRun) {
   const std::string metrics = dir_->file("second.jsonl");
   auto r = train("--set checkpoint.dir=" + dir_->file("ckpt") + " --set output.metrics=" + metrics);
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("checkpoint.dir '" + dir_->file("ckpt") + "' holds 1 checkpoint(s) of another run (run " +
-                          id),
-            std::string::npos)
+  EXPECT_NE(
+      r.output.find("checkpoint.dir '" + dir_->file("ckpt") + "' holds 1 checkpoint(s) of another run (run " + id),
+      std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("checkpoint.overwrite: true"), std::string::npos) << r.output;
   EXPECT_EQ(test::read_text(checkpoint_), before);
@@ -219,15 +223,18 @@ TEST_F(Reliability, ACheckpointOnlyMeetsItsModelAndItsStore) {
   const std::string shuffled = dir_->file("shuffled.h5");
   ASSERT_EQ(read_store_info(shuffled).num_items, read_store_info(store_).num_items);
   ASSERT_NE(read_item_map_fingerprint(shuffled), read_item_map_fingerprint(store_));
-  for (const auto& [command, args] : std::vector<std::pair<std::string, std::string>>{
-           {"eval", ""}, {"recommend", " --all --out " + dir_->file("x.csv")}, {"export", " --out " + dir_->file("x.h5")}}) {
+  for (const auto& [command, args] :
+       std::vector<std::pair<std::string, std::string>>{{"eval", ""},
+                                                        {"recommend", " --all --out " + dir_->file("x.csv")},
+                                                        {"export", " --out " + dir_->file("x.h5")}}) {
     r = sub(command, "--set data.path=" + shuffled + args);
     EXPECT_EQ(r.exit_code, 2) << command << "\n" << r.output;
     EXPECT_NE(r.output.find(checkpoint_ + " was trained on '" + store_ + "' (item map " +
                             fingerprint_hex(read_item_map_fingerprint(store_)) + "), but data.path '" + shuffled +
                             "' has other item ids or the same ones in another order"),
               std::string::npos)
-        << command << "\n" << r.output;
+        << command << "\n"
+        << r.output;
   }
   // A store written before the fingerprint attribute: computed from its map, and it matches.
   const std::string old = dir_->file("old.h5");
@@ -283,8 +290,8 @@ TEST_F(Reliability, NoOutputReplacesWhatItMustNot) {
       EXPECT_EQ(e.path().filename().string().rfind("full.h5", 0), std::string::npos) << "left: " << e.path();
   }
   // output.profile in a missing folder: refused before training, not "wrote the profile".
-  r = train("--set output.profile=" + dir_->file("no/such/trace.json") + " --set output.metrics=" +
-            dir_->file("p.jsonl"));
+  r = train("--set output.profile=" + dir_->file("no/such/trace.json") +
+            " --set output.metrics=" + dir_->file("p.jsonl"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("output.profile '" + dir_->file("no/such/trace.json") + "'"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("epoch 1/1"), std::string::npos) << r.output;
@@ -326,8 +333,8 @@ TEST_F(Reliability, DegenerateDataIsSaidInWords) {
   Interactions one = test::make_interactions(test::Sequences(10, {1, 1, 1, 1}), 1);
   one.item_ids[1] = "only";
   write_store(dir_->file("one.h5"), one);
-  r = train("--set data.path=" + dir_->file("one.h5") + " --set train.loss=gbce --set output.metrics=" +
-            dir_->file("one.jsonl"));
+  r = train("--set data.path=" + dir_->file("one.h5") +
+            " --set train.loss=gbce --set output.metrics=" + dir_->file("one.jsonl"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("the catalog has 1 item(s): there is nothing to rank"), std::string::npos) << r.output;
   // More sampled negatives than some user has untouched items (80 items, histories up to 40 or so).

@@ -92,8 +92,8 @@ namespace {
 //   u4  60 70 80 | 205           a test case from a history that ends before valid_from
 //   u5  100 100                  a tie on the cutoff: both valid
 Shard timed_log() {
-  const std::vector<std::vector<int64_t>> times{{10, 20, 30},   {50, 90, 100, 150, 210}, {120, 130},
-                                                {250, 260, 270}, {60, 70, 80, 205},        {100, 100}};
+  const std::vector<std::vector<int64_t>> times{{10, 20, 30},    {50, 90, 100, 150, 210}, {120, 130},
+                                                {250, 260, 270}, {60, 70, 80, 205},       {100, 100}};
   std::vector<std::vector<int32_t>> seqs;
   int32_t item = 1;
   for (const auto& t : times) {
@@ -355,7 +355,8 @@ TEST(Sampler, GbceDrawsKNegativesPerTarget) {
           }
           EXPECT_GE(neg[r][t][j], 1);
           EXPECT_LE(neg[r][t][j], 120);
-          EXPECT_EQ(hist.count(neg[r][t][j]), 0u) << "negative " << neg[r][t][j] << " in user " << local << "'s history";
+          EXPECT_EQ(hist.count(neg[r][t][j]), 0u)
+              << "negative " << neg[r][t][j] << " in user " << local << "'s history";
           seen.insert(neg[r][t][j]);
         }
     }

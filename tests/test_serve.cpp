@@ -38,7 +38,8 @@ struct Fixture {
   Fixture() {
     test::Sequences seqs(kUsers);
     for (int64_t u = 0; u < kUsers; ++u)
-      for (int64_t t = 0; t < 1 + (u * 2) % 13; ++t) seqs[u].push_back(static_cast<int32_t>(1 + (u * 7 + t * 11) % kItems));
+      for (int64_t t = 0; t < 1 + (u * 2) % 13; ++t)
+        seqs[u].push_back(static_cast<int32_t>(1 + (u * 7 + t * 11) % kItems));
     data = test::make_interactions(seqs, kItems, "item-");
     write_store(store, data);
     config = parse_config("data:\n  path: " + store + "\nmodel:\n  hidden: 8\n  blocks: 2\n  heads: 2\n  maxlen: " +
@@ -108,7 +109,7 @@ TEST(Serve, TopKHandWorked) {
     return o;
   };
   EXPECT_EQ(ids(top_k(scores, 5, {2}, 3)), (std::vector<int32_t>{4, 1, 5}));
-  EXPECT_EQ(ids(top_k(scores, 5, {}, 2)), (std::vector<int32_t>{2, 4}));  // a tie: lower index first
+  EXPECT_EQ(ids(top_k(scores, 5, {}, 2)), (std::vector<int32_t>{2, 4}));         // a tie: lower index first
   EXPECT_EQ(ids(top_k(scores, 5, {1, 2, 3, 4}, 3)), (std::vector<int32_t>{5}));  // fewer left than k
   EXPECT_FLOAT_EQ(top_k(scores, 5, {2}, 1)[0].score, 0.9f);
 }
@@ -211,8 +212,9 @@ TEST(Serve, NewUserSequencesReportUnknownItems) {
 TEST(Serve, RecommendCommandLineReadsStdin) {
   Fixture f;
   test::write_text(f.dir.file("run.yaml"), to_yaml(f.config));
-  const auto r = test::run("printf 'item-1 item-2 zzz\\n' | " + std::string(SASREC_TRAINER) + " recommend " +
-                           f.dir.file("run.yaml") + " --checkpoint " + f.ckpt + " --sequences - --topk 2 --format jsonl");
+  const auto r =
+      test::run("printf 'item-1 item-2 zzz\\n' | " + std::string(SASREC_TRAINER) + " recommend " +
+                f.dir.file("run.yaml") + " --checkpoint " + f.ckpt + " --sequences - --topk 2 --format jsonl");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("\"user\":\"new-1\""), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("unknown item id(s) skipped: zzz"), std::string::npos) << r.output;

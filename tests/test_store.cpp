@@ -48,7 +48,8 @@ void expect_error(F f, std::initializer_list<std::string> parts) {
     f();
     ADD_FAILURE() << "no error thrown; expected one mentioning " << *parts.begin();
   } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\n  lacks: " << p;
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\n  lacks: " << p;
   }
 }
 

@@ -31,10 +31,10 @@ class TrainTest : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
 
   static Config small_config(const std::string& run) {
-    Config c = parse_config("", "test", {"data.path=" + data_, "model.hidden=32", "model.maxlen=20",
-                                         "model.dropout=0.2", "train.batch_size=64", "train.threads=2",
-                                         "eval.every=0", "train.seed=5",
-                                         "output.metrics=" + dir_->file(run + ".jsonl")});
+    Config c = parse_config(
+        "", "test",
+        {"data.path=" + data_, "model.hidden=32", "model.maxlen=20", "model.dropout=0.2", "train.batch_size=64",
+         "train.threads=2", "eval.every=0", "train.seed=5", "output.metrics=" + dir_->file(run + ".jsonl")});
     c.validate();
     return c;
   }
@@ -243,9 +243,10 @@ TEST_F(TrainTest, LossesTrainAndCheckpointOfAnotherShapeIsRefused) {
 
 TEST_F(TrainTest, CommandLineTrainEvalAndErrors) {
   const std::string cfg = dir_->file("cli.yaml");
-  test::write_text(cfg, "data:\n  path: " + data_ + "\nmodel:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 1\n"
-                        "  threads: 1\ncheckpoint:\n  dir: " + dir_->file("ckpt_cli") + "\noutput:\n  metrics: " +
-                        dir_->file("cli.jsonl") + "\n");
+  test::write_text(cfg, "data:\n  path: " + data_ +
+                            "\nmodel:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 1\n"
+                            "  threads: 1\ncheckpoint:\n  dir: " +
+                            dir_->file("ckpt_cli") + "\noutput:\n  metrics: " + dir_->file("cli.jsonl") + "\n");
   auto r = test::run(std::string(SASREC_TRAINER) + " " + cfg);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("eval test/full"), std::string::npos) << r.output;
@@ -253,7 +254,8 @@ TEST_F(TrainTest, CommandLineTrainEvalAndErrors) {
   for (const char* event : {"\"start\"", "\"train_epoch\"", "\"eval\"", "\"checkpoint\"", "\"summary\""})
     EXPECT_NE(metrics.find(event), std::string::npos) << event;
 
-  r = test::run(std::string(SASREC_TRAINER) + " eval " + cfg + " --checkpoint " + dir_->file("ckpt_cli/epoch-000001.pt"));
+  r = test::run(std::string(SASREC_TRAINER) + " eval " + cfg + " --checkpoint " +
+                dir_->file("ckpt_cli/epoch-000001.pt"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("\"split\":\"test\""), std::string::npos) << r.output;
 
@@ -298,9 +300,10 @@ TEST_F(TrainTest, TimeSplitEndToEndFromACsvWithTimestamps) {
   ASSERT_GT(test_cases, 100);
 
   const std::string cfg = dir_->file("timed.yaml");
-  test::write_text(cfg, "data:\n  path: " + store + "\n  split: time\n  valid_from: q0.8\n  test_from: q0.9\n"
-                        "model:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n  threads: 1\n"
-                        "eval:\n  protocols: [full]\noutput:\n  progress: off\n");
+  test::write_text(cfg, "data:\n  path: " + store +
+                            "\n  split: time\n  valid_from: q0.8\n  test_from: q0.9\n"
+                            "model:\n  hidden: 16\n  maxlen: 10\ntrain:\n  epochs: 2\n  threads: 1\n"
+                            "eval:\n  protocols: [full]\noutput:\n  progress: off\n");
   // The eval events' case counts per split, from a metrics file.
   auto cases_of = [](const std::string& path) {
     std::map<std::string, int64_t> out;

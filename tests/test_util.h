@@ -114,8 +114,8 @@ using Times = std::vector<std::vector<int64_t>>;
 
 // A store in memory: item i named item_prefix + i (row 0 the padding ""),
 // user u named "u<u>" with sequences[u] (and times[u], when `times` is given).
-inline Interactions make_interactions(const Sequences& sequences, int64_t num_items, const std::string& item_prefix = "i",
-                                      const Times& times = {}) {
+inline Interactions make_interactions(const Sequences& sequences, int64_t num_items,
+                                      const std::string& item_prefix = "i", const Times& times = {}) {
   Interactions d;
   for (int64_t i = 1; i <= num_items; ++i) d.item_ids.push_back(item_prefix + std::to_string(i));
   for (size_t u = 0; u < sequences.size(); ++u) {

@@ -25,16 +25,20 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("csv2h5 ") + SASREC_VERSION);
   std::string input, output, format = "auto", delimiter;
   ImportOptions opt;
-  app.add_option("INPUT", input,
-                 "interaction log (text), read once as a stream: a file, a FIFO, /dev/stdin, <(zcat f.gz) or - for stdin")
+  app.add_option(
+         "INPUT", input,
+         "interaction log (text), read once as a stream: a file, a FIFO, /dev/stdin, <(zcat f.gz) or - for stdin")
       ->required();
-  app.add_option("OUTPUT", output,
-                 "the HDF5 store to write (replaced only on success; never a device, FIFO or directory, never the input)")
+  app.add_option(
+         "OUTPUT", output,
+         "the HDF5 store to write (replaced only on success; never a device, FIFO or directory, never the input)")
       ->required();
   app.add_option("--format", format, "auto|csv|pairs|seq (auto: see docs/data.md)")
       ->check(CLI::IsMember({"auto", "csv", "pairs", "seq"}));
-  app.add_option("--user-col", opt.user_col, "csv: user column (default: detect user_id, user, userId, reviewerID, ...)");
-  app.add_option("--item-col", opt.item_col, "csv: item column (default: detect item_id, item, itemId, movieId, asin, ...)");
+  app.add_option("--user-col", opt.user_col,
+                 "csv: user column (default: detect user_id, user, userId, reviewerID, ...)");
+  app.add_option("--item-col", opt.item_col,
+                 "csv: item column (default: detect item_id, item, itemId, movieId, asin, ...)");
   app.add_option("--time-col", opt.time_col,
                  "csv: time column (default: detect timestamp, time, unixReviewTime, date, ...; none = file order)");
   app.add_option("--delimiter", delimiter, "csv: field delimiter, one character or 'tab' (default: detect , tab ;)");

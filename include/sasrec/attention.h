@@ -38,8 +38,7 @@ torch::Tensor packed_causal_attention(const torch::Tensor& q, const torch::Tenso
 // q, k, v [B,T,D], additive_mask [B,1,T,T] (attention_mask() of the batch),
 // drop [B,H,T,T] (0 or 1/(1-p); undefined: no dropout) -> [B,T,D].
 torch::Tensor causal_attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                         const torch::Tensor& additive_mask, int64_t heads,
-                                         const torch::Tensor& drop);
+                                         const torch::Tensor& additive_mask, int64_t heads, const torch::Tensor& drop);
 
 // The dropout mask packed_causal_attention draws, laid out for the reference:
 // sequence b's n x n block at the bottom right of its [T,T] matrices, 1

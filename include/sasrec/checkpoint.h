@@ -37,12 +37,12 @@
 namespace sasrec {
 
 struct TrainState {
-  int64_t epoch = 0;  // epochs finished
-  int64_t step = 0;   // optimizer steps taken
-  int64_t batch = 0;  // batches of epoch+1 already taken (an interrupted epoch); 0 at an epoch's end
+  int64_t epoch = 0;           // epochs finished
+  int64_t step = 0;            // optimizer steps taken
+  int64_t batch = 0;           // batches of epoch+1 already taken (an interrupted epoch); 0 at an epoch's end
   uint64_t dropout_calls = 0;  // masks drawn in epoch+1 so far (with batch)
   std::string config_yaml;
-  std::string run_id;       // 16 hex digits, the same for every checkpoint of a run; "" in older files
+  std::string run_id;        // 16 hex digits, the same for every checkpoint of a run; "" in older files
   uint64_t config_hash = 0;  // config_hash() of the run's config; 0: not recorded
   int64_t world_size = 0;    // ranks of the run; 0: not recorded
   uint64_t item_map = 0;     // item_map_fingerprint (store.h) of the store it was trained on; 0: not recorded

@@ -27,7 +27,7 @@ inline int parse_command_line(CLI::App& app, int argc, char** argv) {
     app.parse(argc, argv);
     return -1;
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    if (e.get_exit_code() == 0) return app.exit(e);                       // --help, --version
     app.name(std::filesystem::path(app.get_name()).filename().string());  // "csv2h5", not its full path
     // The deepest subcommand the parse reached names the usage to show.
     const CLI::App* at = &app;

@@ -36,9 +36,9 @@ enum class Kernels { Auto, Fused, Autograd };
 // blocks counted in cache), tensor (chunked tensor ops, the device path;
 // runs on CPU too), auto (blocked on CPU, tensor elsewhere).
 enum class Scorer { Auto, Blocked, Tensor };
-enum class SplitKind { LeaveOneOut, Time };       // data.split
-enum class EvalTargets { All, First };            // data.eval_targets (split: time)
-enum class SampledExclude { Sequence, Train };    // eval.sampled_exclude
+enum class SplitKind { LeaveOneOut, Time };     // data.split
+enum class EvalTargets { All, First };          // data.eval_targets (split: time)
+enum class SampledExclude { Sequence, Train };  // eval.sampled_exclude
 
 // A cutoff of the global temporal split (data.valid_from, data.test_from):
 // unset, a timestamp in the store's unit (written as an integer or a UTC
@@ -57,14 +57,14 @@ struct TimeCutoff {
 // would be the timestamp 1, so the quantile must be written q0.8).
 TimeCutoff parse_time_cutoff(const std::string& text, const std::string& key);
 enum class LrSchedule { Constant, Cosine, Linear };
-enum class Proposal { Uniform, Popularity };           // train.proposal (sampled_softmax's negatives)
-enum class Exchange { Auto, Sparse, Dense };           // train.exchange (the item table's gradient across ranks)
-enum class ItemOptimizer { Adam, LazyAdam };           // train.item_optimizer
-enum class OnNonfinite { Stop, Skip };                 // train.on_nonfinite
-enum class Protocol { Full, Sampled };                 // eval.protocols
-enum class DeviceKind { Auto, Cpu, Cuda };             // runtime.device
-enum class CommKind { Auto, Mpi, Nccl, None };         // runtime.comm
-enum class ProgressKind { Auto, Live, Lines, Off };    // output.progress
+enum class Proposal { Uniform, Popularity };         // train.proposal (sampled_softmax's negatives)
+enum class Exchange { Auto, Sparse, Dense };         // train.exchange (the item table's gradient across ranks)
+enum class ItemOptimizer { Adam, LazyAdam };         // train.item_optimizer
+enum class OnNonfinite { Stop, Skip };               // train.on_nonfinite
+enum class Protocol { Full, Sampled };               // eval.protocols
+enum class DeviceKind { Auto, Cpu, Cuda };           // runtime.device
+enum class CommKind { Auto, Mpi, Nccl, None };       // runtime.comm
+enum class ProgressKind { Auto, Live, Lines, Off };  // output.progress
 
 // checkpoint.resume: none, auto (the newest intact checkpoint of
 // checkpoint.dir) or a checkpoint file.
@@ -76,45 +76,45 @@ struct ResumeFrom {
 };
 
 struct DataConfig {
-  std::string path;          // the HDF5 store written by csv2h5 / sasrec_synth
-  int sampler_threads = 1;   // threads building batches ahead of the model
-  int prefetch = 8;          // batches queued ahead per sampler thread
-  int length_buckets = 0;    // sort users by length within windows of this many batches; 0: off (random batches)
+  std::string path;         // the HDF5 store written by csv2h5 / sasrec_synth
+  int sampler_threads = 1;  // threads building batches ahead of the model
+  int prefetch = 8;         // batches queued ahead per sampler thread
+  int length_buckets = 0;   // sort users by length within windows of this many batches; 0: off (random batches)
   // The split (dataset.h): leave_one_out (per user: last item test, the one
   // before valid) or time (global temporal: one pair of cutoffs for everyone).
   SplitKind split = SplitKind::LeaveOneOut;
-  TimeCutoff valid_from;     // time: interactions at or after it and before test_from are valid
-  TimeCutoff test_from;      // time: interactions at or after it are test
+  TimeCutoff valid_from;                        // time: interactions at or after it and before test_from are valid
+  TimeCutoff test_from;                         // time: interactions at or after it are test
   EvalTargets eval_targets = EvalTargets::All;  // time: every held-out interaction, or each user's first
-  bool refit = false;        // train on train + valid (the final refit); valid is then not evaluated
+  bool refit = false;                           // train on train + valid (the final refit); valid is then not evaluated
 };
 
 struct ModelConfig {
-  int hidden = 50;           // d
-  int blocks = 2;            // b
+  int hidden = 50;  // d
+  int blocks = 2;   // b
   int heads = 1;
-  int maxlen = 50;           // n
+  int maxlen = 50;  // n
   double dropout = 0.5;
   Norm norm = Norm::Pre;
   bool user_embedding = false;  // explicit user vector added to every position
   // The BERT-style recipe of S3-Rec/ICLRec's SASRec (docs/design.md, "Model
   // variants"); the defaults are the paper's model.
   Activation activation = Activation::Relu;  // FFN nonlinearity
-  int ffn_hidden = 0;               // FFN inner width; 0: hidden, as the paper
-  bool attention_output = false;    // output projection W_O (+ dropout) after attention
-  bool embedding_norm = false;      // LayerNorm(E + P) in place of sqrt(d) E + P
-  Init init = Init::Xavier;         // xavier (normal) | normal(0, init_std), biases 0
+  int ffn_hidden = 0;                        // FFN inner width; 0: hidden, as the paper
+  bool attention_output = false;             // output projection W_O (+ dropout) after attention
+  bool embedding_norm = false;               // LayerNorm(E + P) in place of sqrt(d) E + P
+  Init init = Init::Xavier;                  // xavier (normal) | normal(0, init_std), biases 0
   double init_std = 0.02;
   Kernels kernels = Kernels::Auto;  // how a training step computes (fused | autograd | auto)
 };
 
 struct TrainConfig {
   int epochs = 200;
-  int batch_size = 128;      // sequences per rank per step
+  int batch_size = 128;  // sequences per rank per step
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.98;
-  double l2_emb = 0.0;       // the authors' L2 penalty l2_emb * (||M||^2 + ||P||^2) / 2 on the item and position tables
+  double l2_emb = 0.0;  // the authors' L2 penalty l2_emb * (||M||^2 + ||P||^2) / 2 on the item and position tables
   // Decoupled weight decay (AdamW) on the dense matrices: attention and FFN
   // weights; not biases, LayerNorm or the embedding tables.
   double weight_decay = 0.0;
@@ -125,28 +125,29 @@ struct TrainConfig {
   int64_t warmup_steps = 0;
   double min_lr = 0.0;
   LossKind loss = LossKind::Bce;
-  int negatives = 256;       // sampled_softmax: K shared by the batch; gbce: k per target
+  int negatives = 256;                    // sampled_softmax: K shared by the batch; gbce: k per target
   Proposal proposal = Proposal::Uniform;  // sampled_softmax negatives: uniform | popularity (log-Q corrected)
-  double gbce_t = 0.75;      // gbce calibration t in [0, 1] (0: plain BCE with `negatives` negatives)
+  double gbce_t = 0.75;                   // gbce calibration t in [0, 1] (0: plain BCE with `negatives` negatives)
   // Item-table gradients across ranks: sparse (allgather of the touched rows),
   // dense (in the all-reduce bucket), auto (sparse when its bytes are fewer, each step).
   Exchange exchange = Exchange::Auto;
   ItemOptimizer item_optimizer = ItemOptimizer::Adam;  // adam (dense, the paper's) | lazy_adam (touched rows only)
   uint64_t seed = 42;
-  int64_t max_steps = 0;     // 0: no limit (stop after this many steps in total)
-  int threads = 0;           // intra-op threads for the model; 0: all cores
-  OnNonfinite on_nonfinite = OnNonfinite::Stop;  // NaN/Inf loss or gradient: stop (error, last checkpoint kept) | skip the step
+  int64_t max_steps = 0;  // 0: no limit (stop after this many steps in total)
+  int threads = 0;        // intra-op threads for the model; 0: all cores
+  OnNonfinite on_nonfinite =
+      OnNonfinite::Stop;  // NaN/Inf loss or gradient: stop (error, last checkpoint kept) | skip the step
 };
 
 struct EvalConfig {
-  int every = 20;            // epochs between evaluations; 0: only after the last
+  int every = 20;  // epochs between evaluations; 0: only after the last
   std::vector<Protocol> protocols{Protocol::Full, Protocol::Sampled};
   std::vector<int> ks{1, 5, 10, 20};
-  int64_t max_users = 0;     // 0: every eligible user
+  int64_t max_users = 0;  // 0: every eligible user
   int sampled_negatives = 100;
-  int batch_users = 512;     // users scored together
-  int64_t memory_mb = 256;   // bound on one score block (users x items x 4 bytes)
-  int patience = 0;          // stop after this many evaluations in a row without a better valid score; 0: off
+  int batch_users = 512;         // users scored together
+  int64_t memory_mb = 256;       // bound on one score block (users x items x 4 bytes)
+  int patience = 0;              // stop after this many evaluations in a row without a better valid score; 0: off
   Scorer scorer = Scorer::Auto;  // full-catalog ranking: blocked (CPU) | tensor (device path) | auto
   // sampled protocol: negatives avoid every item of the user's sequence
   // (sequence) or only its training items (train: the authors' code and the port).
@@ -154,10 +155,10 @@ struct EvalConfig {
 };
 
 struct CheckpointConfig {
-  std::string dir;           // empty: no checkpoints
-  int every = 1;             // epochs between checkpoints
-  int keep = 3;              // newest checkpoints kept
-  ResumeFrom resume;         // none | auto | PATH
+  std::string dir;    // empty: no checkpoints
+  int every = 1;      // epochs between checkpoints
+  int keep = 3;       // newest checkpoints kept
+  ResumeFrom resume;  // none | auto | PATH
   // A fresh run in a folder holding another run's checkpoints: false refuses
   // it (exit 2); true moves them aside into DIR/replaced-YYYYmmdd-HHMMSS/.
   bool overwrite = false;
@@ -166,19 +167,20 @@ struct CheckpointConfig {
 struct RuntimeConfig {
   DeviceKind device = DeviceKind::Auto;  // auto | cpu | cuda
   CommKind comm = CommKind::Auto;        // auto | mpi | nccl | none
-  int check_replicas = 0;       // compare a parameter checksum every N steps; 0: off
-  int64_t memory_mb = 0;        // per-rank memory budget for the plan (memory_plan.h); 0: what the machine has
+  int check_replicas = 0;                // compare a parameter checksum every N steps; 0: off
+  int64_t memory_mb = 0;                 // per-rank memory budget for the plan (memory_plan.h); 0: what the machine has
   AttentionKernel attention = AttentionKernel::Auto;  // attention.h / model.h
-  Precision precision = Precision::Fp32;  // bf16: autocast of the blocks (CUDA; CPU for tests)
-  bool pin_memory = true;       // CUDA: batches staged in pinned host memory by the sampler, copied without blocking
-  bool cuda_graphs = false;     // CUDA: forward + backward captured once per packed-size bucket and replayed
+  Precision precision = Precision::Fp32;              // bf16: autocast of the blocks (CUDA; CPU for tests)
+  bool pin_memory = true;    // CUDA: batches staged in pinned host memory by the sampler, copied without blocking
+  bool cuda_graphs = false;  // CUDA: forward + backward captured once per packed-size bucket and replayed
 };
 
 struct OutputConfig {
   std::string metrics = "metrics.jsonl";
   int log_every = 0;  // steps between plain progress lines (output not a terminal); 0: one every 30 s
-  ProgressKind progress = ProgressKind::Auto;  // auto (live line on a terminal, plain lines otherwise) | live | lines | off
-  std::string profile;  // Chrome trace of steps 11-60 of the run (rank 0); empty: off
+  ProgressKind progress =
+      ProgressKind::Auto;  // auto (live line on a terminal, plain lines otherwise) | live | lines | off
+  std::string profile;     // Chrome trace of steps 11-60 of the run (rank 0); empty: off
 };
 
 struct Config {

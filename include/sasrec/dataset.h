@@ -63,7 +63,7 @@ class SplitData {
   // The time split needs shard.timestamps, each user's in time order.
   explicit SplitData(Shard shard, const SplitOptions& options = {});
 
-  int64_t num_users() const { return shard_.size(); }             // in this shard
+  int64_t num_users() const { return shard_.size(); }  // in this shard
   int64_t num_users_total() const { return shard_.num_users_total; }
   int64_t num_items() const { return shard_.num_items; }
   int64_t global_user(int64_t local) const { return shard_.users.begin + local; }

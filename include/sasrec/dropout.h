@@ -35,7 +35,6 @@ class DropoutStream {
   uint64_t calls_ = 0;
 };
 
-
 // x * mask / (1 - p) with mask ~ Bernoulli(1 - p); x itself when not training or p == 0.
 torch::Tensor dropout(const torch::Tensor& x, double p, bool training, DropoutStream& stream);
 

@@ -53,12 +53,11 @@ std::string cat(const Args&... args) {
 
 // Internal invariant or argument contract: throws sasrec::Error(Check) with
 // the expression, file:line and the streamed message.
-#define SASREC_CHECK(cond, ...)                                                          \
-  do {                                                                                   \
-    if (!(cond))                                                                         \
-      throw ::sasrec::Error(::sasrec::ErrorDomain::Check,                                \
-                            ::sasrec::detail::cat("check failed: " #cond ": ", ##__VA_ARGS__), \
-                            __FILE__, __LINE__);                                         \
+#define SASREC_CHECK(cond, ...)                                                                                     \
+  do {                                                                                                              \
+    if (!(cond))                                                                                                    \
+      throw ::sasrec::Error(::sasrec::ErrorDomain::Check,                                                           \
+                            ::sasrec::detail::cat("check failed: " #cond ": ", ##__VA_ARGS__), __FILE__, __LINE__); \
   } while (0)
 
 // A user-facing error (bad file, bad value): no expression, just the message.
@@ -76,15 +75,15 @@ namespace sasrec::detail {
 }  // namespace sasrec::detail
 
 // An MPI call (MPI_SUCCESS is 0 by the standard): Error(Mpi) naming the call, the rank and MPI's message.
-#define SASREC_MPI_CHECK(expr)                                                                    \
-  do {                                                                                            \
-    const int rc_ = (expr);                                                                       \
-    if (rc_ != 0) ::sasrec::detail::throw_mpi_error(rc_, #expr, __FILE__, __LINE__);               \
+#define SASREC_MPI_CHECK(expr)                                                       \
+  do {                                                                               \
+    const int rc_ = (expr);                                                          \
+    if (rc_ != 0) ::sasrec::detail::throw_mpi_error(rc_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 // An NCCL call of rank `rank` (ncclSuccess is 0): Error(Nccl) naming the call, the rank and NCCL's message.
-#define SASREC_NCCL_CHECK(expr, rank)                                                             \
-  do {                                                                                            \
-    const int rc_ = static_cast<int>(expr);                                                       \
-    if (rc_ != 0) ::sasrec::detail::throw_nccl_error(rc_, #expr, (rank), __FILE__, __LINE__);      \
+#define SASREC_NCCL_CHECK(expr, rank)                                                         \
+  do {                                                                                        \
+    const int rc_ = static_cast<int>(expr);                                                   \
+    if (rc_ != 0) ::sasrec::detail::throw_nccl_error(rc_, #expr, (rank), __FILE__, __LINE__); \
   } while (0)

@@ -36,11 +36,11 @@
 namespace sasrec {
 
 struct EvalResult {
-  std::string split;     // valid | test
-  std::string protocol;  // full | sampled
-  RankMetrics metrics;      // metrics.nonfinite_users(): users with a NaN or Inf score
-  double seconds = 0;     // the evaluation of the split, every protocol together
-  double users_per_s = 0; // global users evaluated / seconds
+  std::string split;       // valid | test
+  std::string protocol;    // full | sampled
+  RankMetrics metrics;     // metrics.nonfinite_users(): users with a NaN or Inf score
+  double seconds = 0;      // the evaluation of the split, every protocol together
+  double users_per_s = 0;  // global users evaluated / seconds
 };
 
 class Evaluator {

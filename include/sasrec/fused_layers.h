@@ -32,8 +32,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 
 // y = x W^T + bias for rows x [n,in] (stride ldx), W [out,in], bias [out] or
 // null -> y [n,out] (stride ldy).
-void linear_forward(const float* x, int64_t ldx, const float* w, const float* bias, int64_t n, int64_t in,
-                    int64_t out, float* y, int64_t ldy);
+void linear_forward(const float* x, int64_t ldx, const float* w, const float* bias, int64_t n, int64_t in, int64_t out,
+                    float* y, int64_t ldy);
 
 // Column sums of dy [n,cols] (stride ld) into dbias [cols] (overwritten).
 void column_sums(const float* dy, int64_t ld, int64_t n, int64_t cols, float* dbias);
@@ -72,18 +72,18 @@ struct AttentionShape {
   const int64_t* row = nullptr;    // [B+1]
   const int64_t* block = nullptr;  // [B+1]
   int64_t heads = 1, dh = 0;
-  uint64_t key = 0;                // dropout stream (used when dropout)
+  uint64_t key = 0;  // dropout stream (used when dropout)
   bool dropout = false;
   uint32_t threshold = 0;
   float keep_scale = 1;
 };
-void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
-                       const float* v, int64_t ld, float* probs, float* weights, float* out, int64_t ldo);
+void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k, const float* v,
+                       int64_t ld, float* probs, float* weights, float* out, int64_t ldo);
 // dout [rows,H dh] (stride ldo) -> dq, dk, dv (stride ld, overwritten);
 // `scratch` holds at least n*n floats for the longest sequence.
-void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
-                        const float* v, int64_t ld, const float* probs, const float* weights, const float* dout,
-                        int64_t ldo, float* dq, float* dk, float* dv, float* scratch);
+void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k, const float* v,
+                        int64_t ld, const float* probs, const float* weights, const float* dout, int64_t ldo, float* dq,
+                        float* dk, float* dv, float* scratch);
 
 // a . b over n floats.
 float dot(const float* a, const float* b, int64_t n);

@@ -79,8 +79,8 @@ std::string error_reason();
 // The one check of an HDF5 call: a negative result (an herr_t, or a hid_t
 // that is not valid) throws h5::fail(path, WHAT) with WHAT built from the
 // streamed parts: SASREC_H5_CHECK(H5Dwrite(...), path, "write ", name).
-#define SASREC_H5_CHECK(expr, path, ...)                                                              \
-  do {                                                                                                \
+#define SASREC_H5_CHECK(expr, path, ...)                                                                \
+  do {                                                                                                  \
     if ((expr) < 0) ::sasrec::h5::fail((path), ::sasrec::detail::cat(__VA_ARGS__), __FILE__, __LINE__); \
   } while (0)
 

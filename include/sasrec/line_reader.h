@@ -49,7 +49,7 @@ class LineReader {
 
   int64_t line_number() const { return line_; }
   void set_line_number(int64_t line) { line_ = line; }
-  int64_t consumed() const { return consumed_; }  // bytes handed out so far (the input's size at the end)
+  int64_t consumed() const { return consumed_; }     // bytes handed out so far (the input's size at the end)
   const std::string& path() const { return path_; }  // "stdin" for "-"
   int fd() const { return fd_; }
 

@@ -55,9 +55,9 @@ double gbce_beta(int64_t negatives, int64_t num_items, double t);
 // undefined; shared [K] (sampled_softmax; else undefined) -> scalar sum over
 // the N targets; with `weight` [N] (0 or 1: a captured step's padding
 // tokens weigh 0, step_graph.h) the sum of each target's term times its weight.
-torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& rows,
-                            const torch::Tensor& pos, const torch::Tensor& neg, const torch::Tensor& shared,
-                            const SampledTerms& terms = {}, const torch::Tensor& weight = {});
+torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& rows, const torch::Tensor& pos,
+                            const torch::Tensor& neg, const torch::Tensor& shared, const SampledTerms& terms = {},
+                            const torch::Tensor& weight = {});
 
 // features [B,T,D] with the batch's [B,T] targets (0: ignored) and its
 // negatives ([B,T] bce, [B,T,k] gbce; sampler.h), item_weight

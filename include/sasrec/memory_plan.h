@@ -51,7 +51,7 @@ class Sat {
 };
 
 struct MemoryComponent {
-  std::string name;    // "item table", "loss buffers (ce)", ...
+  std::string name;  // "item table", "loss buffers (ce)", ...
   int64_t bytes = 0;
   std::string keys;    // the config keys that drive it: "model.hidden, items"
   std::string advice;  // what to change to shrink it (or why nothing does)
@@ -85,8 +85,8 @@ int64_t available_memory(torch::Device device);
 int64_t available_cpu_memory(const std::string& meminfo_path, const std::vector<std::string>& cgroup_limit_paths);
 
 struct MemoryBudget {
-  int64_t bytes = -1;   // -1: unknown, nothing is checked
-  std::string source;   // "runtime.memory_mb" | "available memory (MemAvailable / cgroup limit)" | ...
+  int64_t bytes = -1;  // -1: unknown, nothing is checked
+  std::string source;  // "runtime.memory_mb" | "available memory (MemAvailable / cgroup limit)" | ...
 };
 // runtime.memory_mb when > 0, else available_memory(device).
 MemoryBudget memory_budget(const Config& config, torch::Device device);

@@ -57,7 +57,7 @@ class RankMetrics {
  private:
   std::vector<int> ks_;
   std::vector<double> sums_;
-  std::vector<double> discount_prefix_;  // [max k + 1]: sum of 1/log2(r+2) for r < j
+  std::vector<double> discount_prefix_;    // [max k + 1]: sum of 1/log2(r+2) for r < j
   std::vector<double> reciprocal_prefix_;  // [max k + 1]: sum of 1/(r+1) for r < j (MRR@k)
 };
 

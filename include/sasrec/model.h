@@ -29,7 +29,6 @@
 
 namespace sasrec {
 
-
 // The model's shape: the model.* settings (ModelConfig, whose defaults are
 // the paper's model) and the table sizes of the data; and how it computes
 // (runtime.attention, runtime.precision), which changes no function.

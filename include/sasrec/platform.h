@@ -26,9 +26,13 @@ class ByteMask3 {
  public:
   ByteMask3(char a, char b, char c)
 #ifdef __SSE2__
-      : a_(_mm_set1_epi8(a)), b_(_mm_set1_epi8(b)), c_(_mm_set1_epi8(c))
+      : a_(_mm_set1_epi8(a)),
+        b_(_mm_set1_epi8(b)),
+        c_(_mm_set1_epi8(c))
 #else
-      : a_(a), b_(b), c_(c)
+      : a_(a),
+        b_(b),
+        c_(c)
 #endif
   {
   }

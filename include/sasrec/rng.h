@@ -46,7 +46,9 @@ class Rng {
   // Uniform in [0, n) (Lemire's multiply-shift; bias below 2^-40 for n < 2^24).
   uint64_t below(uint64_t n) { return static_cast<uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64); }
   // Uniform in [lo, hi].
-  int64_t between(int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(below(static_cast<uint64_t>(hi - lo + 1))); }
+  int64_t between(int64_t lo, int64_t hi) {
+    return lo + static_cast<int64_t>(below(static_cast<uint64_t>(hi - lo + 1)));
+  }
   double uniform() { return (next() >> 11) * 0x1.0p-53; }
 
  private:

@@ -70,7 +70,6 @@ struct RawRows {
 // Reads the rest of `reader`'s input as `format` (not Auto) into `rows`;
 // the csv columns used, the delimiter and the comment lines go into `st`
 // (may be null). Throws Error(Input) "FILE:LINE: problem; what to do".
-void parse_rows(LineReader& reader, const ImportOptions& options, InputFormat format, RawRows* rows,
-                ImportStats* st);
+void parse_rows(LineReader& reader, const ImportOptions& options, InputFormat format, RawRows* rows, ImportStats* st);
 
 }  // namespace sasrec::text_import

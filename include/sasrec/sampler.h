@@ -3,12 +3,11 @@
 // An epoch is a seeded shuffle of this rank's trainable users cut into
 // steps_per_epoch nearly equal batches (at most batch_size each), so each
 // user comes once an epoch. With length buckets, users are first sorted by
-// length within windows of a few batches and the batch order is shuffled. Batch b of epoch e is a pure function of (seed, rank, e, b) and
-// the data: its negatives come from an RNG seeded with that tuple, so the
-// same seed gives the same batches whatever the thread count. Worker w
-// builds batches w, w+W, w+2W, ... into its own bounded queue; next() takes
-// them back in order. Batches are trimmed to their longest input (never
-// wider than maxlen) and left-padded with item 0.
+// length within windows of a few batches and the batch order is shuffled. Batch b of epoch e is a pure function of
+// (seed, rank, e, b) and the data: its negatives come from an RNG seeded with that tuple, so the same seed gives the
+// same batches whatever the thread count. Worker w builds batches w, w+W, w+2W, ... into its own bounded queue; next()
+// takes them back in order. Batches are trimmed to their longest input (never wider than maxlen) and left-padded with
+// item 0.
 //
 // Negatives per target: bce draws one for each target position, neg [B,T];
 // gbce draws k (train.negatives) for each, neg [B,T,k], as gSASRec does.
@@ -41,16 +40,16 @@ namespace sasrec {
 
 struct Batch {
   int64_t epoch = 0;
-  int64_t index = 0;     // batch within the epoch
-  torch::Tensor seq;     // [B,T] int64: inputs, left-padded with 0
-  torch::Tensor pos;     // [B,T] int64: next-item targets, 0 where ignored
-  torch::Tensor neg;     // int64, 0 where ignored: [B,T] one negative per target (bce), [B,T,k] k per
-                         // target (gbce: negatives_per_target); undefined otherwise
-  torch::Tensor shared;  // [K]  int64: negatives shared by the batch (sampled_softmax); undefined otherwise
+  int64_t index = 0;           // batch within the epoch
+  torch::Tensor seq;           // [B,T] int64: inputs, left-padded with 0
+  torch::Tensor pos;           // [B,T] int64: next-item targets, 0 where ignored
+  torch::Tensor neg;           // int64, 0 where ignored: [B,T] one negative per target (bce), [B,T,k] k per
+                               // target (gbce: negatives_per_target); undefined otherwise
+  torch::Tensor shared;        // [K]  int64: negatives shared by the batch (sampled_softmax); undefined otherwise
   torch::Tensor shared_log_q;  // [K] float: log(K q(shared_k)) under the popularity proposal; undefined otherwise
-  torch::Tensor users;   // [B]  int64: global user indices
-  int64_t targets = 0;   // number of non-ignored targets
-  StepInputs inputs;     // the same, packed and staged (SamplerOptions::stage); else undefined
+  torch::Tensor users;         // [B]  int64: global user indices
+  int64_t targets = 0;         // number of non-ignored targets
+  StepInputs inputs;           // the same, packed and staged (SamplerOptions::stage); else undefined
 };
 
 struct SamplerOptions {
@@ -104,9 +103,9 @@ class AliasTable {
   int64_t size() const { return static_cast<int64_t>(alias_.size()); }
 
  private:
-  int64_t total_ = 0;              // sum of the weights
-  std::vector<int64_t> threshold_; // slot i keeps i when a draw below total_ is < threshold_[i] ...
-  std::vector<int32_t> alias_;     // ... else it gives alias_[i]
+  int64_t total_ = 0;               // sum of the weights
+  std::vector<int64_t> threshold_;  // slot i keeps i when a draw below total_ is < threshold_[i] ...
+  std::vector<int32_t> alias_;      // ... else it gives alias_[i]
 };
 
 // log(k * counts[i] / sum(counts)) for every i, float [I+1] (-inf where the
@@ -130,7 +129,6 @@ class Sampler {
 
   // Builds batch `index` of `epoch` on the calling thread (what the workers run).
   Batch build(int64_t epoch, int64_t index) const;
-
 
  private:
   struct Queue {

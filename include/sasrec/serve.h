@@ -77,7 +77,8 @@ struct ParsedSequence {
 // Reads new users, one a line: "[label:] item item ..." (ids separated by
 // spaces, tabs or commas, oldest first). Blank lines and lines starting with
 // '#' are skipped. Unknown ids are collected, not fatal.
-std::vector<ParsedSequence> parse_sequences(std::istream& in, const std::unordered_map<std::string, int32_t>& item_index);
+std::vector<ParsedSequence> parse_sequences(std::istream& in,
+                                            const std::unordered_map<std::string, int32_t>& item_index);
 
 // item id -> index 1..I from the store's item map (row 0, the padding, left out).
 std::unordered_map<std::string, int32_t> index_ids(const std::vector<std::string>& item_ids);
@@ -117,8 +118,8 @@ struct RecommendRequest {
   bool all = false;
   std::string sequences_file;
   int topk = 10;
-  std::string out = "-";  // "-": stdout
-  std::string format;     // csv | jsonl | "" (by the file name)
+  std::string out = "-";    // "-": stdout
+  std::string format;       // csv | jsonl | "" (by the file name)
   std::string config_path;  // the config file, an input --out may not replace
 };
 int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log);

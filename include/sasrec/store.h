@@ -33,10 +33,10 @@ inline constexpr int kStoreVersion = 1;
 
 // The whole store in memory (CSR over users). Used by writers and tests.
 struct Interactions {
-  std::vector<int64_t> offsets{0};     // [U+1], offsets[0] = 0, non-decreasing
-  std::vector<int32_t> items;          // [N], each in 1..I
-  std::vector<int64_t> timestamps;     // [N] or empty when the input had no times
-  std::vector<std::string> user_ids;   // [U]
+  std::vector<int64_t> offsets{0};        // [U+1], offsets[0] = 0, non-decreasing
+  std::vector<int32_t> items;             // [N], each in 1..I
+  std::vector<int64_t> timestamps;        // [N] or empty when the input had no times
+  std::vector<std::string> user_ids;      // [U]
   std::vector<std::string> item_ids{""};  // [I+1], row 0 is the padding item
 
   int64_t num_users() const { return static_cast<int64_t>(offsets.size()) - 1; }
@@ -61,9 +61,9 @@ struct UserRange {
 
 // One rank's users: their sequences, with CSR offsets relative to the shard.
 struct Shard {
-  UserRange users;                 // global indices of the shard's users
-  int64_t num_items = 0;           // catalog size I of the whole store
-  int64_t num_users_total = 0;     // U of the whole store
+  UserRange users;                  // global indices of the shard's users
+  int64_t num_items = 0;            // catalog size I of the whole store
+  int64_t num_users_total = 0;      // U of the whole store
   std::vector<int64_t> offsets{0};  // [users.size()+1], offsets[0] = 0
   std::vector<int32_t> items;       // the shard's interactions, 1..I
   std::vector<int64_t> timestamps;  // same layout as items; empty unless loaded with timestamps

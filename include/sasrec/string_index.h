@@ -32,15 +32,8 @@ struct Key {
 inline constexpr size_t kKeyWords = 24;
 
 // The low n bytes of a word, n = 0..8.
-inline constexpr uint64_t kByteMask[9] = {0,
-                                          0xffull,
-                                          0xffffull,
-                                          0xffffffull,
-                                          0xffffffffull,
-                                          0xffffffffffull,
-                                          0xffffffffffffull,
-                                          0xffffffffffffffull,
-                                          ~0ull};
+inline constexpr uint64_t kByteMask[9] = {
+    0, 0xffull, 0xffffull, 0xffffffull, 0xffffffffull, 0xffffffffffull, 0xffffffffffffull, 0xffffffffffffffull, ~0ull};
 
 // The hash of a key: folded 128-bit products of its words (wyhash's mixing).
 inline uint64_t fold_mul(uint64_t a, uint64_t b) {

@@ -34,14 +34,14 @@ struct SynthOptions {
   double mean_length = 10.0;  // mean interactions per user (>= min_length)
   int min_length = 3;
   int max_length = 200;
-  int64_t topics = 0;         // 0 = auto: clamp(items / 100, 1, 1000)
-  int successors = 4;         // likely next items per item
-  double p_markov = 0.6;      // next = a successor of the previous item
-  double p_switch = 0.1;      // next = a popular item of a topic from the user's mix
-  double zipf = 1.0;          // popularity exponent inside a topic
+  int64_t topics = 0;     // 0 = auto: clamp(items / 100, 1, 1000)
+  int successors = 4;     // likely next items per item
+  double p_markov = 0.6;  // next = a successor of the previous item
+  double p_switch = 0.1;  // next = a popular item of a topic from the user's mix
+  double zipf = 1.0;      // popularity exponent inside a topic
   uint64_t seed = 1;
-  int threads = 0;            // 0 = all cores; the output does not depend on it
-  bool shuffle = false;       // csv: shuffle rows within blocks of users (deterministic)
+  int threads = 0;       // 0 = all cores; the output does not depend on it
+  bool shuffle = false;  // csv: shuffle rows within blocks of users (deterministic)
 
   // Throws Error(Input) naming the bad option; resolves topics/threads.
   void validate();
@@ -83,9 +83,9 @@ class SynthModel {
   int64_t oracle_rank(const std::vector<int32_t>& seq, const int64_t* mix_topic, const double* mix_w) const;
 
   SynthOptions opt_;
-  std::vector<int32_t> successors_;          // [I * S], row i-1 = successors of item i
-  std::vector<double> succ_weight_;          // [S], sums to 1
-  int64_t small_size_ = 0;                   // topic sizes are small_size_ or small_size_ + 1
+  std::vector<int32_t> successors_;            // [I * S], row i-1 = successors of item i
+  std::vector<double> succ_weight_;            // [S], sums to 1
+  int64_t small_size_ = 0;                     // topic sizes are small_size_ or small_size_ + 1
   std::vector<double> cdf_small_, cdf_large_;  // Zipf CDFs for the two sizes
   double norm_small_ = 1, norm_large_ = 1;     // Zipf normalizers H(m, s)
 };

@@ -78,15 +78,19 @@ class AutocastGuard {
     return d == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
   }
   static void set_enabled(c10::DeviceType d, bool on) {
-    if (d == c10::DeviceType::CPU) at::autocast::set_cpu_enabled(on);
-    else at::autocast::set_enabled(on);
+    if (d == c10::DeviceType::CPU)
+      at::autocast::set_cpu_enabled(on);
+    else
+      at::autocast::set_enabled(on);
   }
   static c10::ScalarType get_dtype(c10::DeviceType d) {
     return d == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
   }
   static void set_dtype(c10::DeviceType d, c10::ScalarType t) {
-    if (d == c10::DeviceType::CPU) at::autocast::set_autocast_cpu_dtype(t);
-    else at::autocast::set_autocast_gpu_dtype(t);
+    if (d == c10::DeviceType::CPU)
+      at::autocast::set_autocast_cpu_dtype(t);
+    else
+      at::autocast::set_autocast_gpu_dtype(t);
   }
 #endif
 

@@ -57,15 +57,15 @@ struct TrainSummary {
   int64_t epochs = 0;  // epochs finished (including those of a resumed run)
   int64_t steps = 0;
   double seconds = 0;
-  int64_t best_epoch = 0;               // by valid NDCG@10 (first protocol), 0 if never evaluated
-  std::vector<EvalResult> best_valid;   // at best_epoch
-  std::vector<EvalResult> best_test;    // at best_epoch
-  std::vector<EvalResult> last;         // the last evaluation (valid then test)
-  int interrupted_by = 0;               // SIGTERM / SIGINT that stopped the run after a checkpoint; 0: ran to the end
-  std::string checkpoint;               // the last checkpoint written, "" if none
-  int64_t skipped_steps = 0;            // steps skipped for non-finite gradients (train.on_nonfinite: skip)
-  bool early_stopped = false;           // eval.patience ended the run before train.epochs
-  std::string run_id;                   // the run's id, recorded in its checkpoints (resumed: the checkpoint's)
+  int64_t best_epoch = 0;              // by valid NDCG@10 (first protocol), 0 if never evaluated
+  std::vector<EvalResult> best_valid;  // at best_epoch
+  std::vector<EvalResult> best_test;   // at best_epoch
+  std::vector<EvalResult> last;        // the last evaluation (valid then test)
+  int interrupted_by = 0;              // SIGTERM / SIGINT that stopped the run after a checkpoint; 0: ran to the end
+  std::string checkpoint;              // the last checkpoint written, "" if none
+  int64_t skipped_steps = 0;           // steps skipped for non-finite gradients (train.on_nonfinite: skip)
+  bool early_stopped = false;          // eval.patience ended the run before train.epochs
+  std::string run_id;                  // the run's id, recorded in its checkpoints (resumed: the checkpoint's)
 };
 
 class Trainer {
@@ -105,9 +105,9 @@ class Trainer {
   struct Epoch;
   // One step's outcome.
   struct StepOutcome {
-    double loss_sum = 0;         // the batch's loss SUM (not mean)
-    bool skipped = false;        // non-finite, train.on_nonfinite: skip
-    bool stop_requested = false; // some rank got SIGTERM/SIGINT (every rank agrees)
+    double loss_sum = 0;          // the batch's loss SUM (not mean)
+    bool skipped = false;         // non-finite, train.on_nonfinite: skip
+    bool stop_requested = false;  // some rank got SIGTERM/SIGINT (every rank agrees)
   };
   // Forward and backward of one step: the loss sum and, for the sampled
   // losses, the item rows whose gradient backward filled.
@@ -121,17 +121,17 @@ class Trainer {
   };
 
   // ---- setting up (trainer.cpp) ----
-  void build_training();      // the objective, optimizer, reducer and CUDA graphs
+  void build_training();  // the objective, optimizer, reducer and CUDA graphs
   void broadcast_parameters();
   SamplerOptions sampler_options() const;
 
   // ---- fit's phases (trainer.cpp) ----
-  Run start_run();                                                // 1
+  Run start_run();                                                                                         // 1
   Epoch run_epoch(Run& run, Sampler& sampler, Progress& progress, const StepGuard& guard, int64_t epoch);  // 3a
-  TrainSummary interrupted(Run& run, const Epoch& e);             // 3b
-  void report_epoch(Run& run, const Epoch& e);                    // 3c
-  void after_epoch(Run& run, int64_t epoch);                      // 3d
-  TrainSummary finish(Run& run);                                  // 4
+  TrainSummary interrupted(Run& run, const Epoch& e);                                                      // 3b
+  void report_epoch(Run& run, const Epoch& e);                                                             // 3c
+  void after_epoch(Run& run, int64_t epoch);                                                               // 3d
+  TrainSummary finish(Run& run);                                                                           // 4
   void save_checkpoint(Run& run);
   void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
   // runtime.check_replicas: every rank's parameter checksum must agree.
@@ -146,7 +146,7 @@ class Trainer {
   Pass forward_backward(const Batch& batch, int64_t step, int64_t global_targets);  // 2, 3
   // 5: what is not finite after the reduce ("" when all is), the same on every rank.
   std::string nonfinite(const ReduceOutcome& reduced, int64_t global_targets) const;
-  void apply_update(int64_t step, const ReduceOutcome& reduced);                     // 6
+  void apply_update(int64_t step, const ReduceOutcome& reduced);  // 6
 
   Config config_;
   Communicator& comm_;
@@ -160,16 +160,16 @@ class Trainer {
   int64_t global_trainable_ = 0;
   MemoryPlan memory_plan_;  // made and checked in the constructor, written with the start event
   MemoryBudget memory_budget_;
-  uint64_t item_map_ = 0;   // item_map_fingerprint of data.path, recorded in and checked against checkpoints
+  uint64_t item_map_ = 0;  // item_map_fingerprint of data.path, recorded in and checked against checkpoints
 
   // Mode::Train only.
-  std::vector<int64_t> item_counts_;    // the popularity proposal's counts over all ranks [I+1]; empty: uniform
+  std::vector<int64_t> item_counts_;  // the popularity proposal's counts over all ranks [I+1]; empty: uniform
   std::unique_ptr<Objective> objective_;
   std::unique_ptr<FusedSASRec> fused_;  // model.kernels: the explicit step (fused_model.h); null: autograd
   std::unique_ptr<FusedAdam> optimizer_;
   std::unique_ptr<Reducer> reducer_;
-  bool lazy_item_rows_ = false;         // train.item_optimizer lazy_adam: the item table steps by rows
-  RowGradient last_item_rows_;          // the last step's item-table gradient when it came as rows
+  bool lazy_item_rows_ = false;  // train.item_optimizer lazy_adam: the item table steps by rows
+  RowGradient last_item_rows_;   // the last step's item-table gradient when it came as rows
   // runtime.cuda_graphs (step_graph.h): the captured steps, the token buckets, sequences per padded batch.
   std::unique_ptr<StepGraph> graph_;
   std::vector<int64_t> graph_buckets_;

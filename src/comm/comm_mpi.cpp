@@ -18,7 +18,6 @@
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
 
-
 namespace sasrec {
 
 void detail::throw_mpi_error(int code, const char* expr, const char* file, int line) {
@@ -111,8 +110,8 @@ class MpiCommunicator final : public Communicator {
     const int64_t n = t.numel(), size = t.element_size();
     for (int64_t first = 0; first < n; first += max_count_) {
       const int count = static_cast<int>(std::min(max_count_, n - first));
-      SASREC_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + first * size, count, mpi_type(t.scalar_type()), MPI_SUM,
-                                     MPI_COMM_WORLD));
+      SASREC_MPI_CHECK(
+          MPI_Allreduce(MPI_IN_PLACE, data + first * size, count, mpi_type(t.scalar_type()), MPI_SUM, MPI_COMM_WORLD));
     }
   }
 
@@ -144,11 +143,9 @@ class MpiCommunicator final : public Communicator {
                  size_, " ranks");
     int64_t total = 0;
     for (int64_t r : send_rows) total += r;
-    SASREC_CHECK(total == rows_of(t), "alltoall: send counts sum to ", total, ", the tensor has ", rows_of(t),
-                 " rows");
+    SASREC_CHECK(total == rows_of(t), "alltoall: send counts sum to ", total, ", the tensor has ", rows_of(t), " rows");
     recv_rows.assign(size_, 0);
-    SASREC_MPI_CHECK(
-        MPI_Alltoall(send_rows.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, MPI_COMM_WORLD));
+    SASREC_MPI_CHECK(MPI_Alltoall(send_rows.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, MPI_COMM_WORLD));
     return exchange(t, send_rows, recv_rows, /*same_block=*/false);
   }
 

@@ -13,7 +13,6 @@
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
 
-
 namespace sasrec {
 
 void detail::throw_nccl_error(int code, const char* expr, int rank, const char* file, int line) {
@@ -62,15 +61,17 @@ class NcclCommunicator final : public Communicator {
   void allreduce_sum(torch::Tensor& t) override {
     if (!t.is_cuda()) return bootstrap_->allreduce_sum(t);
     check(t);
-    SASREC_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), ncclSum,
-                                    comm_, stream(t)), bootstrap_->rank());
+    SASREC_NCCL_CHECK(
+        ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), ncclSum, comm_, stream(t)),
+        bootstrap_->rank());
   }
 
   void broadcast(torch::Tensor& t, int root) override {
     if (!t.is_cuda()) return bootstrap_->broadcast(t, root);
     check(t);
     SASREC_NCCL_CHECK(
-        ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), root, comm_, stream(t)), bootstrap_->rank());
+        ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), root, comm_, stream(t)),
+        bootstrap_->rank());
   }
 
   torch::Tensor allgather(const torch::Tensor& t) override {
@@ -85,8 +86,9 @@ class NcclCommunicator final : public Communicator {
     padded.slice(0, 0, t.size(0)).copy_(t);
     shape[0] = most * world_size();
     auto all = torch::empty(shape, t.options());
-    SASREC_NCCL_CHECK(ncclAllGather(padded.data_ptr(), all.data_ptr(), padded.numel(), nccl_type(t.scalar_type()),
-                                    comm_, stream(t)), bootstrap_->rank());
+    SASREC_NCCL_CHECK(
+        ncclAllGather(padded.data_ptr(), all.data_ptr(), padded.numel(), nccl_type(t.scalar_type()), comm_, stream(t)),
+        bootstrap_->rank());
     std::vector<torch::Tensor> parts;
     for (int r = 0; r < world_size(); ++r) parts.push_back(all.slice(0, r * most, r * most + rows[r].item<int64_t>()));
     return torch::cat(parts);
@@ -119,9 +121,11 @@ class NcclCommunicator final : public Communicator {
     SASREC_NCCL_CHECK(ncclGroupStart(), bootstrap_->rank());
     for (int r = 0; r < world_size(); ++r) {
       if (send_rows[r] > 0)
-        SASREC_NCCL_CHECK(ncclSend(send + s_off * row * bytes, send_rows[r] * row, type, r, comm_, stream(t)), bootstrap_->rank());
+        SASREC_NCCL_CHECK(ncclSend(send + s_off * row * bytes, send_rows[r] * row, type, r, comm_, stream(t)),
+                          bootstrap_->rank());
       if (recv_rows[r] > 0)
-        SASREC_NCCL_CHECK(ncclRecv(recv + r_off * row * bytes, recv_rows[r] * row, type, r, comm_, stream(t)), bootstrap_->rank());
+        SASREC_NCCL_CHECK(ncclRecv(recv + r_off * row * bytes, recv_rows[r] * row, type, r, comm_, stream(t)),
+                          bootstrap_->rank());
       s_off += send_rows[r], r_off += recv_rows[r];
     }
     SASREC_NCCL_CHECK(ncclGroupEnd(), bootstrap_->rank());
@@ -139,8 +143,8 @@ class NcclCommunicator final : public Communicator {
 
  private:
   void check(const torch::Tensor& t) const {
-    SASREC_CHECK(t.is_contiguous() && t.device().index() == device_, "NCCL collectives take contiguous tensors on cuda:",
-                 device_);
+    SASREC_CHECK(t.is_contiguous() && t.device().index() == device_,
+                 "NCCL collectives take contiguous tensors on cuda:", device_);
   }
   static cudaStream_t stream(const torch::Tensor& t) {
     return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();

@@ -6,7 +6,8 @@
 namespace sasrec {
 
 std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator>, int) {
-  SASREC_FAIL(Config, "runtime.comm is nccl, but this build has no NCCL backend (CMake found no CUDA-enabled Torch "
+  SASREC_FAIL(Config,
+              "runtime.comm is nccl, but this build has no NCCL backend (CMake found no CUDA-enabled Torch "
               "and NCCL). Use runtime.comm mpi, or rebuild against a CUDA Torch with NCCL_ROOT set "
               "(see launch/gpu_check.sh)");
 }

@@ -43,7 +43,8 @@ ItemRows gather_item_rows_cpu(const torch::Tensor& weight, const std::vector<tor
     const int64_t* in = p->data_ptr<int64_t>();
     const int64_t n = p->numel();
     for (int64_t i = 0; i < n; ++i) out[offset + i] = slot[in[i]];
-    *p = torch::from_blob(out + offset, p->sizes(), [keep = remapped](void*) {}, torch::kInt64);
+    *p = torch::from_blob(
+        out + offset, p->sizes(), [keep = remapped](void*) {}, torch::kInt64);
     offset += n;
   }
   for (int64_t id : ids) slot[id] = -1;
@@ -107,9 +108,7 @@ RowGradient allgather_rows(Communicator& comm, const torch::Tensor& ids, const t
   return sum_duplicate_rows(all_ids, all_values);
 }
 
-int64_t allreduce_wire_bytes(int64_t bytes, int world) {
-  return world <= 1 ? 0 : 2 * bytes * (world - 1) / world;
-}
+int64_t allreduce_wire_bytes(int64_t bytes, int world) { return world <= 1 ? 0 : 2 * bytes * (world - 1) / world; }
 
 int64_t allgather_wire_bytes(int64_t total_bytes, int world) {
   return world <= 1 ? 0 : total_bytes * (world - 1) / world;

@@ -5,8 +5,12 @@ namespace sasrec {
 
 Reducer::Reducer(Communicator& comm, std::vector<torch::Tensor> params, torch::Tensor item_table, Exchange exchange,
                  bool item_rows, bool lazy)
-    : comm_(comm), params_(std::move(params)), table_(std::move(item_table)), exchange_(exchange),
-      item_rows_(item_rows), lazy_(lazy && item_rows) {
+    : comm_(comm),
+      params_(std::move(params)),
+      table_(std::move(item_table)),
+      exchange_(exchange),
+      item_rows_(item_rows),
+      lazy_(lazy && item_rows) {
   for (const auto& p : params_) dense_bucket_bytes_ += p.numel() * p.element_size();
   dense_bucket_bytes_ += 2 * sizeof(float);  // the bucket's two flags
 }
@@ -94,7 +98,8 @@ ReduceOutcome Reducer::reduce(const ItemRows& rows, bool loss_bad, bool stop_req
 
 nlohmann::json Reducer::stats_json() const {
   const int64_t steps = std::max<int64_t>(1, stats_.steps);
-  return {{"sparse_steps", stats_.sparse_steps}, {"dense_steps", stats_.dense_steps},
+  return {{"sparse_steps", stats_.sparse_steps},
+          {"dense_steps", stats_.dense_steps},
           {"bytes_per_step", stats_.wire_bytes / steps},
           {"dense_bytes_per_step", allreduce_wire_bytes(dense_bucket_bytes_, comm_.world_size())},
           {"item_rows_per_step", stats_.rows / steps}};

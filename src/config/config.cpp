@@ -79,7 +79,9 @@ int parse_value<int>(const Ctx& c) {
   return static_cast<int>(v);
 }
 template <>
-int64_t parse_value<int64_t>(const Ctx& c) { return parse_int(c); }
+int64_t parse_value<int64_t>(const Ctx& c) {
+  return parse_int(c);
+}
 template <>
 uint64_t parse_value<uint64_t>(const Ctx& c) {
   int64_t v = parse_int(c, "a non-negative integer");
@@ -112,10 +114,10 @@ std::string parse_value<std::string>(const Ctx& c) {
 // a row here.
 template <typename E>
 struct Choice;
-#define SASREC_CHOICE(E, ...)                                                   \
-  template <>                                                                   \
-  struct Choice<E> {                                                            \
-    static constexpr std::pair<E, const char*> names[] = {__VA_ARGS__};         \
+#define SASREC_CHOICE(E, ...)                                           \
+  template <>                                                           \
+  struct Choice<E> {                                                    \
+    static constexpr std::pair<E, const char*> names[] = {__VA_ARGS__}; \
   };
 SASREC_CHOICE(Norm, {Norm::Pre, "pre"}, {Norm::Post, "post"}, {Norm::Paper, "paper"})
 SASREC_CHOICE(Activation, {Activation::Relu, "relu"}, {Activation::Gelu, "gelu"})
@@ -381,7 +383,8 @@ Config parse_config_yaml(const std::string& yaml_text, const std::string& source
     const std::string section = sec.first.as<std::string>();
     if (std::find(sections.begin(), sections.end(), section) == sections.end())
       SASREC_FAIL(Config, where(source, sec.first), ": unknown section '", section, "'",
-                  did_you_mean(section, sections), " (sections: data, model, train, eval, checkpoint, runtime, output)");
+                  did_you_mean(section, sections),
+                  " (sections: data, model, train, eval, checkpoint, runtime, output)");
     if (sec.second.IsNull()) continue;
     if (!sec.second.IsMap())
       SASREC_FAIL(Config, where(source, sec.second), ": section '", section, "' must be a map of keys");
@@ -540,12 +543,16 @@ void validate_data(const Config& c, const Require& require) {
     const auto& v = c.data.valid_from;
     const auto& t = c.data.test_from;
     if (v.kind == t.kind && v.kind == TimeCutoff::Kind::Quantile)
-      require(v.quantile <= t.quantile, "data.valid_from", "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
+      require(v.quantile <= t.quantile, "data.valid_from",
+              "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
     if (v.kind == t.kind && v.kind == TimeCutoff::Kind::Timestamp)
-      require(v.timestamp <= t.timestamp, "data.valid_from", "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
+      require(v.timestamp <= t.timestamp, "data.valid_from",
+              "(" + v.text + ") must not come after data.test_from (" + t.text + ")");
   } else {
-    require(!c.data.valid_from.set(), "data.valid_from", "is set, but only data.split: time uses it: set data.split: time or remove it");
-    require(!c.data.test_from.set(), "data.test_from", "is set, but only data.split: time uses it: set data.split: time or remove it");
+    require(!c.data.valid_from.set(), "data.valid_from",
+            "is set, but only data.split: time uses it: set data.split: time or remove it");
+    require(!c.data.test_from.set(), "data.test_from",
+            "is set, but only data.split: time uses it: set data.split: time or remove it");
   }
   require(!c.data.refit || c.eval.patience == 0, "eval.patience",
           "needs valid figures, which data.refit: true turns off (valid is trained on): set eval.patience: 0");
@@ -611,7 +618,8 @@ void validate_checkpoint(const Config& c, const Require& require) {
   require(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1");
   using Resume = ResumeFrom::Kind;
   require(c.checkpoint.resume.kind != Resume::Path || std::filesystem::exists(c.checkpoint.resume.path),
-          "checkpoint.resume", "must be none, auto or an existing checkpoint file, got '" + c.checkpoint.resume.path + "'");
+          "checkpoint.resume",
+          "must be none, auto or an existing checkpoint file, got '" + c.checkpoint.resume.path + "'");
   require(c.checkpoint.resume.kind != Resume::Auto || !c.checkpoint.dir.empty(), "checkpoint.resume",
           "is auto but checkpoint.dir is empty: set checkpoint.dir");
   require(!c.checkpoint.overwrite || c.checkpoint.resume.kind == Resume::None, "checkpoint.overwrite",
@@ -621,7 +629,8 @@ void validate_checkpoint(const Config& c, const Require& require) {
           "is true but checkpoint.dir is empty: set checkpoint.dir");
   require(c.checkpoint.dir.empty() || !std::filesystem::exists(c.checkpoint.dir) ||
               std::filesystem::is_directory(c.checkpoint.dir),
-          "checkpoint.dir", "names '" + c.checkpoint.dir + "', which is not a folder: give a folder for the checkpoints");
+          "checkpoint.dir",
+          "names '" + c.checkpoint.dir + "', which is not a folder: give a folder for the checkpoints");
 }
 
 // validate(): the runtime and output sections, and the CUDA features against the build and device.
@@ -651,9 +660,11 @@ void validate_runtime(const Config& c, const Require& require) {
           "is blocked, the CPU scorer, but runtime.device is cuda: use auto or tensor");
   require(!c.runtime.cuda_graphs || c.runtime.device != DeviceKind::Cpu, "runtime.cuda_graphs",
           "is true but runtime.device is cpu: CUDA graphs need a CUDA device (set it false on CPU)");
-  require(!c.runtime.cuda_graphs || (c.train.item_optimizer == ItemOptimizer::Adam && c.train.exchange != Exchange::Sparse), "runtime.cuda_graphs",
-          "is true: a captured step has fixed shapes, so the item table's gradient is dense; it needs "
-          "train.item_optimizer: adam and train.exchange: dense or auto (or set runtime.cuda_graphs: false)");
+  require(
+      !c.runtime.cuda_graphs || (c.train.item_optimizer == ItemOptimizer::Adam && c.train.exchange != Exchange::Sparse),
+      "runtime.cuda_graphs",
+      "is true: a captured step has fixed shapes, so the item table's gradient is dense; it needs "
+      "train.item_optimizer: adam and train.exchange: dense or auto (or set runtime.cuda_graphs: false)");
   require(c.runtime.memory_mb >= 0, "runtime.memory_mb", "must be >= 0 (0: the memory the machine has)");
   require(c.runtime.check_replicas >= 0, "runtime.check_replicas", "must be >= 0 (0: off)");
   require(c.output.log_every >= 0, "output.log_every", "must be >= 0");

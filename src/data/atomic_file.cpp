@@ -259,7 +259,8 @@ void install_signal_cleanup(const char* program) {
   sigaction(SIGINT, &sa, nullptr);
 }
 
-FolderLock::FolderLock(const std::string& folder, const std::string& what) : path_((fs::path(folder) / "lock").string()) {
+FolderLock::FolderLock(const std::string& folder, const std::string& what)
+    : path_((fs::path(folder) / "lock").string()) {
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0)
     SASREC_FAIL(Io, what, " '", folder, "': cannot create the lock file ", path_, " (", std::strerror(errno),

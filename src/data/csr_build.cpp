@@ -180,9 +180,8 @@ Csr build_csr(const std::string& path, const ImportOptions& opt, RawRows* rows, 
     kept = k_core(*rows, opt, &dropped);
     st->dropped_rows += dropped;
     if (dropped == R)
-      SASREC_FAIL(Input, path, ": all ", R, " rows were dropped by --min-user-interactions ",
-                  opt.min_user_interactions, " / --min-item-interactions ", opt.min_item_interactions,
-                  "; lower the thresholds");
+      SASREC_FAIL(Input, path, ": all ", R, " rows were dropped by --min-user-interactions ", opt.min_user_interactions,
+                  " / --min-item-interactions ", opt.min_item_interactions, "; lower the thresholds");
   }
   if (kept.empty()) {  // the indices from parsing are already in order of first appearance
     c.num_users = rows->users.size();

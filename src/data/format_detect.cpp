@@ -45,7 +45,8 @@ InputFormat detect_in(std::string_view prefix, bool complete, const std::string&
       if (d) {
         CsvSplitter split(d);
         split.split(line, &f);
-        bool header = f.size() >= 2 && std::any_of(f.begin(), f.end(), [](std::string_view s) { return !is_number(s); });
+        bool header =
+            f.size() >= 2 && std::any_of(f.begin(), f.end(), [](std::string_view s) { return !is_number(s); });
         if (header) return InputFormat::Csv;
         if (d != '\t' && d != ' ')
           SASREC_FAIL(Input, path, ":", first_line, ": cannot tell the format: the line is split by '", d,

@@ -176,8 +176,8 @@ namespace {
 Handle select_block(hid_t ds, const std::string& path, const std::string& name, const std::vector<hsize_t>& start,
                     const std::vector<hsize_t>& count) {
   Handle space(H5Dget_space(ds), H5Sclose);
-  SASREC_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
-                  path, "select rows of ", name);
+  SASREC_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr), path,
+                  "select rows of ", name);
   return space;
 }
 
@@ -192,8 +192,7 @@ void write_block(hid_t ds, const std::string& path, const std::string& name, hid
   if (is_empty(count)) return;
   Handle file_space = select_block(ds, path, name, start, count);
   Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose);
-  SASREC_H5_CHECK(H5Dwrite(ds, mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, data), path, "write ",
-                  name);
+  SASREC_H5_CHECK(H5Dwrite(ds, mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, data), path, "write ", name);
 }
 
 void read_block(hid_t ds, const std::string& path, const std::string& name, hid_t mem_type,
@@ -201,8 +200,7 @@ void read_block(hid_t ds, const std::string& path, const std::string& name, hid_
   if (is_empty(count)) return;
   Handle file_space = select_block(ds, path, name, start, count);
   Handle mem_space(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose);
-  SASREC_H5_CHECK(H5Dread(ds, mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, data), path, "read ",
-                  name);
+  SASREC_H5_CHECK(H5Dread(ds, mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, data), path, "read ", name);
 }
 
 std::vector<std::string> read_strings(hid_t ds, const std::string& path, const std::string& name, int64_t begin,
@@ -245,12 +243,12 @@ void write_strings(hid_t loc, const std::string& path, const char* name, const s
   for (size_t i = first; i < values.size(); ++i) ptrs.push_back(values[i].c_str());
   const hsize_t n = ptrs.size();
   Handle ds = create_dataset(loc, path, name, type.get(), {n});
-  if (n > 0) SASREC_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), path,
-                             "write ", name);
+  if (n > 0)
+    SASREC_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), path, "write ", name);
 }
 
-Appender::Appender(hid_t loc, const std::string& path, const char* name, hid_t file_type, hid_t mem_type,
-                   hsize_t chunk, bool uncached)
+Appender::Appender(hid_t loc, const std::string& path, const char* name, hid_t file_type, hid_t mem_type, hsize_t chunk,
+                   bool uncached)
     : path_(path), name_(name), mem_type_(mem_type) {
   const hsize_t dims[1] = {0};
   const hsize_t maxdims[1] = {H5S_UNLIMITED};

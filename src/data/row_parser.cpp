@@ -112,8 +112,10 @@ class Parser {
   }
 
   void add_checked(std::string_view user, std::string_view item, int64_t time, bool padded) {
-    if (user.empty()) SASREC_FAIL(Input, where(), ": empty user id; every row needs a user id (remove the row or fill it in)");
-    if (item.empty()) SASREC_FAIL(Input, where(), ": empty item id; every row needs an item id (remove the row or fill it in)");
+    if (user.empty())
+      SASREC_FAIL(Input, where(), ": empty user id; every row needs a user id (remove the row or fill it in)");
+    if (item.empty())
+      SASREC_FAIL(Input, where(), ": empty item id; every row needs an item id (remove the row or fill it in)");
     if (padded)
       add(key_padded(user.data(), user.size()), key_padded(item.data(), item.size()), time);
     else
@@ -145,7 +147,8 @@ class Parser {
     const size_t bad = utf8_error(reinterpret_cast<const unsigned char*>(k.p), k.len);
     if (bad == std::string_view::npos) return;
     SASREC_FAIL(Input, where(line), ": the ", what, " id '", escaped(std::string_view(k.p, k.len)),
-                "' is not valid UTF-8 (byte ", bad + 1, "); the store keeps ids as UTF-8 text: convert the input "
+                "' is not valid UTF-8 (byte ", bad + 1,
+                "); the store keeps ids as UTF-8 text: convert the input "
                 "first, e.g. iconv -f latin1 -t utf-8 IN > IN.utf8");
   }
 
@@ -275,8 +278,8 @@ class Parser {
       SASREC_FAIL(Input, where(header_line), ": the user and item columns are the same column '", header_[uc_],
                   "'; name them with --user-col and --item-col");
     tc_ = unique(find_column(header_, opt_.time_col,
-                             {"timestamp", "time", "unixreviewtime", "ts", "datetime", "date", "eventtime",
-                              "createdat", "unixtime"}),
+                             {"timestamp", "time", "unixreviewtime", "ts", "datetime", "date", "eventtime", "createdat",
+                              "unixtime"}),
                  "time");
     if (tc_ < 0 && !opt_.time_col.empty()) missing("time", "--time-col", opt_.time_col);
     if (st_) {
@@ -369,8 +372,7 @@ class Parser {
 
 }  // namespace
 
-void parse_rows(LineReader& reader, const ImportOptions& options, InputFormat format, RawRows* rows,
-                ImportStats* st) {
+void parse_rows(LineReader& reader, const ImportOptions& options, InputFormat format, RawRows* rows, ImportStats* st) {
   Parser(reader, options, st).run(format, rows);
 }
 

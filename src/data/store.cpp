@@ -36,10 +36,11 @@ struct ErrorPrintGuard {
 
 // Corrupt or foreign file: a user-facing input error that names the file.
 [[noreturn]] void fail_corrupt(const std::string& path, const std::string& problem) {
-  SASREC_FAIL(Input, path, ": ", problem, "; the file is not a valid sasrec-interactions store: regenerate it with csv2h5 or sasrec_synth");
+  SASREC_FAIL(Input, path, ": ", problem,
+              "; the file is not a valid sasrec-interactions store: regenerate it with csv2h5 or sasrec_synth");
 }
 
-constexpr hsize_t kChunkElems = 64 * 1024;      // numeric datasets
+constexpr hsize_t kChunkElems = 64 * 1024;        // numeric datasets
 constexpr hsize_t kStringChunkElems = 16 * 1024;  // /maps
 
 // The type of a string map: fixed-length (NUL-padded to the longest id),
@@ -198,12 +199,13 @@ void StoreWriter::add_user(std::string_view id, const int32_t* items, const int6
   Impl& m = *impl_;
   SASREC_CHECK(!m.finished, "add_user after finish");
   SASREC_CHECK(n >= 0);
-  if (id.empty()) SASREC_FAIL(Input, m.path, ": user ", m.num_users, " has an empty id; every user needs a non-empty id");
+  if (id.empty())
+    SASREC_FAIL(Input, m.path, ": user ", m.num_users, " has an empty id; every user needs a non-empty id");
   if (m.with_timestamps && n > 0) SASREC_CHECK(timestamps != nullptr, "the writer was opened with timestamps");
   for (int64_t k = 0; k < n; ++k) {
     if (items[k] < 1)
-      SASREC_FAIL(Input, m.path, ": user ", m.num_users, " (", id, ") has item ", items[k],
-                  " at position ", k, "; items are numbered from 1 (0 is padding)");
+      SASREC_FAIL(Input, m.path, ": user ", m.num_users, " (", id, ") has item ", items[k], " at position ", k,
+                  "; items are numbered from 1 (0 is padding)");
     m.max_item = std::max(m.max_item, items[k]);
   }
   m.buf_items.insert(m.buf_items.end(), items, items + n);
@@ -215,9 +217,7 @@ void StoreWriter::add_user(std::string_view id, const int32_t* items, const int6
   if (m.buf_items.size() >= (4u << 20) || m.buf_offsets.size() >= (1u << 20)) m.flush(false);
 }
 
-void StoreWriter::set_attribute(const std::string& name, double value) {
-  impl_->extra_attrs.emplace_back(name, value);
-}
+void StoreWriter::set_attribute(const std::string& name, double value) { impl_->extra_attrs.emplace_back(name, value); }
 
 void StoreWriter::finish(const std::vector<std::string>& item_ids) {
   if (item_ids.empty() || !item_ids[0].empty())
@@ -230,8 +230,8 @@ void StoreWriter::finish(int64_t num_items, const std::function<std::string(int6
   SASREC_CHECK(!m.finished, "finish called twice");
   try {
     if (m.max_item > num_items)
-      SASREC_FAIL(Input, m.path, ": an interaction has item ", m.max_item, " but the catalog has only ",
-                  num_items, " items; every item must be in 1..I");
+      SASREC_FAIL(Input, m.path, ": an interaction has item ", m.max_item, " but the catalog has only ", num_items,
+                  " items; every item must be in 1..I");
     m.flush(true);
     hid_t f = m.file.get();
     write_string_map(f, m.path, "/maps/user_id", m.user_ids);
@@ -359,12 +359,24 @@ struct Reader {
     bool ok = false;
     const char* want = "";
     switch (kind) {
-      case Kind::Int32: ok = cls == H5T_INTEGER && size == 4; want = "32-bit integer"; break;
-      case Kind::Int64: ok = cls == H5T_INTEGER && size == 8; want = "64-bit integer"; break;
-      case Kind::String: ok = cls == H5T_STRING; want = "string"; break;  // variable or fixed length
+      case Kind::Int32:
+        ok = cls == H5T_INTEGER && size == 4;
+        want = "32-bit integer";
+        break;
+      case Kind::Int64:
+        ok = cls == H5T_INTEGER && size == 8;
+        want = "64-bit integer";
+        break;
+      case Kind::String:
+        ok = cls == H5T_STRING;
+        want = "string";
+        break;  // variable or fixed length
     }
     if (!ok) {
-      const char* got = cls == H5T_INTEGER ? "integer" : cls == H5T_FLOAT ? "float" : cls == H5T_STRING ? "string" : "other";
+      const char* got = cls == H5T_INTEGER  ? "integer"
+                        : cls == H5T_FLOAT  ? "float"
+                        : cls == H5T_STRING ? "string"
+                                            : "other";
       fail_corrupt(path, cat("dataset ", name, " has dtype ", got, " of ", size, " bytes, expected ", want));
     }
     Handle s(H5Dget_space(ds.get()), H5Sclose);
@@ -373,7 +385,8 @@ struct Reader {
     if (rank != 1) fail_corrupt(path, cat("dataset ", name, " has ", rank, " dimensions, expected 1"));
     H5Sget_simple_extent_dims(s.get(), dims, nullptr);
     if (static_cast<int64_t>(dims[0]) != expected_rows)
-      fail_corrupt(path, cat("dataset ", name, " has ", dims[0], " rows, expected ", expected_rows, " (", rows_from, ")"));
+      fail_corrupt(path,
+                   cat("dataset ", name, " has ", dims[0], " rows, expected ", expected_rows, " (", rows_from, ")"));
     return ds;
   }
 
@@ -420,8 +433,8 @@ struct Reader {
         fail_corrupt(path, cat("/users/offsets[", u, "] = ", off[u], " is less than /users/offsets[", u - 1,
                                "] = ", off[u - 1], " (offsets must be non-decreasing)"));
     if (off.back() != s.num_interactions)
-      fail_corrupt(path, cat("/users/offsets[", s.num_users, "] = ", off.back(), ", expected num_interactions = ",
-                             s.num_interactions));
+      fail_corrupt(path, cat("/users/offsets[", s.num_users, "] = ", off.back(),
+                             ", expected num_interactions = ", s.num_interactions));
     return off;
   }
 
@@ -432,8 +445,8 @@ struct Reader {
     read_rows(ds.get(), "/interactions/item", H5T_NATIVE_INT32, begin, end - begin, it.data());
     for (size_t j = 0; j < it.size(); ++j)
       if (it[j] < 1 || it[j] > s.num_items)
-        fail_corrupt(path, cat("/interactions/item[", begin + static_cast<int64_t>(j), "] = ", it[j],
-                               " is outside 1..", s.num_items));
+        fail_corrupt(path, cat("/interactions/item[", begin + static_cast<int64_t>(j), "] = ", it[j], " is outside 1..",
+                               s.num_items));
     return it;
   }
 };
@@ -480,7 +493,8 @@ Shard load_shard(const std::string& path, int rank, int world_size, bool with_ti
   Reader r(path);
   StoreInfo s = r.info();
   if (with_timestamps && !s.has_timestamps)
-    SASREC_FAIL(Input, path, ": data.split is time, but this store has no /interactions/timestamp (it was "
+    SASREC_FAIL(Input, path,
+                ": data.split is time, but this store has no /interactions/timestamp (it was "
                 "converted from a log without times, e.g. a seq or pairs file); convert a log with a time column "
                 "(csv2h5 --time-col NAME) or use data.split: leave_one_out");
   std::vector<int64_t> off = r.offsets(s);

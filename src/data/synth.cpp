@@ -50,7 +50,7 @@ class Rng {
     return z ^ (z >> 31);
   }
   double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
-  int64_t below(int64_t n) {                                                 // [0, n)
+  int64_t below(int64_t n) {                                                  // [0, n)
     return static_cast<int64_t>((static_cast<unsigned __int128>(next()) * static_cast<uint64_t>(n)) >> 64);
   }
 
@@ -58,11 +58,11 @@ class Rng {
   uint64_t s_;
 };
 
-constexpr uint64_t kSaltUser = 0x75736572;      // "user"
-constexpr uint64_t kSaltSucc = 0x73756363;      // "succ"
-constexpr uint64_t kSaltShuffle = 0x73687566;   // "shuf"
-constexpr int64_t kBatchUsers = 1 << 14;        // fixed: the output must not depend on threads
-constexpr double kFixedPoint = 4294967296.0;    // NDCG sums in 2^-32 units
+constexpr uint64_t kSaltUser = 0x75736572;     // "user"
+constexpr uint64_t kSaltSucc = 0x73756363;     // "succ"
+constexpr uint64_t kSaltShuffle = 0x73687566;  // "shuf"
+constexpr int64_t kBatchUsers = 1 << 14;       // fixed: the output must not depend on threads
+constexpr double kFixedPoint = 4294967296.0;   // NDCG sums in 2^-32 units
 
 int digits_of(int64_t v) {
   int d = 1;
@@ -104,9 +104,11 @@ void SynthOptions::validate() {
   if (users < 1) bad(cat("--users ", users, ": need at least 1 user"));
   if (items < 2) bad(cat("--items ", items, ": need at least 2 items"));
   if (items > (1ll << 31) - 2) bad(cat("--items ", items, ": at most 2^31 - 2 items"));
-  if (min_length < 2) bad(cat("--min-length ", min_length, ": the minimum length must be >= 2 (a history and a target)"));
+  if (min_length < 2)
+    bad(cat("--min-length ", min_length, ": the minimum length must be >= 2 (a history and a target)"));
   if (max_length < min_length) bad(cat("--max-length ", max_length, " is below --min-length ", min_length));
-  if (min_length > items) bad(cat("--min-length ", min_length, " exceeds --items ", items, " (items do not repeat within a user)"));
+  if (min_length > items)
+    bad(cat("--min-length ", min_length, " exceeds --items ", items, " (items do not repeat within a user)"));
   if (!(mean_length >= min_length)) bad(cat("--mean-length ", mean_length, " is below --min-length ", min_length));
   if (topics == 0) topics = std::clamp<int64_t>(items / 100, 1, 1000);
   if (topics < 1 || topics > items) bad(cat("--topics ", topics, ": must be in 1..items"));
@@ -131,7 +133,9 @@ std::string SynthReport::to_json() const {
 }
 
 std::string synth_user_id(int64_t user, int64_t num_users) {
-  return cat('u', std::string(std::max(0, std::max(6, digits_of(std::max<int64_t>(0, num_users - 1))) - digits_of(user)), '0'), user);
+  return cat(
+      'u', std::string(std::max(0, std::max(6, digits_of(std::max<int64_t>(0, num_users - 1))) - digits_of(user)), '0'),
+      user);
 }
 
 std::string synth_item_id(int64_t item, int64_t num_items) {
@@ -327,7 +331,10 @@ int64_t SynthModel::oracle_rank(const std::vector<int32_t>& seq, const int64_t* 
       int64_t lo = 0, hi = m;
       while (lo < hi) {
         const int64_t mid = (lo + hi) / 2;
-        if (pred(c * zipf_weight(m, mid))) lo = mid + 1; else hi = mid;
+        if (pred(c * zipf_weight(m, mid)))
+          lo = mid + 1;
+        else
+          hi = mid;
       }
       return lo;
     };

@@ -20,7 +20,8 @@ struct Layout {
   std::vector<int64_t> row;    // [B+1] first row of sequence b
   std::vector<int64_t> block;  // [B+1] first weight of sequence b (H blocks of n*n each)
 
-  Layout(const torch::Tensor& offsets, int64_t d, int64_t heads) : B(offsets.numel() - 1), D(d), H(heads), dh(d / heads) {
+  Layout(const torch::Tensor& offsets, int64_t d, int64_t heads)
+      : B(offsets.numel() - 1), D(d), H(heads), dh(d / heads) {
     scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
     auto o = offsets.contiguous();
     const int64_t* p = o.data_ptr<int64_t>();
@@ -70,8 +71,8 @@ class PackedCausalAttention : public torch::autograd::Function<PackedCausalAtten
     const bool dropout = p > 0;
     const uint32_t threshold = dropout_threshold(p);
     const float keep_scale = dropout ? static_cast<float>(1.0 / (1.0 - p)) : 1.0f;
-    auto probs = torch::empty({L.block[L.B]}, q.options());                  // softmax, before dropout
-    auto weights = dropout ? torch::empty_like(probs) : probs;              // after dropout
+    auto probs = torch::empty({L.block[L.B]}, q.options());     // softmax, before dropout
+    auto weights = dropout ? torch::empty_like(probs) : probs;  // after dropout
     auto out = torch::empty_like(q);
     const float *Q = q.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
     float *P = probs.data_ptr<float>(), *W = weights.data_ptr<float>(), *O = out.data_ptr<float>();
@@ -119,7 +120,7 @@ class PackedCausalAttention : public torch::autograd::Function<PackedCausalAtten
         dS.resize(n * n);
         gemm(false, true, n, n, L.dh, 1.0f, dO + x, L.D, V + x, L.D, dS.data(), n);  // dW = dO V^T
         gemm(true, false, n, L.dh, n, 1.0f, W + w, n, dO + x, L.D, dV + x, L.D);     // dV = W^T dO
-        if (p > 0) apply_dropout(dS.data(), n * n, w, key, threshold, keep_scale);  // dP = dW * mask
+        if (p > 0) apply_dropout(dS.data(), n * n, w, key, threshold, keep_scale);   // dP = dW * mask
         for (int64_t i = 0; i < n; ++i) {  // softmax backward: dS = P * (dP - rowsum(dP * P))
           const float* prow = P + w + i * n;
           float* drow = dS.data() + i * n;

@@ -83,10 +83,10 @@ size_t payload_offset(const std::string& bytes, std::string& problem, std::strin
 }
 
 // The model keys that change the function a checkpoint computes.
-constexpr const char* kFunctionKeys[] = {"model.hidden",     "model.blocks",           "model.heads",
-                                         "model.maxlen",     "model.norm",             "model.activation",
-                                         "model.ffn_hidden", "model.attention_output", "model.embedding_norm",
-                                         "model.user_embedding"};
+constexpr const char* kFunctionKeys[] = {
+    "model.hidden",         "model.blocks",        "model.heads",      "model.maxlen",
+    "model.norm",           "model.activation",    "model.ffn_hidden", "model.attention_output",
+    "model.embedding_norm", "model.user_embedding"};
 
 // Refuses a checkpoint trained with another value of a function key.
 void check_model_keys(const std::string& path, const std::string& config_yaml, const ModelConfig& mine) {
@@ -104,8 +104,10 @@ void check_model_keys(const std::string& path, const std::string& config_yaml, c
     fixes += detail::cat(" --set ", key, "=", a);
   }
   if (!differences.empty())
-    SASREC_FAIL(Input, path, ": ", differences, ". The model would compute another function than the one trained; "
-                "use the config it was trained with (", fixes.substr(1), ") or another checkpoint");
+    SASREC_FAIL(Input, path, ": ", differences,
+                ". The model would compute another function than the one trained; "
+                "use the config it was trained with (",
+                fixes.substr(1), ") or another checkpoint");
 }
 
 }  // namespace
@@ -159,8 +161,7 @@ void save_checkpoint(const std::string& path, SASRec& model, torch::optim::Optim
   std::memcpy(header.run_id, state.run_id.data(), std::min(state.run_id.size(), sizeof(header.run_id)));
   header.checksum = checksum_of(header.run_id, payload.data(), payload.size());
 
-  AtomicOutput out(path, "checkpoint", {},
-                   "the previous checkpoint is kept. Free disk space or change checkpoint.dir");
+  AtomicOutput out(path, "checkpoint", {}, "the previous checkpoint is kept. Free disk space or change checkpoint.dir");
   out.open();
   out.write(&header, sizeof(header));
   const size_t half = payload.size() / 2;
@@ -237,7 +238,8 @@ TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim:
   for (auto& p : model->named_parameters()) {
     torch::Tensor stored;
     if (!m.try_read(p.key(), stored))
-      SASREC_FAIL(Input, path, ": parameter '", p.key(), "' is missing; the checkpoint is from another model "
+      SASREC_FAIL(Input, path, ": parameter '", p.key(),
+                  "' is missing; the checkpoint is from another model "
                   "(model.norm, model.user_embedding or model.blocks differ)");
     if (stored.sizes() != p.value().sizes()) {
       const bool catalog = p.value().is_same(model->item_weight()) && stored.size(1) == p.value().size(1);
@@ -257,8 +259,7 @@ TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim:
                 " (item map ", fingerprint_hex(state.item_map), "), but data.path '", match.data_path,
                 "' has other item ids or the same ones in another order (item map ", fingerprint_hex(match.item_map),
                 "): its item indices name other items. Use the store the model was made from",
-                state.data_path.empty() ? std::string() : " ('" + state.data_path + "')",
-                ", or train on this one");
+                state.data_path.empty() ? std::string() : " ('" + state.data_path + "')", ", or train on this one");
   {
     torch::NoGradGuard no_grad;
     for (auto& [param, stored] : copies) param.copy_(stored);

@@ -47,7 +47,7 @@ SASREC_CLONES float dot(const float* a, const float* b, int64_t n) { return dot8
 SASREC_CLONES void axpy(float alpha, const float* x, float* y, int64_t n) { axpy_inline(alpha, x, y, n); }
 
 SASREC_CLONES void linear_forward(const float* x, int64_t ldx, const float* w, const float* bias, int64_t n, int64_t in,
-                    int64_t out, float* y, int64_t ldy) {
+                                  int64_t out, float* y, int64_t ldy) {
   gemm(false, true, n, out, in, 1.0f, x, ldx, w, in, 0.0f, y, ldy);
   if (!bias) return;
   for (int64_t r = 0; r < n; ++r) {
@@ -104,8 +104,8 @@ SASREC_CLONES void column_sums(const float* dy, int64_t ld, int64_t n, int64_t c
   acc.write(dbias);
 }
 
-SASREC_CLONES void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t n, int64_t d, float eps,
-                        float* y, float* mean, float* rstd) {
+SASREC_CLONES void layer_norm_forward(const float* x, const float* gamma, const float* beta, int64_t n, int64_t d,
+                                      float eps, float* y, float* mean, float* rstd) {
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x + r * d;
     const float m = sum8(xr, d) / static_cast<float>(d);
@@ -124,8 +124,9 @@ SASREC_CLONES void layer_norm_forward(const float* x, const float* gamma, const 
   }
 }
 
-SASREC_CLONES void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma,
-                         int64_t n, int64_t d, float* dx, bool accumulate, float* dgamma, float* dbeta) {
+SASREC_CLONES void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd,
+                                       const float* gamma, int64_t n, int64_t d, float* dx, bool accumulate,
+                                       float* dgamma, float* dbeta) {
   ColumnSums dg(d), db(d);
   std::vector<float> xhat(d), g(d);
   float *pg = dg.part.data(), *pb = db.part.data(), *xh = xhat.data(), *gg = g.data();
@@ -151,7 +152,7 @@ SASREC_CLONES void layer_norm_backward(const float* dy, const float* x, const fl
 }
 
 SASREC_CLONES void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale,
-                   uint8_t* keep_out) {
+                                 uint8_t* keep_out) {
   // dropout_keeps, one hash a word of four elements; kept or not as arithmetic on bits (a select that GCC
   // turns into a branch is mispredicted half the time at p = 0.5, which costs more than the hash).
   auto word = [&](int64_t e) { return splitmix64(key ^ (static_cast<uint64_t>(e / 4) * 0x9E3779B97F4A7C15ull)); };
@@ -290,7 +291,8 @@ inline void causal_softmax(float* S, int64_t n) {
 }  // namespace
 
 SASREC_CLONES void attention_forward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
-                       const float* v, int64_t ld, float* probs, float* weights, float* out, int64_t ldo) {
+                                     const float* v, int64_t ld, float* probs, float* weights, float* out,
+                                     int64_t ldo) {
   const int64_t dh = s.dh;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
   for (int64_t b = b0; b < b1; ++b) {
@@ -326,8 +328,8 @@ SASREC_CLONES void attention_forward(const AttentionShape& s, int64_t b0, int64_
 }
 
 SASREC_CLONES void attention_backward(const AttentionShape& s, int64_t b0, int64_t b1, const float* q, const float* k,
-                        const float* v, int64_t ld, const float* probs, const float* weights, const float* dout,
-                        int64_t ldo, float* dq, float* dk, float* dv, float* scratch) {
+                                      const float* v, int64_t ld, const float* probs, const float* weights,
+                                      const float* dout, int64_t ldo, float* dq, float* dk, float* dv, float* scratch) {
   const int64_t dh = s.dh;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
   for (int64_t b = b0; b < b1; ++b) {

@@ -57,13 +57,13 @@ struct BlockGrads {  // offsets into the flat gradient buffer; wq, wk, wv back t
 };
 // A block's saved activations (rows = tokens).
 struct BlockActs {
-  float *in, *a, *r1, *b, *r2;         // [N,D] input, LN outputs and residual sums (see block_forward)
+  float *in, *a, *r1, *b, *r2;               // [N,D] input, LN outputs and residual sums (see block_forward)
   float *mean_a, *rstd_a, *mean_f, *rstd_f;  // [N]
-  float *qkv;                          // [N,3D]
-  float *probs, *weights;              // [sum over sequences of H n^2]
-  float *heads, *att;                  // [N,D] attention core output, attention output (before the residual)
-  float *u, *hd;                       // [N,F] FFN pre-activation, activation after dropout
-  uint8_t *keep_o, *keep_f1, *keep_f2;  // dropout masks of W_O's output [N,D], the activation [N,F], the FFN [N,D]
+  float* qkv;                                // [N,3D]
+  float *probs, *weights;                    // [sum over sequences of H n^2]
+  float *heads, *att;                        // [N,D] attention core output, attention output (before the residual)
+  float *u, *hd;                             // [N,F] FFN pre-activation, activation after dropout
+  uint8_t *keep_o, *keep_f1, *keep_f2;       // dropout masks of W_O's output [N,D], the activation [N,F], the FFN [N,D]
   uint64_t key_att = 0, key_o = 0, key_f1 = 0, key_f2 = 0;
 };
 
@@ -86,11 +86,11 @@ struct FusedSASRec::Impl {
   std::vector<BlockParams> blocks;
   std::vector<BlockGrads> block_grads;
   int64_t g_final_w = 0, g_final_b = 0, g_emb_w = -1, g_emb_b = -1, grad_size = 0;
-  torch::Tensor grad_flat;                            // [grad_size] the blocks' and norms' gradients
+  torch::Tensor grad_flat;                                          // [grad_size] the blocks' and norms' gradients
   std::vector<std::pair<torch::Tensor, torch::Tensor>> grad_views;  // (parameter, its view of grad_flat)
-  torch::Tensor pos_grad, user_grad, item_grad;        // dense tables' gradients (item_grad: when table is M)
-  std::vector<std::vector<float>> partials;            // runs 1.. : their copy of grad_flat
-  std::vector<float> wqkv_cat;                         // [L][3D*D + 3D] Wq;Wk;Wv and bq;0;bv of each block
+  torch::Tensor pos_grad, user_grad, item_grad;  // dense tables' gradients (item_grad: when table is M)
+  std::vector<std::vector<float>> partials;      // runs 1.. : their copy of grad_flat
+  std::vector<float> wqkv_cat;                   // [L][3D*D + 3D] Wq;Wk;Wv and bq;0;bv of each block
 
   // The step's arena and its views.
   std::vector<float> arena;
@@ -167,8 +167,8 @@ struct FusedSASRec::Impl {
       grad_views.emplace_back(p, grad_flat.narrow(0, at, p.numel()).view(p.sizes()));
     };
     for (int64_t l = 0; l < L; ++l) {
-      const auto &p = blocks[l];
-      const auto &gr = block_grads[l];
+      const auto& p = blocks[l];
+      const auto& gr = block_grads[l];
       view(p.wq, gr.wqkv), view(p.wk, gr.wqkv + D * D), view(p.wv, gr.wqkv + 2 * D * D);
       view(p.bq, gr.bq), view(p.bv, gr.bv);
       if (o.attention_output) view(p.wo, gr.wo), view(p.bo, gr.bo);
@@ -215,7 +215,10 @@ struct FusedSASRec::Impl {
     int64_t max_n = 1;
     for (int64_t b = 0; b < B; ++b) max_n = std::max(max_n, row[b + 1] - row[b]);
     scratch_per_run = max_n * max_n;
-    coef_width = loss == LossKind::Bce ? 2 : loss == LossKind::Gbce ? 1 + k_neg : loss == LossKind::SampledSoftmax ? 1 : 0;
+    coef_width = loss == LossKind::Bce              ? 2
+                 : loss == LossKind::Gbce           ? 1 + k_neg
+                 : loss == LossKind::SampledSoftmax ? 1
+                                                    : 0;
     struct Slot {
       float** at;
       int64_t size;
@@ -285,8 +288,8 @@ struct FusedSASRec::Impl {
         for (int64_t j = 0; j < D; ++j) y[j] = e[j] * s + p[j];
     }
     if (o.embedding_norm)
-      fused::layer_norm_forward(emb_in + r.r0 * D, cf(emb_w), cf(emb_b), m, D, kLayerNormEps, x,
-                                emb_mean + r.r0, emb_rstd + r.r0);
+      fused::layer_norm_forward(emb_in + r.r0 * D, cf(emb_w), cf(emb_b), m, D, kLayerNormEps, x, emb_mean + r.r0,
+                                emb_rstd + r.r0);
     if (dropout) fused::dropout_apply(x, m * D, r.r0 * D, key_emb, threshold, keep_scale, keep_emb + r.r0 * D);
   }
 
@@ -382,8 +385,8 @@ struct FusedSASRec::Impl {
 
   void final_forward(const Run& r) {
     const int64_t m = r.rows(), at = r.r0 * D;
-    fused::layer_norm_forward(out + at, cf(final_w), cf(final_b), m, D, kLayerNormEps, feat + at,
-                              final_mean + r.r0, final_rstd + r.r0);
+    fused::layer_norm_forward(out + at, cf(final_w), cf(final_b), m, D, kLayerNormEps, feat + at, final_mean + r.r0,
+                              final_rstd + r.r0);
     if (!o.user_embedding) return;
     const float* U = cf(user_w);
     for (int64_t n = r.r0; n < r.r1; ++n) fused::axpy(1.0f, U + users[seq_of[n]] * D, feat + n * D, D);
@@ -461,7 +464,7 @@ struct FusedSASRec::Impl {
       float* dh = dfeat + n * D;
       for (int64_t j = 0; j < D; ++j) dh[j] = cp * tp[j];
     }
-    gemm(false, false, m, D, K, 1.0f, lg, K, shared_rows, D, 1.0f, dfeat + r.r0 * D, D);       // dh += dL S
+    gemm(false, false, m, D, K, 1.0f, lg, K, shared_rows, D, 1.0f, dfeat + r.r0 * D, D);          // dh += dL S
     gemm(true, false, K, D, m, 1.0f, lg, K, feat + r.r0 * D, D, 0.0f, dshared + run * K * D, D);  // dS = dL^T h
     return sum;
   }
@@ -490,8 +493,8 @@ struct FusedSASRec::Impl {
   // ---- backward ------------------------------------------------------------------
   // Gradient w.r.t. the attention's inputs from da (rows): dq_in (and dkv_in
   // when the inputs differ) overwritten, or added to when `accumulate`.
-  void attention_backward(int64_t l, const Run& r, float* grads, const float* da, const float* q_in,
-                          const float* kv_in, float* dq_in, float* dkv_in, bool accumulate) {
+  void attention_backward(int64_t l, const Run& r, float* grads, const float* da, const float* q_in, const float* kv_in,
+                          float* dq_in, float* dkv_in, bool accumulate) {
     auto& a = acts[l];
     const auto& p = blocks[l];
     const auto& gr = block_grads[l];
@@ -503,14 +506,14 @@ struct FusedSASRec::Impl {
       if (dropout) fused::dropout_replay(dout, a.keep_o + at, m * D, keep_scale);
       fused::column_sums(dout, D, m, D, grads + gr.bo);
       gemm(true, false, D, D, m, 1.0f, dout, D, a.heads + at, D, 0.0f, grads + gr.wo, D);  // dWo = do^T heads
-      gemm(false, false, m, D, D, 1.0f, dout, D, cf(p.wo), D, 0.0f, t4 + at, D);        // dheads = do Wo
+      gemm(false, false, m, D, D, 1.0f, dout, D, cf(p.wo), D, 0.0f, t4 + at, D);           // dheads = do Wo
       dheads = t4 + at;
     }
     const float* base = a.qkv;
     float* dbase = dqkv;
     // The kernel reads rows by the sequences' global offsets: dout is shifted back to row 0.
-    fused::attention_backward(attention_shape(a), r.b0, r.b1, base, base + D, base + 2 * D, 3 * D, a.probs,
-                              a.weights, dheads - at, D, dbase, dbase + D, dbase + 2 * D,
+    fused::attention_backward(attention_shape(a), r.b0, r.b1, base, base + D, base + 2 * D, 3 * D, a.probs, a.weights,
+                              dheads - at, D, dbase, dbase + D, dbase + 2 * D,
                               att_scratch + static_cast<int64_t>(&r - runs.data()) * scratch_per_run);
     const float* dq = dqkv + r.r0 * 3 * D;
     fused::column_sums(dq, 3 * D, m, D, grads + gr.bq);
@@ -529,7 +532,8 @@ struct FusedSASRec::Impl {
   }
 
   // dx (rows, overwritten or added to) from dy, the gradient at the FFN's output; x its input.
-  void ffn_backward(int64_t l, const Run& r, float* grads, const float* dy, const float* x, float* dx, bool accumulate) {
+  void ffn_backward(int64_t l, const Run& r, float* grads, const float* dy, const float* x, float* dx,
+                    bool accumulate) {
     auto& a = acts[l];
     const auto& p = blocks[l];
     const auto& gr = block_grads[l];
@@ -544,7 +548,7 @@ struct FusedSASRec::Impl {
     if (dropout) fused::dropout_replay(dh, a.keep_f1 + r.r0 * F, m * F, keep_scale);
     fused::activation_backward(act, a.u + r.r0 * F, dh, dh, m * F);
     fused::column_sums(dh, F, m, F, grads + gr.b1);
-    gemm(true, false, F, D, m, 1.0f, dh, F, x, D, 0.0f, grads + gr.w1, D);               // dW1 = du^T x
+    gemm(true, false, F, D, m, 1.0f, dh, F, x, D, 0.0f, grads + gr.w1, D);                   // dW1 = du^T x
     gemm(false, false, m, D, F, 1.0f, dh, F, cf(p.w1), D, accumulate ? 1.0f : 0.0f, dx, D);  // dx = du W1
   }
 
@@ -713,7 +717,8 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
   SASREC_CHECK(off[0] == 0 && off[s.B] == s.N, "FusedSASRec: offsets must run from 0 to N");
   s.row.assign(off, off + s.B + 1);
   s.block.assign(s.B + 1, 0);
-  for (int64_t b = 0; b < s.B; ++b) s.block[b + 1] = s.block[b] + s.H * (s.row[b + 1] - s.row[b]) * (s.row[b + 1] - s.row[b]);
+  for (int64_t b = 0; b < s.B; ++b)
+    s.block[b + 1] = s.block[b] + s.H * (s.row[b + 1] - s.row[b]) * (s.row[b + 1] - s.row[b]);
   s.plan_runs(std::max(1, at::get_num_threads()));
   s.plan_arena();
   if (s.dropout) {

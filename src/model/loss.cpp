@@ -18,22 +18,22 @@ SharedLogits shared_logits(const char* loss, const torch::Tensor& h, const torch
                            const torch::Tensor& pos, const torch::Tensor& shared) {
   SASREC_CHECK(shared.defined(), loss, " needs shared negatives");
   return {(h * rows.index_select(0, pos)).sum(-1, /*keepdim=*/true),  // [N,1]
-          torch::matmul(h, rows.index_select(0, shared).t()),        // [N,K]
-          pos.unsqueeze(1) == shared.unsqueeze(0)};                  // [N,K]
+          torch::matmul(h, rows.index_select(0, shared).t()),         // [N,K]
+          pos.unsqueeze(1) == shared.unsqueeze(0)};                   // [N,K]
 }
 
 }  // namespace
 
 double gbce_beta(int64_t negatives, int64_t num_items, double t) {
-  SASREC_CHECK(negatives >= 1 && num_items >= 2 && t >= 0 && t <= 1, "gbce_beta(", negatives, ", ", num_items,
-               ", ", t, ")");
+  SASREC_CHECK(negatives >= 1 && num_items >= 2 && t >= 0 && t <= 1, "gbce_beta(", negatives, ", ", num_items, ", ", t,
+               ")");
   const double alpha = static_cast<double>(negatives) / static_cast<double>(num_items - 1);
   return alpha * (t * (1 - 1 / alpha) + 1 / alpha);
 }
 
-torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& rows,
-                            const torch::Tensor& pos, const torch::Tensor& neg, const torch::Tensor& shared,
-                            const SampledTerms& terms, const torch::Tensor& weight) {
+torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::Tensor& rows, const torch::Tensor& pos,
+                            const torch::Tensor& neg, const torch::Tensor& shared, const SampledTerms& terms,
+                            const torch::Tensor& weight) {
   SASREC_CHECK(terms.pos_log_q.defined() == terms.shared_log_q.defined(),
                "log-Q needs both the targets' and the negatives' values");
   SASREC_CHECK(!weight.defined() || (weight.dim() == 1 && weight.size(0) == pos.size(0)), "weight must be [N]");
@@ -76,7 +76,7 @@ torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::
       const int64_t n = pos.size(0), k = neg.size(1), d = rows.size(1);
       // One gather for the target and its k negatives (one dense gradient
       // for the rows), then one batched product: logits [N,1+k].
-      auto ids = torch::cat({pos.unsqueeze(1), neg}, 1).view(-1);                          // [N(1+k)]
+      auto ids = torch::cat({pos.unsqueeze(1), neg}, 1).view(-1);  // [N(1+k)]
       auto logits = torch::bmm(rows.index_select(0, ids).view({n, 1 + k, d}), h.unsqueeze(2)).squeeze(2);
       auto hit = neg == pos.unsqueeze(1);  // [N,k] accidental hits: their term is removed
       // -log sig(s)^beta = beta softplus(-s); -log(1 - sig(s)) = softplus(s).
@@ -94,10 +94,10 @@ torch::Tensor loss_sum_rows(LossKind kind, const torch::Tensor& h, const torch::
 torch::Tensor loss_sum(LossKind kind, const torch::Tensor& features, const torch::Tensor& item_weight,
                        const Batch& batch, const torch::Tensor& log_kq, double gbce_beta) {
   // Only positions with a target take part: gather them once.
-  auto where = (batch.pos.view(-1) != 0).nonzero().squeeze(1);                 // [N]
+  auto where = (batch.pos.view(-1) != 0).nonzero().squeeze(1);                // [N]
   auto h = features.reshape({-1, features.size(-1)}).index_select(0, where);  // [N,D]
   auto pos = batch.pos.view(-1).index_select(0, where);                       // [N]
-  torch::Tensor neg;  // [N] (bce) or [N,k] (gbce, from [B,T,k])
+  torch::Tensor neg;                                                          // [N] (bce) or [N,k] (gbce, from [B,T,k])
   if (batch.neg.defined())
     neg = batch.neg.dim() == 3 ? batch.neg.reshape({-1, batch.neg.size(2)}).index_select(0, where)
                                : batch.neg.view(-1).index_select(0, where);

@@ -35,10 +35,10 @@ SASRecOptions SASRecOptions::from(const Config& c, int64_t num_items, int64_t nu
 torch::Tensor attention_allowed(const torch::Tensor& seq) {
   const int64_t T = seq.size(1);
   auto opts = torch::TensorOptions().dtype(torch::kBool).device(seq.device());
-  auto causal = torch::ones({T, T}, opts).tril();        // [T,T] j <= i
-  auto self = torch::eye(T, opts);                        // [T,T] j == i
-  auto key_is_item = (seq != 0).unsqueeze(1);             // [B,1,T]
-  return (causal & (key_is_item | self)).unsqueeze(1);    // [B,1,T,T]
+  auto causal = torch::ones({T, T}, opts).tril();       // [T,T] j <= i
+  auto self = torch::eye(T, opts);                      // [T,T] j == i
+  auto key_is_item = (seq != 0).unsqueeze(1);           // [B,1,T]
+  return (causal & (key_is_item | self)).unsqueeze(1);  // [B,1,T,T]
 }
 
 torch::Tensor attention_mask(const torch::Tensor& seq) {
@@ -152,8 +152,7 @@ SASRecImpl::SASRecImpl(const SASRecOptions& options) : options_(options) {
     user_ = register_module("user", torch::nn::Embedding(options.num_users, options.hidden));
   }
   blocks_ = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t b = 0; b < options.blocks; ++b)
-    blocks_->push_back(Block(options, dropout_stream_));
+  for (int64_t b = 0; b < options.blocks; ++b) blocks_->push_back(Block(options, dropout_stream_));
   final_ln_ = register_module("final_ln", layer_norm(options.hidden));
   if (options.embedding_norm) embedding_ln_ = register_module("embedding_ln", layer_norm(options.hidden));
   // The module matches the one statement of its shapes, name by name.
@@ -161,8 +160,8 @@ SASRecImpl::SASRecImpl(const SASRecOptions& options) : options_(options) {
   const auto named = named_parameters();
   SASREC_CHECK(named.size() == shapes.size(), named.size(), " parameters built, ", shapes.size(), " declared");
   for (size_t i = 0; i < shapes.size(); ++i)
-    SASREC_CHECK(named[i].key() == shapes[i].name && named[i].value().sizes().vec() == shapes[i].shape,
-                 "parameter ", i, " is ", named[i].key(), " ", named[i].value().sizes(), ", declared ", shapes[i].name);
+    SASREC_CHECK(named[i].key() == shapes[i].name && named[i].value().sizes().vec() == shapes[i].shape, "parameter ", i,
+                 " is ", named[i].key(), " ", named[i].value().sizes(), ", declared ", shapes[i].name);
   reset_parameters();
 }
 
@@ -172,7 +171,9 @@ std::vector<ParameterShape> parameter_shapes(const SASRecOptions& o) {
   if (o.user_embedding) out.push_back({"user.weight", {o.num_users, d}});
   for (int64_t b = 0; b < o.blocks; ++b) {
     const std::string p = "blocks." + std::to_string(b) + ".";
-    auto add = [&](const std::string& name, std::vector<int64_t> shape) { out.push_back({p + name, std::move(shape)}); };
+    auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+      out.push_back({p + name, std::move(shape)});
+    };
     add("ln_attn.weight", {d}), add("ln_attn.bias", {d});
     add("attn.q.weight", {d, d}), add("attn.q.bias", {d});
     add("attn.k.weight", {d, d});  // no key bias (model.h)

@@ -33,7 +33,8 @@ SplitData::SplitData(Shard shard, const SplitOptions& options) : shard_(std::mov
     if (time) {
       const int64_t* ts = shard_.timestamps.data() + shard_.offsets[u];
       if (!std::is_sorted(ts, ts + n))
-        SASREC_FAIL(Input, "user ", global_user(u), ": its interactions are not in time order in the store; "
+        SASREC_FAIL(Input, "user ", global_user(u),
+                    ": its interactions are not in time order in the store; "
                     "regenerate the file with csv2h5, which sorts each user's interactions by time");
       v = std::lower_bound(ts, ts + n, options_.valid_from) - ts;
       t = std::lower_bound(ts, ts + n, options_.test_from) - ts;
@@ -73,14 +74,17 @@ int64_t resolve_cutoff(const TimeCutoff& cutoff, const std::function<int64_t(int
   SASREC_CHECK(cutoff.set(), "resolve_cutoff of an unset cutoff");
   if (cutoff.kind == TimeCutoff::Kind::Timestamp) return cutoff.timestamp;
   const int64_t n = count_at_most(std::numeric_limits<int64_t>::max());
-  if (n == 0) SASREC_FAIL(Input, "the quantile ", cutoff.text, " of the interaction times: the store has no interactions");
+  if (n == 0)
+    SASREC_FAIL(Input, "the quantile ", cutoff.text, " of the interaction times: the store has no interactions");
   const int64_t k = std::min(n - 1, static_cast<int64_t>(std::floor(cutoff.quantile * static_cast<double>(n))));
   // The smallest t with count_at_most(t) > k, over the whole int64 range.
   int64_t lo = std::numeric_limits<int64_t>::min(), hi = std::numeric_limits<int64_t>::max();
   while (lo < hi) {
     const int64_t mid = static_cast<int64_t>((static_cast<__int128>(lo) + hi) >> 1);  // floor, no overflow
-    if (count_at_most(mid) > k) hi = mid;
-    else lo = mid + 1;
+    if (count_at_most(mid) > k)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
   return lo;
 }

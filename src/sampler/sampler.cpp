@@ -31,8 +31,7 @@ void sample_negatives(Rng& rng, int64_t num_items, const std::vector<int32_t>& h
   std::vector<int32_t> left;
   for (int64_t item = 1; item <= num_items; ++item)
     if (!in_history(item)) left.push_back(static_cast<int32_t>(item));
-  for (int64_t i = 0; i < n; ++i)
-    out[i] = left.empty() ? rng.between(1, num_items) : left[rng.below(left.size())];
+  for (int64_t i = 0; i < n; ++i) out[i] = left.empty() ? rng.between(1, num_items) : left[rng.below(left.size())];
 }
 
 AliasTable::AliasTable(const std::vector<int64_t>& weights) : threshold_(weights.size()), alias_(weights.size()) {
@@ -42,8 +41,8 @@ AliasTable::AliasTable(const std::vector<int64_t>& weights) : threshold_(weights
     SASREC_CHECK(w >= 0, "negative weight ", w);
     total_ += w;
   }
-  SASREC_CHECK(total_ > 0 && total_ <= std::numeric_limits<int64_t>::max() / n,
-               "alias table: weights sum to ", total_, " over ", n, " entries");
+  SASREC_CHECK(total_ > 0 && total_ <= std::numeric_limits<int64_t>::max() / n, "alias table: weights sum to ", total_,
+               " over ", n, " entries");
   // Vose: every slot holds mass total_ (weights scaled by n); a light slot is
   // topped up from a heavy one, which becomes its alias. Integers, so the
   // leftover slots hold exactly total_ and nothing is lost to rounding.
@@ -87,8 +86,8 @@ Sampler::Sampler(const SplitData& data, SamplerOptions options) : data_(data), o
   SASREC_CHECK(opt_.negatives_per_target >= 0 && !(opt_.negatives_per_target > 0 && opt_.per_position_negatives),
                "negatives_per_target ", opt_.negatives_per_target, " with per_position_negatives: one or the other");
   if (!opt_.proposal_counts.empty()) {
-    SASREC_CHECK(static_cast<int64_t>(opt_.proposal_counts.size()) == data_.num_items() + 1,
-                 "popularity proposal of ", opt_.proposal_counts.size(), " counts for ", data_.num_items(), " items");
+    SASREC_CHECK(static_cast<int64_t>(opt_.proposal_counts.size()) == data_.num_items() + 1, "popularity proposal of ",
+                 opt_.proposal_counts.size(), " counts for ", data_.num_items(), " items");
     SASREC_CHECK(opt_.proposal_counts[0] == 0, "the padding item 0 has a proposal weight");
     proposal_ = std::make_unique<AliasTable>(opt_.proposal_counts);
     log_kq_ = log_expected_counts(opt_.proposal_counts, std::max<int64_t>(1, opt_.shared_negatives));

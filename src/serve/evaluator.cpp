@@ -134,7 +134,7 @@ std::vector<TargetRank> full_ranks_tensor_ops(const torch::Tensor& h, const torc
   for (int64_t c0 = 0; c0 < items; c0 += chunk) {
     const int64_t c1 = std::min(items, c0 + chunk);
     auto scores = torch::matmul(h, w.slice(0, c0, c1).t());  // [n, c1-c0]
-    auto real = c0 == 0 ? scores.slice(1, 1) : scores;      // item 0 is padding
+    auto real = c0 == 0 ? scores.slice(1, 1) : scores;       // item 0 is padding
     nonfinite = nonfinite.logical_or(torch::isfinite(real).logical_not().any(1));
     auto in = (cols >= c0) & (cols < c1);
     if (in.any().item<bool>()) {
@@ -222,10 +222,11 @@ std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdo
   }
 
   torch::NoGradGuard no_grad;
-  auto h = model->forward(seq.to(device), torch::tensor(global_ids, torch::kInt64).to(device)).select(1, width - 1);  // [n,D]
-  const auto& w = model->item_weight();                                            // [I+1,D]
+  auto h = model->forward(seq.to(device), torch::tensor(global_ids, torch::kInt64).to(device))
+               .select(1, width - 1);    // [n,D]
+  const auto& w = model->item_weight();  // [I+1,D]
   auto target_d = target.to(device);
-  auto target_score = (h * w.index_select(0, target_d)).sum(-1);                   // [n]
+  auto target_score = (h * w.index_select(0, target_d)).sum(-1);  // [n]
 
   std::vector<std::vector<TargetRank>> out;
   for (const auto& protocol : config_.protocols) {
@@ -241,8 +242,7 @@ std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdo
       std::vector<int32_t> seen;
       for (int64_t r = 0; r < n; ++r) {
         const int64_t u = cases[r].user;
-        const ItemSpan exclude =
-            config_.sampled_exclude == SampledExclude::Train ? data_.train(u) : data_.full(u);
+        const ItemSpan exclude = config_.sampled_exclude == SampledExclude::Train ? data_.train(u) : data_.full(u);
         seen.assign(exclude.begin(), exclude.end());
         std::sort(seen.begin(), seen.end());
         seen.erase(std::unique(seen.begin(), seen.end()), seen.end());

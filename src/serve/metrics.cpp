@@ -136,7 +136,8 @@ MetricsWriter::MetricsWriter(const std::string& path, bool append, const std::ve
 void MetricsWriter::open_regular(bool append, struct stat& st) {
   const std::string& path = path_;
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
-    SASREC_FAIL(Input, "output.metrics '", path, "' is being written by another running process; wait for it to "
+    SASREC_FAIL(Input, "output.metrics '", path,
+                "' is being written by another running process; wait for it to "
                 "end or choose another output.metrics");
   if (::fstat(fd_, &st) != 0 || st.st_size == 0) return;
   if (!append) {
@@ -167,7 +168,9 @@ MetricsWriter::~MetricsWriter() {
 }
 
 MetricsWriter::MetricsWriter(MetricsWriter&& o) noexcept
-    : path_(std::move(o.path_)), moved_aside_(std::move(o.moved_aside_)), fd_(std::exchange(o.fd_, -1)),
+    : path_(std::move(o.path_)),
+      moved_aside_(std::move(o.moved_aside_)),
+      fd_(std::exchange(o.fd_, -1)),
       regular_(o.regular_) {}
 
 MetricsWriter& MetricsWriter::operator=(MetricsWriter&& o) noexcept {

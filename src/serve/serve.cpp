@@ -69,7 +69,8 @@ torch::Tensor final_states(SASRec& model, const std::vector<History>& histories,
     for (int64_t r = b0; r < std::min(n, b0 + batch); ++r) {
       if (histories[r].items.empty()) continue;
       if (with_user && histories[r].user < 0)
-        SASREC_FAIL(Input, "a new user has no user vector, and this model was trained with model.user_embedding; "
+        SASREC_FAIL(Input,
+                    "a new user has no user vector, and this model was trained with model.user_embedding; "
                     "recommend for new users with a model trained without it");
       rows.push_back(r);
       width = std::max<int64_t>(width, std::min<int64_t>(maxlen, histories[r].items.size()));
@@ -124,8 +125,7 @@ std::vector<std::vector<ScoredItem>> recommend_blocked(const torch::Tensor& stat
     const int64_t r1 = std::min(n, r0 + rows);
     auto scores = states.slice(0, r0, r1).matmul(w.t()).contiguous();  // [r1-r0, I+1]
     const float* p = scores.data_ptr<float>();
-    for (int64_t r = r0; r < r1; ++r)
-      out[r] = top_k(p + (r - r0) * (num_items + 1), num_items, histories[r].items, k);
+    for (int64_t r = r0; r < r1; ++r) out[r] = top_k(p + (r - r0) * (num_items + 1), num_items, histories[r].items, k);
   }
   return out;
 }
@@ -151,8 +151,9 @@ std::vector<std::vector<ScoredItem>> recommend_tensor(const torch::Tensor& state
       for (int32_t item : histories[r].items) mask_rows.push_back(r - r0), mask_cols.push_back(item);
     scores.select(1, 0).fill_(neg_inf);
     if (!mask_rows.empty())
-      scores.index_put_({torch::tensor(mask_rows, torch::kInt64).to(device), torch::tensor(mask_cols, torch::kInt64).to(device)},
-                        torch::full({}, neg_inf, scores.options()));
+      scores.index_put_(
+          {torch::tensor(mask_rows, torch::kInt64).to(device), torch::tensor(mask_cols, torch::kInt64).to(device)},
+          torch::full({}, neg_inf, scores.options()));
     const int64_t take = std::min<int64_t>(num_items, k + kTieMargin);
     auto top = scores.topk(take, 1, /*largest=*/true, /*sorted=*/true);
     auto values = std::get<0>(top).cpu().contiguous(), index = std::get<1>(top).cpu().contiguous();
@@ -199,7 +200,8 @@ std::unordered_map<std::string, int32_t> index_ids(const std::vector<std::string
   return index;
 }
 
-std::vector<ParsedSequence> parse_sequences(std::istream& in, const std::unordered_map<std::string, int32_t>& item_index) {
+std::vector<ParsedSequence> parse_sequences(std::istream& in,
+                                            const std::unordered_map<std::string, int32_t>& item_index) {
   std::vector<ParsedSequence> out;
   int64_t line_no = 0;
   for (std::string line; std::getline(in, line);) {
@@ -280,8 +282,8 @@ void export_embeddings(SASRec& model, const Interactions& data, const std::strin
                        const std::string& out_path, const std::vector<RunInput>& inputs) {
   const int64_t num_items = data.num_items(), num_users = data.num_users();
   const int64_t hidden = model->options().hidden;
-  SASREC_CHECK(model->options().num_items == num_items, "model for ", model->options().num_items,
-               " items, store with ", num_items);
+  SASREC_CHECK(model->options().num_items == num_items, "model for ", model->options().num_items, " items, store with ",
+               num_items);
   silence_hdf5_errors();
   AtomicOutput out(out_path, "--out", inputs, "nothing was written and an existing file is untouched; free disk space");
   const std::string where = "--out " + out_path;  // how failures name the file
@@ -312,9 +314,9 @@ void export_embeddings(SASRec& model, const Interactions& data, const std::strin
       for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
         std::vector<History> histories;
         for (int64_t u = u0; u < std::min(num_users, u0 + kUsersPerChunk); ++u)
-          histories.push_back({std::vector<int32_t>(data.items.begin() + data.offsets[u],
-                                                    data.items.begin() + data.offsets[u + 1]),
-                               u});
+          histories.push_back(
+              {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]),
+               u});
         write_rows(ds.get(), where, "/users/vector", u0, final_states(model, histories));
       }
     }
@@ -401,8 +403,8 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
   const std::vector<RunInput> inputs = recommend_inputs(config, request);
   std::unique_ptr<AtomicOutput> target;
   if (request.out != "-")
-    target = std::make_unique<AtomicOutput>(request.out, "--out", inputs,
-                                            "an existing file is untouched; free disk space");
+    target =
+        std::make_unique<AtomicOutput>(request.out, "--out", inputs, "an existing file is untouched; free disk space");
   const RecommendFormat format = recommend_format(request.format, request.out);
   // 2. The model and the item ids.
   SASRec model = load_model_for_serving(config, request.checkpoint);

@@ -35,7 +35,8 @@ FaultPlan FaultPlan::parse(const char* spec) {
   if (!spec || !*spec) return plan;
   const std::string s(spec);
   auto fail = [&] {
-    SASREC_FAIL(Config, "SASREC_INJECT_FAULT='", s, "': expected RANK:STEP[:KIND] with KIND one of throw, exit, "
+    SASREC_FAIL(Config, "SASREC_INJECT_FAULT='", s,
+                "': expected RANK:STEP[:KIND] with KIND one of throw, exit, "
                 "kill, sigterm, nan, ckpt_kill, ckpt_enospc; unset it for a normal run");
   };
   const size_t c1 = s.find(':');
@@ -77,7 +78,8 @@ void FaultHooks::after_step(int rank, int64_t step) {
 }
 
 MidWriteHook FaultHooks::checkpoint_write(int rank, int64_t step) {
-  if (plan_.due(FaultKind::CkptKill, rank, step)) return [](AtomicOutput&) { std::raise(SIGKILL); };  // a machine dying mid-write
+  if (plan_.due(FaultKind::CkptKill, rank, step))
+    return [](AtomicOutput&) { std::raise(SIGKILL); };  // a machine dying mid-write
   if (plan_.due(FaultKind::CkptEnospc, rank, step)) return [](AtomicOutput& out) { out.fail(ENOSPC); };  // a full disk
   return {};
 }

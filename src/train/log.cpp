@@ -21,9 +21,7 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-double elapsed_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - kStart).count();
-}
+double elapsed_seconds() { return std::chrono::duration<double>(std::chrono::steady_clock::now() - kStart).count(); }
 
 void log_line(bool enabled, const std::string& message) {
   if (!enabled) return;

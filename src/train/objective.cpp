@@ -21,7 +21,9 @@ class BceObjective final : public Objective {
   SampledTerms terms(const StepInputs&) const override { return {}; }
   LossMemory memory(Sat tokens, Sat d, Sat items) const override {
     // The gathered positive and negative rows [2N,d], their product, then their gradients.
-    return {min(items + 1, 2 * tokens), "train.batch_size, model.maxlen", 1,
+    return {min(items + 1, 2 * tokens),
+            "train.batch_size, model.maxlen",
+            1,
             {"loss buffers (bce)", (4 * tokens * d * kFloat).value(), "train.batch_size, model.maxlen, model.hidden",
              "lower train.batch_size"}};
   }
@@ -38,10 +40,13 @@ class CeObjective final : public Objective {
   SampledTerms terms(const StepInputs&) const override { return {}; }
   LossMemory memory(Sat tokens, Sat, Sat items) const override {
     // Logits, log-softmax and the gradient, each [N,I].
-    return {items + 1, "items", 1,
+    return {items + 1,
+            "items",
+            1,
             {"loss buffers (ce)", (3 * tokens * items * kFloat).value(), "train.loss, train.batch_size, model.maxlen",
              detail::cat("train.loss ce scores every item: N x I x 4 bytes for the logits, the log-softmax and their "
-                         "gradient (N = ", tokens.value(), " tokens, I = ", items.value(),
+                         "gradient (N = ",
+                         tokens.value(), " tokens, I = ", items.value(),
                          "); use train.loss sampled_softmax or gbce, or lower train.batch_size; more ranks do not "
                          "help (batch_size is per rank)")}};
   }
@@ -68,9 +73,12 @@ class SampledSoftmaxObjective final : public Objective {
   LossMemory memory(Sat tokens, Sat d, Sat items) const override {
     // Logits [N,K+1], their gradient and a copy, the accidental-hit mask; the K rows and their gradient.
     const Sat K = negatives_;
-    return {min(items + 1, tokens + K), "train.batch_size, model.maxlen, train.negatives", 1,
-            {"loss buffers (sampled_softmax)", (3 * tokens * (K + 1) * kFloat + tokens * K + 2 * K * d * kFloat).value(),
-             "train.negatives, train.batch_size, model.maxlen", "lower train.negatives or train.batch_size"}};
+    return {
+        min(items + 1, tokens + K),
+        "train.batch_size, model.maxlen, train.negatives",
+        1,
+        {"loss buffers (sampled_softmax)", (3 * tokens * (K + 1) * kFloat + tokens * K + 2 * K * d * kFloat).value(),
+         "train.negatives, train.batch_size, model.maxlen", "lower train.negatives or train.batch_size"}};
   }
 
  private:
@@ -93,7 +101,9 @@ class GbceObjective final : public Objective {
     // workspace; logits [N,k+1], their gradient and softplus; their ids
     // (int64) and the accidental-hit mask [N,k].
     const Sat k = negatives_;
-    return {min(items + 1, tokens + tokens * k), "train.batch_size, model.maxlen, train.negatives", negatives_,
+    return {min(items + 1, tokens + tokens * k),
+            "train.batch_size, model.maxlen, train.negatives",
+            negatives_,
             {"loss buffers (gbce)",
              (3 * tokens * (k + 1) * d * kFloat + 3 * tokens * (k + 1) * kFloat + tokens * (k + 1) * 8 + tokens * k)
                  .value(),
@@ -108,15 +118,17 @@ class GbceObjective final : public Objective {
 
 }  // namespace
 
-std::unique_ptr<Objective> Objective::make(const TrainConfig& train, int64_t num_items, std::vector<int64_t> item_counts,
-                                           torch::Device device) {
+std::unique_ptr<Objective> Objective::make(const TrainConfig& train, int64_t num_items,
+                                           std::vector<int64_t> item_counts, torch::Device device) {
   switch (train.loss) {
     case LossKind::Bce: return std::make_unique<BceObjective>();
     case LossKind::Ce: return std::make_unique<CeObjective>();
     case LossKind::SampledSoftmax:
-      if (train.proposal == Proposal::Uniform) item_counts.clear();
-      else SASREC_CHECK(static_cast<int64_t>(item_counts.size()) == num_items + 1 || item_counts.empty(),
-                        "the popularity proposal needs [I+1] counts");
+      if (train.proposal == Proposal::Uniform)
+        item_counts.clear();
+      else
+        SASREC_CHECK(static_cast<int64_t>(item_counts.size()) == num_items + 1 || item_counts.empty(),
+                     "the popularity proposal needs [I+1] counts");
       return std::make_unique<SampledSoftmaxObjective>(train.negatives, std::move(item_counts), device);
     case LossKind::Gbce: return std::make_unique<GbceObjective>(train.negatives, num_items, train.gbce_t);
   }

@@ -39,7 +39,8 @@ int nearest_cutoff(const std::vector<int>& ks, int target) {
 std::vector<std::string> format_summary(int64_t epochs, int64_t steps, double seconds, int64_t best_epoch,
                                         const std::vector<EvalResult>& best_valid,
                                         const std::vector<EvalResult>& best_test, const std::vector<int>& ks) {
-  std::vector<std::string> lines{detail::cat("done: ", epochs, " epochs, ", steps, " steps in ", format_duration(seconds))};
+  std::vector<std::string> lines{
+      detail::cat("done: ", epochs, " epochs, ", steps, " steps in ", format_duration(seconds))};
   if (best_epoch == 0) return lines;
   const std::string at = "@" + std::to_string(nearest_cutoff(ks));
   auto figures = [&](const std::vector<EvalResult>& results) {

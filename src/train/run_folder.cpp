@@ -58,7 +58,8 @@ void claim_checkpoint_dir(const CheckpointDir& dir, const Config& config, const 
   if (resumed)
     SASREC_FAIL(Input, config.where("checkpoint.dir"), "checkpoint.dir '", dir.dir(), "' holds ", others.size(),
                 " checkpoint(s) of another run (run ", ids, ", newest ", others.back(), ") than the one resumed (run ",
-                run_id, "); its pruning (checkpoint.keep) would delete them. Move them away or choose another "
+                run_id,
+                "); its pruning (checkpoint.keep) would delete them. Move them away or choose another "
                 "checkpoint.dir");
   SASREC_FAIL(Input, config.where("checkpoint.dir"), "checkpoint.dir '", dir.dir(), "' holds ", others.size(),
               " checkpoint(s) of another run (run ", ids, ", newest ", others.back(),

@@ -8,7 +8,8 @@ namespace sasrec {
 struct StepGraph::Impl {};
 
 StepGraph::StepGraph(std::vector<torch::Tensor>, Body) {
-  SASREC_FAIL(Config, "runtime.cuda_graphs is true, but this build has no CUDA: build against a CUDA libtorch "
+  SASREC_FAIL(Config,
+              "runtime.cuda_graphs is true, but this build has no CUDA: build against a CUDA libtorch "
               "(bash tools/dev.sh cuda-test, launch/gpu_check.sh) or set runtime.cuda_graphs: false");
 }
 StepGraph::~StepGraph() = default;

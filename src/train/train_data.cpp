@@ -91,15 +91,17 @@ std::unique_ptr<SplitData> load_split(const DataConfig& config, Communicator& co
   train[2] = static_cast<int64_t>(data->cases(Holdout::Test).size());
   comm.allreduce_sum(train);
   const int64_t valid_cases = train[1].item<int64_t>(), test_cases = train[2].item<int64_t>();
-  log_line(comm.is_root(), detail::cat("time split: train before ", options.refit ? options.test_from : options.valid_from,
-                                       options.refit ? " (data.refit)" : "", ", valid from ", options.valid_from,
-                                       " (data.valid_from ", config.valid_from.text, "), test from ", options.test_from,
-                                       " (data.test_from ", config.test_from.text, "): ", train[0].item<int64_t>(),
-                                       " train interactions, ", valid_cases, " valid and ", test_cases, " test cases (",
-                                       eval_targets_name(config.eval_targets), " targets)"));
+  log_line(
+      comm.is_root(),
+      detail::cat("time split: train before ", options.refit ? options.test_from : options.valid_from,
+                  options.refit ? " (data.refit)" : "", ", valid from ", options.valid_from, " (data.valid_from ",
+                  config.valid_from.text, "), test from ", options.test_from, " (data.test_from ",
+                  config.test_from.text, "): ", train[0].item<int64_t>(), " train interactions, ", valid_cases,
+                  " valid and ", test_cases, " test cases (", eval_targets_name(config.eval_targets), " targets)"));
   if (test_cases == 0)
     SASREC_FAIL(Config, config.path, ": no interaction at or after data.test_from (", config.test_from.text, " = ",
-                options.test_from, ") follows an earlier one of its user: nothing to test; move data.test_from earlier");
+                options.test_from,
+                ") follows an earlier one of its user: nothing to test; move data.test_from earlier");
   if (valid_cases == 0 && !options.refit)
     SASREC_FAIL(Config, config.path, ": no interaction between data.valid_from (", config.valid_from.text, " = ",
                 options.valid_from, ") and data.test_from (", options.test_from,

@@ -39,11 +39,16 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
     const std::string what = detail::cat("step ", step, " (epoch ", batch.epoch, ", batch ", batch.index, "): ", bad,
                                          " is not finite (NaN or Inf)");
     if (config_.train.on_nonfinite == OnNonfinite::Stop)
-      SASREC_FAIL(Check, what, "; stopped without updating the parameters (train.on_nonfinite: stop), the last "
+      SASREC_FAIL(Check, what,
+                  "; stopped without updating the parameters (train.on_nonfinite: stop), the last "
                   "checkpoint is kept. Lower train.lr, check the data, or set train.on_nonfinite: skip");
     log_line(comm_.is_root(), what + "; step skipped (train.on_nonfinite: skip)");
-    metrics_.write({{"event", "nonfinite"}, {"step", step}, {"epoch", batch.epoch}, {"batch", batch.index},
-                    {"tensor", bad}, {"action", "skip"}});
+    metrics_.write({{"event", "nonfinite"},
+                    {"step", step},
+                    {"epoch", batch.epoch},
+                    {"batch", batch.index},
+                    {"tensor", bad},
+                    {"action", "skip"}});
     out.skipped = true;
     return out;
   }
@@ -76,8 +81,8 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch, int64_t step, int64_
   {
     RECORD_USER_SCOPE("phase::forward");
     StepInputs in = host.to(device_);
-    SASREC_CHECK(in.packing.items.size(0) == batch.targets, "batch ", batch.index, ": ", batch.targets,
-                 " targets but ", in.packing.items.size(0), " input items");
+    SASREC_CHECK(in.packing.items.size(0) == batch.targets, "batch ", batch.index, ": ", batch.targets, " targets but ",
+                 in.packing.items.size(0), " input items");
     const SampledTerms terms = objective_->terms(in);  // by GLOBAL item id, before the remap below
     // The sampled losses read M only at the batch's items: through a copy
     // of those rows, so the gradient is [U,D], not [I+1,D] (item_rows.h).

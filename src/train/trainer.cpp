@@ -28,9 +28,14 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 constexpr int64_t kProfileFirst = 11, kProfileLast = 60;
 
 nlohmann::json eval_event(int64_t epoch, const EvalResult& r) {
-  nlohmann::json j{{"event", "eval"}, {"epoch", epoch}, {"split", r.split}, {"protocol", r.protocol},
-                   {"users", r.metrics.count()}, {"nonfinite_users", r.metrics.nonfinite_users()},
-                   {"seconds", r.seconds}, {"users_per_s", r.users_per_s}};
+  nlohmann::json j{{"event", "eval"},
+                   {"epoch", epoch},
+                   {"split", r.split},
+                   {"protocol", r.protocol},
+                   {"users", r.metrics.count()},
+                   {"nonfinite_users", r.metrics.nonfinite_users()},
+                   {"seconds", r.seconds},
+                   {"users_per_s", r.users_per_s}};
   for (const auto& [k, v] : r.metrics.means()) j[k] = v;  // none when no user was evaluated
   return j;
 }
@@ -89,31 +94,34 @@ nlohmann::json best_figures(const std::vector<EvalResult>& results, const std::s
 struct Trainer::Run {
   TrainState state;
   TrainSummary summary;
-  std::string resumed_from;                     // "" for a fresh run
-  std::unique_ptr<FolderLock> lock;             // rank 0, with checkpoint.dir
-  std::unique_ptr<CheckpointDir> checkpoints;   // rank 0, with checkpoint.dir
-  std::vector<RunInput> profile_inputs;         // what output.profile must not replace
+  std::string resumed_from;                    // "" for a fresh run
+  std::unique_ptr<FolderLock> lock;            // rank 0, with checkpoint.dir
+  std::unique_ptr<CheckpointDir> checkpoints;  // rank 0, with checkpoint.dir
+  std::vector<RunInput> profile_inputs;        // what output.profile must not replace
   std::unique_ptr<ProfileTrace> profile;
   Clock::time_point start = Clock::now();
-  int64_t run_steps = 0;                        // the run's last step (train.epochs, or train.max_steps)
+  int64_t run_steps = 0;  // the run's last step (train.epochs, or train.max_steps)
   double best_score = -1;
-  int evals_without_gain = 0;                   // eval.patience
-  bool stop = false;                            // train.max_steps reached, or early stopping
+  int evals_without_gain = 0;  // eval.patience
+  bool stop = false;           // train.max_steps reached, or early stopping
 };
 
 struct Trainer::Epoch {
   int64_t epoch = 0;
-  int64_t steps = 0, taken = 0;                 // steps run; of them not skipped (the same on every rank)
-  int64_t targets = 0, sequences = 0;           // this rank's
-  double loss_sum = 0;                          // this rank's, over the steps taken
+  int64_t steps = 0, taken = 0;        // steps run; of them not skipped (the same on every rank)
+  int64_t targets = 0, sequences = 0;  // this rank's
+  double loss_sum = 0;                 // this rank's, over the steps taken
   double seconds = 0;
-  int interrupted_by = 0;                       // SIGTERM / SIGINT, once every rank knows of it
+  int interrupted_by = 0;  // SIGTERM / SIGINT, once every rank knows of it
 };
 
 // ---- setting up --------------------------------------------------------------------------
 
 Trainer::Trainer(Config config, Communicator& comm, Mode mode, TrainHooks* hooks)
-    : config_(std::move(config)), comm_(comm), mode_(mode), hooks_(hooks),
+    : config_(std::move(config)),
+      comm_(comm),
+      mode_(mode),
+      hooks_(hooks),
       device_(resolve_device(config_.runtime.device, comm.local_rank())) {
   // 1. The split of this rank's shard, and what it can train on.
   data_ = load_split(config_.data, comm_);
@@ -245,9 +253,9 @@ TrainSummary Trainer::fit() {
   // 2. The sampler threads and rank 0's live line or plain lines (progress.h).
   Sampler sampler(*data_, sampler_options());
   // output.progress auto is resolved by main(), which knows whether stdout is a terminal; here auto means lines.
-  Progress progress(comm_.is_root() ? resolve_progress_mode(config_.output.progress, /*stdout_is_tty=*/false)
-                                    : ProgressMode::Off,
-                    config_.output.log_every);
+  Progress progress(
+      comm_.is_root() ? resolve_progress_mode(config_.output.progress, /*stdout_is_tty=*/false) : ProgressMode::Off,
+      config_.output.log_every);
   // 3. The epochs: steps, the loss line, evaluation, early stopping, checkpoints.
   for (int64_t epoch = run.state.epoch + 1; epoch <= config_.train.epochs && !run.stop; ++epoch) {
     const Epoch e = run_epoch(run, sampler, progress, guard, epoch);
@@ -282,11 +290,13 @@ Trainer::Run Trainer::start_run() {
     run.state.epoch = loaded.epoch, run.state.step = loaded.step, run.state.batch = loaded.batch;
     run.state.dropout_calls = loaded.dropout_calls, run.state.run_id = loaded.run_id;
     SASREC_CHECK(run.state.batch < steps_per_epoch_, run.resumed_from, ": resumes at batch ", run.state.batch,
-                 " of an epoch of ", steps_per_epoch_, " steps; it was written with another train.batch_size or rank count");
-    log_line(root, detail::cat("resumed from ", run.resumed_from, " after epoch ", run.state.epoch, ", step ",
-                               run.state.step, run.state.batch ? detail::cat(" (batch ", run.state.batch, " of epoch ",
-                                                                             run.state.epoch + 1, ")")
-                                                               : std::string()));
+                 " of an epoch of ", steps_per_epoch_,
+                 " steps; it was written with another train.batch_size or rank count");
+    log_line(
+        root,
+        detail::cat("resumed from ", run.resumed_from, " after epoch ", run.state.epoch, ", step ", run.state.step,
+                    run.state.batch ? detail::cat(" (batch ", run.state.batch, " of epoch ", run.state.epoch + 1, ")")
+                                    : std::string()));
     differences = trajectory_differences(config_, comm_.world_size(), loaded);
     for (const auto& d : differences)
       log_line(root, "resume: " + d + "; the run goes on along another path than an uninterrupted one would");
@@ -310,17 +320,27 @@ Trainer::Run Trainer::start_run() {
   // output.profile: checked now, written at step kProfileLast (or the run's end).
   run.profile_inputs = inputs;
   run.profile_inputs.push_back(run_input("output.metrics", config_.output.metrics));
-  if (root && !config_.output.profile.empty()) check_output(config_.output.profile, "output.profile", run.profile_inputs);
+  if (root && !config_.output.profile.empty())
+    check_output(config_.output.profile, "output.profile", run.profile_inputs);
 
   int64_t params = 0;
   for (const auto& p : model_->parameters()) params += p.numel();
-  metrics_.write({{"event", "start"}, {"world_size", comm_.world_size()}, {"comm", comm_.name()},
-                  {"device", device_.str()}, {"threads", torch::get_num_threads()}, {"parameters", params},
-                  {"users", data_->num_users_total()}, {"items", data_->num_items()},
-                  {"trainable_users", global_trainable_}, {"steps_per_epoch", steps_per_epoch_},
-                  {"resumed_from", run.resumed_from}, {"run_id", run.state.run_id},
-                  {"config_hash", fingerprint_hex(run.state.config_hash)}, {"item_map", fingerprint_hex(item_map_)},
-                  {"resume_differences", differences}, {"config", run.state.config_yaml}});
+  metrics_.write({{"event", "start"},
+                  {"world_size", comm_.world_size()},
+                  {"comm", comm_.name()},
+                  {"device", device_.str()},
+                  {"threads", torch::get_num_threads()},
+                  {"parameters", params},
+                  {"users", data_->num_users_total()},
+                  {"items", data_->num_items()},
+                  {"trainable_users", global_trainable_},
+                  {"steps_per_epoch", steps_per_epoch_},
+                  {"resumed_from", run.resumed_from},
+                  {"run_id", run.state.run_id},
+                  {"config_hash", fingerprint_hex(run.state.config_hash)},
+                  {"item_map", fingerprint_hex(item_map_)},
+                  {"resume_differences", differences},
+                  {"config", run.state.config_yaml}});
   metrics_.write(memory_plan_event(memory_plan_, memory_budget_));
   log_line(root, detail::cat("sasrec_ddp: ", data_->num_users_total(), " users, ", data_->num_items(), " items, ",
                              params, " parameters, ", comm_.world_size(), " rank(s) on ", device_.str(), ", ",
@@ -411,8 +431,8 @@ TrainSummary Trainer::interrupted(Run& run, const Epoch& e) {
   run.summary.steps = run.state.step;
   if (run.checkpoints) save_checkpoint(run);
   const char* signal = StepGuard::signal_name(e.interrupted_by);
-  metrics_.write({{"event", "interrupted"}, {"signal", signal}, {"step", run.state.step},
-                  {"checkpoint", run.summary.checkpoint}});
+  metrics_.write(
+      {{"event", "interrupted"}, {"signal", signal}, {"step", run.state.step}, {"checkpoint", run.summary.checkpoint}});
   log_line(root, detail::cat("interrupted by ", signal, " after step ", run.state.step,
                              run.summary.checkpoint.empty() ? "; no checkpoint.dir, nothing saved"
                                                             : "; checkpoint " + run.summary.checkpoint +
@@ -433,10 +453,20 @@ void Trainer::report_epoch(Run& run, const Epoch& e) {
   run.summary.epochs = e.epoch;
   // No step taken (all skipped): there is no loss, not a loss of 0.
   const nlohmann::json loss = e.taken > 0 ? nlohmann::json(sums[0] / std::max(1.0, sums[1])) : nlohmann::json();
-  metrics_.write({{"event", "train_epoch"}, {"epoch", e.epoch}, {"steps", e.steps}, {"step", run.state.step},
-                  {"loss", loss}, {"lr", lr_}, {"seqs_per_s", seq_per_s}, {"seconds", e.seconds},
-                  {"phase_seconds", {{"sample", times_.sample}, {"forward", times_.forward},
-                                     {"backward", times_.backward}, {"reduce", times_.reduce}, {"step", times_.step}}},
+  metrics_.write({{"event", "train_epoch"},
+                  {"epoch", e.epoch},
+                  {"steps", e.steps},
+                  {"step", run.state.step},
+                  {"loss", loss},
+                  {"lr", lr_},
+                  {"seqs_per_s", seq_per_s},
+                  {"seconds", e.seconds},
+                  {"phase_seconds",
+                   {{"sample", times_.sample},
+                    {"forward", times_.forward},
+                    {"backward", times_.backward},
+                    {"reduce", times_.reduce},
+                    {"step", times_.step}}},
                   {"exchange", reducer_->stats_json()}});
   if (e.taken == 0) {
     // Nothing was learnt in a whole epoch: the parameters make every step
@@ -444,16 +474,17 @@ void Trainer::report_epoch(Run& run, const Epoch& e) {
     log_line(root, detail::cat("epoch ", e.epoch, "/", config_.train.epochs, "  no step taken: all ", e.steps,
                                " step(s) were skipped for non-finite values (train.on_nonfinite: skip), so there "
                                "is no loss"));
-    SASREC_FAIL(Check, "epoch ", e.epoch, ": every one of its ", e.steps, " step(s) was skipped for a non-finite loss "
+    SASREC_FAIL(Check, "epoch ", e.epoch, ": every one of its ", e.steps,
+                " step(s) was skipped for a non-finite loss "
                 "or gradient (train.on_nonfinite: skip): the training diverged and cannot go on",
                 run.summary.checkpoint.empty() ? std::string() : "; the last checkpoint is " + run.summary.checkpoint,
                 ". Lower train.lr (", config_.train.lr, ") or check the data");
   }
   log_line(root, detail::cat("epoch ", e.epoch, "/", config_.train.epochs, "  loss ", loss.get<double>(), "  ",
                              static_cast<int64_t>(seq_per_s), " seq/s  ", format_duration(e.seconds),
-                             e.taken < e.steps ? detail::cat("  (", e.steps - e.taken, " of ", e.steps,
-                                                             " steps skipped: non-finite)")
-                                               : std::string()));
+                             e.taken < e.steps
+                                 ? detail::cat("  (", e.steps - e.taken, " of ", e.steps, " steps skipped: non-finite)")
+                                 : std::string()));
 }
 
 void Trainer::after_epoch(Run& run, int64_t epoch) {
@@ -483,8 +514,8 @@ void Trainer::after_epoch(Run& run, int64_t epoch) {
     if (patience > 0 && run.evals_without_gain >= patience && !last) {
       run.stop = true;
       run.summary.early_stopped = true;
-      metrics_.write({{"event", "early_stop"}, {"epoch", epoch}, {"best_epoch", run.summary.best_epoch},
-                      {"patience", patience}});
+      metrics_.write(
+          {{"event", "early_stop"}, {"epoch", epoch}, {"best_epoch", run.summary.best_epoch}, {"patience", patience}});
       log_line(comm_.is_root(), detail::cat("early stop after epoch ", epoch, ": no better valid score in ", patience,
                                             " evaluation(s) since epoch ", run.summary.best_epoch, " (eval.patience)"));
     }
@@ -498,9 +529,9 @@ TrainSummary Trainer::finish(Run& run) {
   TrainSummary& summary = run.summary;
   summary.steps = run.state.step;
   summary.seconds = since(run.start);
-  nlohmann::json done{{"event", "summary"}, {"epochs", summary.epochs}, {"steps", summary.steps},
-                      {"seconds", summary.seconds}, {"best_epoch", summary.best_epoch},
-                      {"early_stopped", summary.early_stopped}};
+  nlohmann::json done{
+      {"event", "summary"},         {"epochs", summary.epochs},         {"steps", summary.steps},
+      {"seconds", summary.seconds}, {"best_epoch", summary.best_epoch}, {"early_stopped", summary.early_stopped}};
   done = best_figures(summary.best_test, "best_test_", best_figures(summary.best_valid, "best_valid_", done));
   metrics_.write(done);
   for (const auto& line : format_summary(summary.epochs, summary.steps, summary.seconds, summary.best_epoch,
@@ -515,7 +546,9 @@ TrainSummary Trainer::finish(Run& run) {
 void Trainer::save_checkpoint(Run& run) {
   const MidWriteHook mid_write = hooks_ ? hooks_->checkpoint_write(comm_.rank(), run.state.step) : MidWriteHook();
   run.summary.checkpoint = run.checkpoints->save(model_, optimizer_.get(), run.state, mid_write);
-  metrics_.write({{"event", "checkpoint"}, {"epoch", run.state.epoch}, {"step", run.state.step},
+  metrics_.write({{"event", "checkpoint"},
+                  {"epoch", run.state.epoch},
+                  {"step", run.state.step},
                   {"path", run.summary.checkpoint}});
 }
 
@@ -524,8 +557,9 @@ void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
     metrics_.write(eval_event(epoch, r));
     const std::string what = detail::cat("eval ", r.split, "/", r.protocol, " epoch ", epoch, ": ");
     if (r.metrics.count() == 0) {
-      log_line(comm_.is_root(), what + "no user to evaluate (a user needs 3 or more interactions to have a valid "
-                                       "and a test item); no figure");
+      log_line(comm_.is_root(), what +
+                                    "no user to evaluate (a user needs 3 or more interactions to have a valid "
+                                    "and a test item); no figure");
       continue;
     }
     // The cutoff nearest to 10 on the terminal; the metrics file has them all.
@@ -534,11 +568,12 @@ void Trainer::log_eval(int64_t epoch, const std::vector<EvalResult>& results) {
     const std::string at = "@" + std::to_string(k);
     const int64_t bad = r.metrics.nonfinite_users();
     log_line(comm_.is_root(),
-             detail::cat(what, "HR", at, " ", m["hr" + at], "  NDCG", at, " ", m["ndcg" + at], "  MRR ", m["mrr"], "  (",
-                         r.metrics.count(), " users, ", format_duration(r.seconds), ", ",
+             detail::cat(what, "HR", at, " ", m["hr" + at], "  NDCG", at, " ", m["ndcg" + at], "  MRR ", m["mrr"],
+                         "  (", r.metrics.count(), " users, ", format_duration(r.seconds), ", ",
                          static_cast<int64_t>(r.users_per_s), " users/s)",
-                         bad ? detail::cat("; ", bad, " user(s) with NaN or Inf scores, ranked below every candidate: "
-                                                      "the model is not finite")
+                         bad ? detail::cat("; ", bad,
+                                           " user(s) with NaN or Inf scores, ranked below every candidate: "
+                                           "the model is not finite")
                              : std::string()));
   }
 }

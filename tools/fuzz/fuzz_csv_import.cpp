@@ -26,7 +26,8 @@ const std::string& scratch_path() {
 
 void check_store(const sasrec::Interactions& d) {
   // What import_interactions returns must hold the store's invariants.
-  if (d.offsets.empty() || d.offsets.front() != 0 || d.offsets.back() != static_cast<int64_t>(d.items.size())) std::abort();
+  if (d.offsets.empty() || d.offsets.front() != 0 || d.offsets.back() != static_cast<int64_t>(d.items.size()))
+    std::abort();
   for (size_t u = 0; u + 1 < d.offsets.size(); ++u)
     if (d.offsets[u + 1] < d.offsets[u]) std::abort();
   for (int32_t i : d.items)
@@ -47,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (InputFormat format : {InputFormat::Auto, InputFormat::Csv, InputFormat::Pairs, InputFormat::Seq}) {
     sasrec::ImportOptions options;
     options.format = format;
-    options.buffer_bytes = 64;  // the smallest buffer: lines cross refills and make it grow
+    options.buffer_bytes = 64;                 // the smallest buffer: lines cross refills and make it grow
     options.min_user_interactions = size % 3;  // sometimes the k-core filters too
     options.min_item_interactions = size % 2;
     try {
