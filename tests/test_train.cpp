@@ -253,6 +253,8 @@ TEST_F(TrainTest, CommandLineTrainEvalAndErrors) {
   const std::string metrics = test::read_text(dir_->file("cli.jsonl"));
   for (const char* event : {"\"start\"", "\"train_epoch\"", "\"eval\"", "\"checkpoint\"", "\"summary\""})
     EXPECT_NE(metrics.find(event), std::string::npos) << event;
+  // model.kernels auto on the CPU, float32: the start event says it took the fused step.
+  EXPECT_NE(metrics.find("\"kernels\":\"fused\""), std::string::npos) << metrics;
 
   r = test::run(std::string(SASREC_TRAINER) + " eval " + cfg + " --checkpoint " +
                 dir_->file("ckpt_cli/epoch-000001.pt"));

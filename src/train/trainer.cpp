@@ -329,6 +329,7 @@ Trainer::Run Trainer::start_run() {
                   {"world_size", comm_.world_size()},
                   {"comm", comm_.name()},
                   {"device", device_.str()},
+                  {"kernels", fused_ ? "fused" : "autograd"},  // what model.kernels (auto) chose
                   {"threads", torch::get_num_threads()},
                   {"parameters", params},
                   {"users", data_->num_users_total()},
