@@ -20,12 +20,8 @@ STEPS=${2:-300}
 BIN=${SASREC_DDP:-$ROOT/build/sasrec_ddp}
 SYNTH=${SASREC_SYNTH:-$ROOT/build/sasrec_synth}
 CONFIG=$ROOT/configs/scale_1m.yaml
-OUT=${BENCH_OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
-[ -n "${BENCH_OUT:-}" ] || trap 'rm -rf "$OUT"' EXIT
-export OMP_WAIT_POLICY=passive
-ROOT_FLAGS=()
-[ "$(id -u)" -eq 0 ] && ROOT_FLAGS=(--allow-run-as-root)
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 
 if [ ! -f "$DATA" ]; then
   mkdir -p "$(dirname "$DATA")"

@@ -1,13 +1,17 @@
 // test_item_rows.cpp: the large-catalog step pieces on one rank: the touched
 // rows of the item table (gather, remap, gradient), summing repeated rows,
-// and lazy Adam on rows, each against an independent computation.
+// lazy Adam on rows, and the sharded table on one rank (its layout by hand
+// at 1, 2 and 3 ranks), each against an independent computation.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <map>
 
+#include "sasrec/comm.h"
+#include "sasrec/error.h"
 #include "sasrec/item_rows.h"
+#include "sasrec/item_shard.h"
 #include "sasrec/loss.h"
 #include "sasrec/model.h"
 #include "sasrec/optimizer.h"
@@ -161,4 +165,93 @@ TEST(LazyAdam, OnlyTouchedRowsAndTheirMomentsMove) {
   EXPECT_THROW(adam.step_rows(table, torch::tensor({6}, torch::kInt64), torch::zeros({1, 3})), std::exception);
   EXPECT_THROW(adam.step_rows(torch::randn({6, 3}), torch::tensor({1}, torch::kInt64), torch::zeros({1, 3})),
                std::exception);
+}
+
+// ---- the sharded table (item_shard.h) ------------------------------------------------------
+
+// Blocks of ceil(rows / world) rows in rank order, worked by hand for 10 rows.
+TEST(ShardLayout, BlocksOwnersAndSplitsByHand) {
+  const ShardLayout one(10, 1), two(10, 2), three(10, 3);
+  EXPECT_EQ(one.begin(0), 0);
+  EXPECT_EQ(one.end(0), 10);
+  EXPECT_EQ(one.owner(9), 0);
+  EXPECT_EQ(two.end(0), 5);
+  EXPECT_EQ(two.begin(1), 5);
+  EXPECT_EQ(two.end(1), 10);
+  EXPECT_EQ(two.owner(4), 0);
+  EXPECT_EQ(two.owner(5), 1);
+  // 10 rows over 3 ranks: 4 + 4 + 2.
+  EXPECT_EQ(three.size(0), 4);
+  EXPECT_EQ(three.size(1), 4);
+  EXPECT_EQ(three.size(2), 2);
+  EXPECT_EQ(three.begin(2), 8);
+  EXPECT_EQ(three.owner(7), 1);
+  EXPECT_EQ(three.owner(8), 2);
+  const auto ids = torch::tensor({0, 3, 4, 8, 9}, torch::kInt64);
+  EXPECT_EQ(one.split(ids), (std::vector<int64_t>{5}));
+  EXPECT_EQ(two.split(ids), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(three.split(ids), (std::vector<int64_t>{2, 1, 2}));
+  EXPECT_EQ(three.split(torch::empty({0}, torch::kInt64)), (std::vector<int64_t>{0, 0, 0}));
+  // More ranks than rows: the last ranks own nothing.
+  const ShardLayout wide(2, 3);
+  EXPECT_EQ(wide.size(0), 1);
+  EXPECT_EQ(wide.size(1), 1);
+  EXPECT_EQ(wide.size(2), 0);
+  EXPECT_THROW(three.split(torch::tensor({10}, torch::kInt64)), Error);
+}
+
+// One rank owns every row: the fetch is gather_item_rows, the returned
+// gradient is backward's, repeats summed.
+TEST(ItemShard, OneRankFetchesAndReturnsLikeTheReplicatedPath) {
+  auto comm = make_single_communicator();
+  auto table = torch::randn({12, 3});
+  ItemShard shard(*comm, 12, 3);
+  auto a = torch::tensor({{7, 3}, {3, 11}}, torch::kInt64), a_whole = a.clone();
+  ItemRows got = shard.fetch(table, {&a});
+  ItemRows want = gather_item_rows(table, {&a_whole});
+  EXPECT_TRUE(torch::equal(got.ids, want.ids));
+  EXPECT_TRUE(torch::equal(got.table.detach(), want.table.detach()));
+  EXPECT_TRUE(torch::equal(a, a_whole));
+  EXPECT_TRUE(got.table.requires_grad());
+  got.table.mutable_grad() = torch::arange(9, torch::kFloat32).view({3, 3});
+  RowGradient g = shard.return_gradient(got);
+  EXPECT_TRUE(torch::equal(g.ids, torch::tensor({3, 7, 11}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(g.values, got.table.grad()));
+  // No ids (a rank without targets): nothing asked, nothing returned.
+  ItemRows none = shard.fetch(table, {});
+  EXPECT_EQ(none.ids.numel(), 0);
+  EXPECT_EQ(shard.return_gradient(none).ids.numel(), 0);
+}
+
+// A row's initial value is a function of (seed, id): a block drawn alone
+// equals the same rows of the whole table, across the 4096-row streams.
+TEST(ItemShard, InitialRowsDoNotDependOnTheBlock) {
+  auto whole = torch::empty({9000, 4});
+  init_item_rows(whole, 0, 9000, 0.5, 42);
+  auto block = torch::empty({3000, 4});
+  init_item_rows(block, 4000, 9000, 0.5, 42);
+  EXPECT_TRUE(torch::equal(block, whole.slice(0, 4000, 7000)));
+  EXPECT_NEAR(whole.std().item<double>(), 0.5, 0.01);
+  EXPECT_NEAR(whole.mean().item<double>(), 0.0, 0.01);
+  auto other_seed = torch::empty({9000, 4});
+  init_item_rows(other_seed, 0, 9000, 0.5, 43);
+  EXPECT_FALSE(torch::equal(other_seed, whole));
+}
+
+// A model holding one block of the table has that block of the whole
+// model's table and the same dense parameters, from the same seed.
+TEST(ItemShard, ABlockModelIsTheWholeModelsBlock) {
+  SASRecOptions o;
+  o.num_items = 5000, o.hidden = 8, o.maxlen = 6, o.blocks = 1, o.heads = 2;
+  torch::manual_seed(7);
+  SASRec whole(o);
+  SASRecOptions part = o;
+  part.item_begin = 2500, part.item_rows = 2501;
+  torch::manual_seed(7);
+  SASRec block(part);
+  EXPECT_TRUE(torch::equal(block->item_weight(), whole->item_weight().slice(0, 2500, 5001)));
+  EXPECT_GT(block->item_weight()[0].abs().sum().item<double>(), 0);  // row 2500 is an item, not padding
+  auto w = whole->named_parameters(), b = block->named_parameters();
+  for (const auto& p : w)
+    if (p.key() != "item.weight") EXPECT_TRUE(torch::equal(b[p.key()], p.value())) << p.key();
 }

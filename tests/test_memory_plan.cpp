@@ -92,6 +92,19 @@ TEST(MemoryPlan, ExchangeBuffersWithTwoRanks) {
   EXPECT_EQ(bytes_of(plan_memory(c, 20, 10, 70, 2, kCpu), "exchange buffers (dense)"), 672 + 1760);
 }
 
+// A sharded table: one block of ceil(21 / 2) = 11 rows a rank, its moments,
+// no dense item gradient; the all-to-all buffers 2 ranks x 21 rows x (8 + 32)
+// bytes each way, the 21 fetched rows, and the dense bucket of the rest.
+TEST(MemoryPlan, ShardedTableHoldsOneBlockARank) {
+  Config c = small();
+  c.train.item_table = ItemTable::Sharded;
+  const MemoryPlan plan = plan_memory(c, 20, 10, 70, 2, kCpu);
+  EXPECT_EQ(bytes_of(plan, "item table (this rank's block)"), 11 * 32);
+  EXPECT_EQ(bytes_of(plan, "optimizer state"), 2 * (11 * 32 + 1760));
+  EXPECT_EQ(plan.find("item gradient (dense)"), nullptr);
+  EXPECT_EQ(bytes_of(plan, "exchange buffers (sharded)"), 2 * 21 * 40 * 2 + 21 * 32 + 1760);
+}
+
 Config million(const std::string& loss) {
   return config_of({"model.hidden=64", "model.maxlen=50", "train.batch_size=128", "train.loss=" + loss,
                     "train.negatives=256", "runtime.memory_mb=4096"});
@@ -123,6 +136,25 @@ TEST(MemoryPlan, SampledSoftmaxAtOneMillionItemsFits) {
   EXPECT_NO_THROW(check_memory_plan(plan, memory_budget(c, kCpu)));
   // The table (256 MB) and Adam's two moments dominate.
   EXPECT_EQ(bytes_of(plan, "item table"), 1000001LL * 64 * 4);
+}
+
+// 10M items, d = 64, replicated: 3 x 2.56 GB of table and moments a rank,
+// over 4 GiB. The advice names the smallest rank count whose sharded plan
+// fits, and half of it does not; ce (which cannot shard) gets none.
+TEST(MemoryPlan, AReplicatedTableOverBudgetIsToldTheRanksThatShardedFits) {
+  const Config c = million("sampled_softmax");
+  const int64_t budget = int64_t{4096} << 20;
+  ASSERT_GT(plan_memory(c, 10'000'000, 1000, 20000, 1, kCpu).total(), budget);
+  const std::string advice = sharding_advice(c, 10'000'000, 1000, 20000, kCpu, MemoryUse::Training, budget);
+  ASSERT_NE(advice.find("train.item_table: sharded"), std::string::npos) << advice;
+  const auto at = advice.find("fits on ");
+  ASSERT_NE(at, std::string::npos) << advice;
+  const int ranks = std::stoi(advice.substr(at + 8));
+  Config sharded = c;
+  sharded.train.item_table = ItemTable::Sharded;
+  EXPECT_LE(plan_memory(sharded, 10'000'000, 1000, 20000, ranks, kCpu).total(), budget) << advice;
+  EXPECT_GT(plan_memory(sharded, 10'000'000, 1000, 20000, ranks / 2, kCpu).total(), budget) << advice;
+  EXPECT_EQ(sharding_advice(million("ce"), 10'000'000, 1000, 20000, kCpu, MemoryUse::Training, budget), "");
 }
 
 TEST(MemoryPlan, GbceCountsItsNegativesPerTarget) {

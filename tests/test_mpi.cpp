@@ -5,12 +5,14 @@
 // data, computed on rank 0 inside the same job.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "sasrec/checkpoint.h"
+#include "sasrec/checkpoint_gather.h"
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
 #include "sasrec/rng.h"
@@ -252,6 +254,20 @@ TEST(Mpi, ResumedRunEndsBitIdentical) {
 }
 
 namespace {
+// 2 epochs of a sampled loss (bce | sampled_softmax) that reads the item
+// table by rows, with `optimizer` (adam | lazy_adam) on it and l2_emb on.
+Config rows_config(const std::string& data, const std::string& run, const std::string& optimizer,
+                   const std::string& loss) {
+  Config c = base_config(data, run + "_" + optimizer + "_" + loss);
+  c.train.epochs = 2;
+  c.train.batch_size = 16;
+  c.train.negatives = 32;
+  c.train.l2_emb = 0.01;
+  c.train.loss = loss == "bce" ? LossKind::Bce : LossKind::SampledSoftmax;
+  c.train.item_optimizer = optimizer == "adam" ? ItemOptimizer::Adam : ItemOptimizer::LazyAdam;
+  return c;
+}
+
 // The `exchange` object of the last train_epoch event of a metrics file.
 nlohmann::json last_exchange(const std::string& metrics) {
   std::ifstream in(metrics);
@@ -274,15 +290,8 @@ TEST(Mpi, SparseAndDenseExchangeGiveIdenticalParameters) {
     for (const char* loss : {"bce", "sampled_softmax"}) {
       std::map<std::string, std::map<std::string, torch::Tensor>> got;
       for (const char* exchange : {"sparse", "dense"}) {
-        const std::string run = std::string("exchange_") + optimizer + "_" + loss + "_" + exchange;
-        Config c = base_config(data, run);
-        c.train.epochs = 2;
-        c.train.batch_size = 16;
-        c.train.negatives = 32;
-        c.train.l2_emb = 0.01;
-        c.train.loss = std::string(loss) == "bce" ? LossKind::Bce : LossKind::SampledSoftmax;
+        Config c = rows_config(data, std::string("exchange_") + exchange, optimizer, loss);
         c.train.exchange = std::string(exchange) == "sparse" ? Exchange::Sparse : Exchange::Dense;
-        c.train.item_optimizer = std::string(optimizer) == "adam" ? ItemOptimizer::Adam : ItemOptimizer::LazyAdam;
         Trainer t(c, *g_comm);
         t.fit();
         got[exchange] = params(t);
@@ -290,11 +299,12 @@ TEST(Mpi, SparseAndDenseExchangeGiveIdenticalParameters) {
         if (g_comm->is_root()) {
           auto ex = last_exchange(c.output.metrics);
           const int64_t steps = ex["sparse_steps"].get<int64_t>() + ex["dense_steps"].get<int64_t>();
-          EXPECT_EQ(ex[std::string(exchange) + "_steps"].get<int64_t>(), steps) << run;
-          EXPECT_GT(ex["item_rows_per_step"].get<int64_t>(), 0) << run;
+          EXPECT_EQ(ex[std::string(exchange) + "_steps"].get<int64_t>(), steps) << c.output.metrics;
+          EXPECT_GT(ex["item_rows_per_step"].get<int64_t>(), 0) << c.output.metrics;
           // 500 items x 16 x 4 bytes dense; a step touches far fewer rows.
           if (std::string(exchange) == "sparse")
-            EXPECT_LT(ex["bytes_per_step"].get<int64_t>(), ex["dense_bytes_per_step"].get<int64_t>()) << run;
+            EXPECT_LT(ex["bytes_per_step"].get<int64_t>(), ex["dense_bytes_per_step"].get<int64_t>())
+                << c.output.metrics;
         }
       }
       for (auto& [name, want] : got["dense"])
@@ -332,4 +342,127 @@ int main(int argc, char** argv) {
   torch::set_num_threads(1);  // as test_main.cpp: the ranks share the machine's cores
   ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
   return RUN_ALL_TESTS();
+}
+
+// ---- the sharded item table (item_shard.h) -----------------------------------------------
+
+namespace {
+// The evaluation figures of a summary, by split/protocol/metric.
+std::map<std::string, double> figures(const TrainSummary& s) {
+  std::map<std::string, double> out;
+  for (const auto& r : s.last)
+    for (const auto& [name, value] : r.metrics.means()) out[r.split + "/" + r.protocol + "/" + name] = value;
+  return out;
+}
+}  // namespace
+
+// Each rank holding one block of the item table computes the replicated run
+// with the sparse exchange: the rows' gradients are summed in the same
+// (rank) order and Adam steps the same floats, so the dense parameters and
+// every row agree bit for bit, and the evaluation (each block scored on its
+// owner, counts summed) gives the same figures; bce and sampled_softmax,
+// adam and lazy_adam, both protocols.
+TEST(Mpi, ShardedItemTableComputesTheReplicatedRun) {
+  SKIP_IF_ONE_RANK();
+  const std::string data = make_store("sharded.h5", 200, 500, 11);
+  const ShardLayout layout(501, g_comm->world_size());
+  const int rank = g_comm->rank();
+  for (const char* optimizer : {"adam", "lazy_adam"}) {
+    for (const char* loss : {"bce", "sampled_softmax"}) {
+      std::map<std::string, std::map<std::string, torch::Tensor>> got;
+      std::map<std::string, std::map<std::string, double>> evaluated;
+      for (const char* table : {"replicated", "sharded"}) {
+        Config c = rows_config(data, std::string("sharded_") + table, optimizer, loss);
+        if (std::string(table) == "sharded")
+          c.train.item_table = ItemTable::Sharded;
+        else
+          c.train.exchange = Exchange::Sparse;
+        c.eval.protocols = {Protocol::Full, Protocol::Sampled};
+        Trainer t(c, *g_comm);
+        evaluated[table] = figures(t.fit());
+        got[table] = params(t);
+      }
+      const std::string what = std::string(optimizer) + " " + loss;
+      const auto& whole = got["replicated"].at("item.weight");
+      EXPECT_EQ(got["sharded"].at("item.weight").size(0), layout.size(rank)) << what;
+      EXPECT_TRUE(torch::equal(got["sharded"].at("item.weight"), whole.slice(0, layout.begin(rank), layout.end(rank))))
+          << what << ": rank " << rank << "'s block";
+      for (auto& [name, want] : got["replicated"])
+        if (name != "item.weight") EXPECT_TRUE(torch::equal(got["sharded"].at(name), want)) << what << " " << name;
+      ASSERT_FALSE(evaluated["replicated"].empty());
+      EXPECT_EQ(evaluated["sharded"], evaluated["replicated"]) << what;
+    }
+  }
+}
+
+// Every rank writes its block of each checkpoint (MAIN.shards/rank-R.pt,
+// then rank 0's MAIN); a run resumed from one ends where an uninterrupted
+// one does, bit for bit. A replicated run refuses the file, naming gather;
+// gathered into one file (checkpoint_gather.h), a replicated run with the
+// sparse exchange resumes from it and ends where the sharded run does.
+TEST(Mpi, ShardedCheckpointResumesBitIdentical) {
+  SKIP_IF_ONE_RANK();
+  const std::string data = make_store("sharded_resume.h5", 200, 300, 12);
+  auto config = [&](const std::string& run) {
+    Config c = base_config(data, run);
+    c.train.batch_size = 16;
+    c.train.negatives = 16;
+    c.train.loss = LossKind::SampledSoftmax;
+    c.train.item_optimizer = ItemOptimizer::LazyAdam;
+    c.train.item_table = ItemTable::Sharded;
+    c.checkpoint.dir = shared_dir() + "/" + run;
+    return c;
+  };
+  Config straight = config("sharded_straight");
+  straight.train.epochs = 3;
+  Trainer a(straight, *g_comm);
+  a.fit();
+  const auto want = params(a);
+
+  Config part = config("sharded_part");
+  part.train.epochs = 1;
+  Trainer(part, *g_comm).fit();
+  g_comm->barrier();
+  const std::string first = part.checkpoint.dir + "/epoch-000001.pt";
+  for (int r = 1; r < g_comm->world_size(); ++r)
+    EXPECT_TRUE(std::filesystem::exists(shard_checkpoint_path(first, r))) << shard_checkpoint_path(first, r);
+  part.train.epochs = 3;
+  part.checkpoint.resume = {ResumeFrom::Kind::Auto, ""};
+  Trainer b(part, *g_comm);
+  b.fit();
+  for (auto& [name, t] : params(b)) EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
+
+  Config replicated = base_config(data, "sharded_refused");
+  Trainer r(replicated, *g_comm, Trainer::Mode::Evaluate);
+  try {
+    r.load_model(first);
+    ADD_FAILURE() << "a replicated model loaded one block of a sharded checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sasrec_ddp gather"), std::string::npos) << e.what();
+  }
+
+  const std::string gathered = shared_dir() + "/sharded_gathered.pt";
+  if (g_comm->is_root()) {
+    const GatherSummary g = gather_checkpoint(first, gathered);
+    EXPECT_EQ(g.world_size, g_comm->world_size());
+    EXPECT_EQ(g.items, 300);
+    EXPECT_EQ(g.epoch, 1);
+  }
+  g_comm->barrier();
+  Config whole = config("sharded_gathered_resume");
+  whole.train.item_table = ItemTable::Replicated;
+  whole.train.exchange = Exchange::Sparse;
+  whole.train.epochs = 3;
+  whole.checkpoint.dir = "";
+  whole.checkpoint.resume = {ResumeFrom::Kind::Path, gathered};
+  Trainer w(whole, *g_comm);
+  w.fit();
+  const ShardLayout layout(301, g_comm->world_size());
+  const int rank = g_comm->rank();
+  for (auto& [name, t] : params(w)) {
+    if (name == "item.weight")
+      EXPECT_TRUE(torch::equal(t.slice(0, layout.begin(rank), layout.end(rank)), want.at(name))) << name;
+    else
+      EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
+  }
 }

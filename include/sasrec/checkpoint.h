@@ -78,12 +78,28 @@ std::string checkpoint_run_id(const std::string& path);
 TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim::Optimizer* optimizer,
                            const CheckpointMatch& match = {});
 
+// The file CheckpointDir::save names `state`'s checkpoint (epoch-000012.pt, epoch-000012.step-000000345.pt).
+std::string checkpoint_file_name(const TrainState& state);
+// A sharded run (train.item_table: sharded) checkpoints on every rank: rank r
+// writes its block of the item table, its optimizer state and the dense
+// parameters to MAIN.shards/rank-0000r.pt, then rank 0 writes MAIN, the file
+// CheckpointDir lists, which so exists only once every block does. This is
+// rank `rank`'s file of the checkpoint `main` (`main` itself for rank 0).
+std::string shard_checkpoint_path(const std::string& main, int rank);
+
+// What `path` records (TrainState) and one of its parameters ("item.weight"),
+// without a model to load into; the file is checked as load_checkpoint checks it.
+TrainState read_checkpoint_state(const std::string& path);
+torch::Tensor read_checkpoint_parameter(const std::string& path, const std::string& name);
+
 // A new run id: 16 hex digits from the clock, the pid and the system's entropy.
 std::string new_run_id();
 
 // Numbered checkpoints in one folder, newest `keep` kept:
 // epoch-000012.pt after epoch 12, epoch-000012.step-000000345.pt when
-// interrupted at step 345 of epoch 13 (names sort by training time).
+// interrupted at step 345 of epoch 13 (names sort by training time); a
+// sharded checkpoint's blocks in the folder beside it (.pt.shards) go and
+// move with it.
 class CheckpointDir {
  public:
   CheckpointDir(std::string dir, int keep);

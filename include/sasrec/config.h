@@ -60,6 +60,7 @@ enum class LrSchedule { Constant, Cosine, Linear };
 enum class Proposal { Uniform, Popularity };         // train.proposal (sampled_softmax's negatives)
 enum class Exchange { Auto, Sparse, Dense };         // train.exchange (the item table's gradient across ranks)
 enum class ItemOptimizer { Adam, LazyAdam };         // train.item_optimizer
+enum class ItemTable { Replicated, Sharded };        // train.item_table (item_shard.h)
 enum class OnNonfinite { Stop, Skip };               // train.on_nonfinite
 enum class Protocol { Full, Sampled };               // eval.protocols
 enum class DeviceKind { Auto, Cpu, Cuda };           // runtime.device
@@ -132,6 +133,9 @@ struct TrainConfig {
   // dense (in the all-reduce bucket), auto (sparse when its bytes are fewer, each step).
   Exchange exchange = Exchange::Auto;
   ItemOptimizer item_optimizer = ItemOptimizer::Adam;  // adam (dense, the paper's) | lazy_adam (touched rows only)
+  // The item table and its optimizer state: whole on every rank, or one
+  // block of rows per rank, rows fetched and gradients returned by all-to-all.
+  ItemTable item_table = ItemTable::Replicated;
   uint64_t seed = 42;
   int64_t max_steps = 0;  // 0: no limit (stop after this many steps in total)
   int threads = 0;        // intra-op threads for the model; 0: all cores
@@ -227,6 +231,7 @@ const char* norm_name(Norm n);
 const char* proposal_name(Proposal p);
 const char* exchange_name(Exchange e);
 const char* item_optimizer_name(ItemOptimizer o);
+const char* item_table_name(ItemTable t);
 const char* on_nonfinite_name(OnNonfinite o);
 const char* protocol_name(Protocol p);
 const char* device_name(DeviceKind d);

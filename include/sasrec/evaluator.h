@@ -21,7 +21,10 @@
 // Each rank evaluates its own users; sums are reduced over ranks, so every
 // rank returns the same global figures. The users (eval.max_users) and
 // sampled negatives are chosen by hashes of the global user index: the
-// figures do not depend on the rank count.
+// figures do not depend on the rank count. With a sharded item table
+// (item_shard.h) the rows a chunk needs are fetched from their owners, and
+// the full protocol sends every rank's user vectors to every rank, which
+// counts them against its own block; the counts add up to a whole table's.
 #pragma once
 
 #include <string>
@@ -30,6 +33,7 @@
 #include "sasrec/comm.h"
 #include "sasrec/config.h"
 #include "sasrec/dataset.h"
+#include "sasrec/item_shard.h"
 #include "sasrec/metrics.h"
 #include "sasrec/model.h"
 
@@ -45,7 +49,9 @@ struct EvalResult {
 
 class Evaluator {
  public:
-  Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm);
+  // `shard`: the model's item table is this rank's block of a sharded one; null: whole.
+  Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm,
+            ItemShard* shard = nullptr);
 
   // One result per protocol of the config, reduced over ranks.
   std::vector<EvalResult> evaluate(SASRec& model, const std::string& split);
@@ -58,11 +64,21 @@ class Evaluator {
   std::vector<std::vector<TargetRank>> chunk_ranks(SASRec& model, Holdout split, const std::vector<EvalCase>& cases);
   // Places of every evaluated case: [protocol][case].
   std::vector<std::vector<TargetRank>> all_ranks(SASRec& model, Holdout split);
+  // The sampled protocol's negatives of `cases` [n, eval.sampled_negatives], by hashes of the global user.
+  torch::Tensor sampled_negatives(Holdout split, const std::vector<EvalCase>& cases,
+                                  const std::vector<int64_t>& global_ids) const;
+  // The full protocol against the table `w` by the eval.scorer kernel for `device`.
+  std::vector<TargetRank> full_ranks(const torch::Tensor& h, const torch::Tensor& w, const torch::Tensor& target_score,
+                                     const std::vector<std::vector<int32_t>>& masked, torch::Device device) const;
+  // The full protocol on a sharded table: every rank's cases against every block, counts summed.
+  std::vector<TargetRank> sharded_full_ranks(SASRec& model, const torch::Tensor& h, const torch::Tensor& target_score,
+                                             const std::vector<std::vector<int32_t>>& masked);
 
   const SplitData& data_;
   EvalConfig config_;
   uint64_t seed_;
   Communicator& comm_;
+  ItemShard* shard_;
   std::vector<EvalCase> cases_[2];  // the cases evaluated, [Holdout]
 };
 

@@ -34,6 +34,11 @@ struct ItemRows {
 // as row indices of the returned table.
 ItemRows gather_item_rows(const torch::Tensor& weight, const std::vector<torch::Tensor*>& parts);
 
+// Sorted unique ids of every part (any shapes; an undefined part is
+// skipped; ids in [0, rows)), [U] int64 on the parts' device, each part
+// rewritten in place as indices into them: gather_item_rows without the copy.
+torch::Tensor unique_and_remap(const std::vector<torch::Tensor*>& parts, int64_t rows);
+
 // Sums rows with equal ids: `ids` [R] (any order, repeats allowed), `values`
 // [R,d] -> sorted unique ids and their sums. Repeats are added in the order
 // they come (0 + v_first + v_second ...), so the result does not depend on

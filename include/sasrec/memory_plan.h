@@ -59,6 +59,9 @@ struct MemoryComponent {
 
 struct MemoryPlan {
   std::vector<MemoryComponent> components;
+  // A way to fit that no one component's advice gives (a replicated item
+  // table: the rank count at which train.item_table sharded fits); "" if none.
+  std::string advice;
   int64_t total() const;
   // The component named `name`, or nullptr.
   const MemoryComponent* find(const std::string& name) const;
@@ -96,6 +99,11 @@ MemoryBudget memory_budget(const Config& config, torch::Device device);
 // source, the largest components with the keys that drive them and what to
 // change.
 void check_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget);
+// For a replicated item table and a sampled loss: the smallest power-of-two
+// rank count at which train.item_table sharded fits `budget_bytes` a rank,
+// said as MemoryPlan::advice; "" when sharding does not apply or never fits.
+std::string sharding_advice(const Config& config, int64_t num_items, int64_t num_users_total,
+                            int64_t local_interactions, torch::Device device, MemoryUse use, int64_t budget_bytes);
 
 // One line per component, then the total and the budget (rank 0 logs them).
 std::vector<std::string> format_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget);

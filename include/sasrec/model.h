@@ -37,6 +37,11 @@ struct SASRecOptions : ModelConfig {
   int64_t num_users = 0;  // U; used with user_embedding
   AttentionKernel attention = AttentionKernel::Auto;
   Precision precision = Precision::Fp32;
+  // train.item_table sharded: the module holds only M's rows [item_begin,
+  // item_begin + item_rows) (item_shard.h); -1: all I+1 rows.
+  int64_t item_begin = 0, item_rows = -1;
+  bool sharded() const { return item_rows >= 0; }
+  int64_t table_rows() const { return sharded() ? item_rows : num_items + 1; }
 
   static SASRecOptions from(const ModelConfig& m, int64_t num_items, int64_t num_users);
   static SASRecOptions from(const Config& c, int64_t num_items, int64_t num_users);
@@ -113,7 +118,7 @@ class SASRecImpl : public torch::nn::Module {
   // seq [B,T] int64, left-padded with 0, T <= maxlen -> F [B,T,D] (0 at padding).
   torch::Tensor forward(const torch::Tensor& seq, const torch::Tensor& users = {});
 
-  // M, [I+1, D]; row 0 is the padding item.
+  // M, [I+1, D]; row 0 is the padding item. Sharded: this rank's rows of M.
   const torch::Tensor& item_weight() const { return item_->weight; }
   // P, [maxlen, D]; row maxlen-1 is the newest item's position.
   const torch::Tensor& position_weight() const { return position_->weight; }
@@ -121,7 +126,9 @@ class SASRecImpl : public torch::nn::Module {
 
   // Xavier-normal (init: xavier) or normal(0, init_std) with zero biases
   // (init: normal) for every parameter of rank >= 2, defaults elsewhere,
-  // padding row of M zeroed.
+  // padding row of M zeroed. M's rows come from their own streams
+  // (init_item_rows), the rest from libtorch's generator: a model's
+  // parameters do not depend on how its table is sharded.
   void reset_parameters();
   // Re-zeroes M[0] (after an optimizer step).
   void zero_padding();
@@ -150,6 +157,12 @@ struct ParameterShape {
   std::vector<int64_t> shape;  // [d, d]
 };
 std::vector<ParameterShape> parameter_shapes(const SASRecOptions& o);
+
+// Rows [begin, begin + w.size(0)) of an item table of `total_rows` rows
+// drawn from N(0, std^2): blocks of 4096 rows, block b from the stream
+// mix_seed(seed, b) (rng.h, Box-Muller), so a row's value depends on (seed,
+// its id) only: not on the rank count, the thread count or libtorch's version.
+void init_item_rows(torch::Tensor& w, int64_t begin, int64_t total_rows, double std, uint64_t seed);
 
 // Which keys each query of a left-padded batch may see: seq [B,T] (item
 // ids, or bool "is an item") -> bool [B,1,T,T], true where key j <= query

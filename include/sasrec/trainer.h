@@ -20,6 +20,11 @@
 // fused (auto on a CPU float32 run) one call of the explicit step, which
 // sets every gradient without autograd (fused_model.h). At world size 1 the
 // item table's gradient stays rows, which Adam steps without a dense copy.
+// With train.item_table sharded each rank holds one block of the item table
+// (item_shard.h): (2) fetches the batch's rows from their owners, (4)
+// returns their gradients to the owners, (6) steps only this rank's rows;
+// evaluation scores each block on its owner, and every rank writes its
+// block of each checkpoint (checkpoint.h).
 //
 // Mode::Evaluate builds only the model and the evaluator: no optimizer, no
 // reducer, and the memory plan of evaluation, so that a checkpoint can be
@@ -126,16 +131,20 @@ class Trainer {
   SamplerOptions sampler_options() const;
 
   // ---- fit's phases (trainer.cpp) ----
-  Run start_run();                                                                                         // 1
+  Run start_run();                            // 1
+  std::vector<std::string> resume(Run& run);  // 1: checkpoint.resume loaded; the trajectory's differences
   Epoch run_epoch(Run& run, Sampler& sampler, Progress& progress, const StepGuard& guard, int64_t epoch);  // 3a
   TrainSummary interrupted(Run& run, const Epoch& e);                                                      // 3b
   void report_epoch(Run& run, const Epoch& e);                                                             // 3c
   void after_epoch(Run& run, int64_t epoch);                                                               // 3d
   TrainSummary finish(Run& run);                                                                           // 4
   void save_checkpoint(Run& run);
+  bool checkpointing(const Run& run) const;  // whether this rank writes (a file of) the run's checkpoints
   void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
   // runtime.check_replicas: every rank's parameter checksum must agree.
   void check_replicas(int64_t step);
+  // A sharded checkpoint `main`: written on this many ranks, every block at rank 0's step.
+  void check_shards_agree(const TrainState& loaded, const std::string& main) const;
   // What load_checkpoint must find: this run's store and its item map.
   CheckpointMatch checkpoint_match() const;
   // The files this run reads, which none of its outputs may replace.
@@ -158,7 +167,8 @@ class Trainer {
   std::unique_ptr<Evaluator> evaluator_;
   int64_t steps_per_epoch_ = 0;
   int64_t global_trainable_ = 0;
-  MemoryPlan memory_plan_;  // made and checked in the constructor, written with the start event
+  std::unique_ptr<ItemShard> shard_;  // train.item_table sharded: this rank's block of the item table; null: whole
+  MemoryPlan memory_plan_;            // made and checked in the constructor, written with the start event
   MemoryBudget memory_budget_;
   uint64_t item_map_ = 0;  // item_map_fingerprint of data.path, recorded in and checked against checkpoints
 

@@ -9,18 +9,24 @@ namespace sasrec {
 
 namespace {
 
-// gather_item_rows on the CPU in loops: the distinct ids found through a
+bool cpu_ids(const std::vector<torch::Tensor*>& parts) {
+  bool cpu = true;
+  for (const auto* p : parts)
+    cpu = cpu && (!p->defined() || (p->device().is_cpu() && p->scalar_type() == torch::kInt64 && p->is_contiguous()));
+  return cpu;
+}
+
+// unique_and_remap on the CPU in loops: the distinct ids found through a
 // per-thread slot array over the table's rows (kept all -1 between calls),
-// only they sorted, every id then remapped in O(1); three allocations instead
+// only they sorted, every id then remapped in O(1); two allocations instead
 // of ~20 tensor ops, _unique's hash set among them (0.24 ms of a 4 ms Beauty
 // step, docs/results.md).
-ItemRows gather_item_rows_cpu(const torch::Tensor& weight, const std::vector<torch::Tensor*>& parts) {
-  const int64_t rows_in = weight.size(0), d = weight.size(1);
+torch::Tensor unique_and_remap_cpu(const std::vector<torch::Tensor*>& parts, int64_t rows_in) {
   thread_local std::vector<int32_t> slot;  // row -> its index in the copy during a call, else -1
   if (static_cast<int64_t>(slot.size()) < rows_in) slot.resize(rows_in, -1);
   for (const auto* p : parts)  // checked before any slot is touched
     for (int64_t i = 0; p->defined() && i < p->numel(); ++i)
-      SASREC_CHECK(p->data_ptr<int64_t>()[i] >= 0 && p->data_ptr<int64_t>()[i] < rows_in, "gather_item_rows: id ",
+      SASREC_CHECK(p->data_ptr<int64_t>()[i] >= 0 && p->data_ptr<int64_t>()[i] < rows_in, "item rows: id ",
                    p->data_ptr<int64_t>()[i], " outside [0, ", rows_in, ")");
   std::vector<int64_t> ids;
   int64_t total = 0;
@@ -31,7 +37,6 @@ ItemRows gather_item_rows_cpu(const torch::Tensor& weight, const std::vector<tor
       if (slot[in[i]] == -1) slot[in[i]] = 0, ids.push_back(in[i]);
     total += p->numel();
   }
-  SASREC_CHECK(!ids.empty(), "gather_item_rows: no ids");
   std::sort(ids.begin(), ids.end());
   const int64_t U = static_cast<int64_t>(ids.size());
   for (int64_t r = 0; r < U; ++r) slot[ids[r]] = static_cast<int32_t>(r);
@@ -48,29 +53,19 @@ ItemRows gather_item_rows_cpu(const torch::Tensor& weight, const std::vector<tor
     offset += n;
   }
   for (int64_t id : ids) slot[id] = -1;
-  ItemRows rows;
-  rows.ids = torch::empty({U}, torch::kInt64);
-  std::copy(ids.begin(), ids.end(), rows.ids.data_ptr<int64_t>());
-  rows.table = torch::empty({U, d}, weight.options());
-  const float* w = weight.data_ptr<float>();
-  float* t = rows.table.data_ptr<float>();
-  for (int64_t r = 0; r < U; ++r) std::copy(w + ids[r] * d, w + (ids[r] + 1) * d, t + r * d);
-  rows.table.set_requires_grad(true);
-  return rows;
+  auto unique = torch::empty({U}, torch::kInt64);
+  std::copy(ids.begin(), ids.end(), unique.data_ptr<int64_t>());
+  return unique;
 }
 
 }  // namespace
 
-ItemRows gather_item_rows(const torch::Tensor& weight, const std::vector<torch::Tensor*>& parts) {
-  bool cpu = weight.device().is_cpu() && weight.scalar_type() == torch::kFloat32 && weight.is_contiguous() &&
-             weight.dim() == 2;
-  for (const auto* p : parts)
-    cpu = cpu && (!p->defined() || (p->device().is_cpu() && p->scalar_type() == torch::kInt64 && p->is_contiguous()));
-  if (cpu) return gather_item_rows_cpu(weight, parts);
+torch::Tensor unique_and_remap(const std::vector<torch::Tensor*>& parts, int64_t rows) {
+  if (cpu_ids(parts)) return unique_and_remap_cpu(parts, rows);
   std::vector<torch::Tensor> flat;
   for (const auto* p : parts)
     if (p->defined()) flat.push_back(p->reshape(-1));
-  SASREC_CHECK(!flat.empty(), "gather_item_rows: no ids");
+  if (flat.empty()) return torch::empty({0}, torch::kInt64);
   auto [ids, inverse] = at::_unique(torch::cat(flat), /*sorted=*/true, /*return_inverse=*/true);
   int64_t offset = 0;
   for (auto* p : parts) {
@@ -79,9 +74,25 @@ ItemRows gather_item_rows(const torch::Tensor& weight, const std::vector<torch::
     *p = inverse.slice(0, offset, offset + n).view(p->sizes());
     offset += n;
   }
+  return ids;
+}
+
+ItemRows gather_item_rows(const torch::Tensor& weight, const std::vector<torch::Tensor*>& parts) {
   ItemRows rows;
-  rows.ids = ids;
-  rows.table = weight.detach().index_select(0, ids).requires_grad_(true);
+  rows.ids = unique_and_remap(parts, weight.size(0));
+  SASREC_CHECK(rows.ids.numel() > 0, "gather_item_rows: no ids");
+  const int64_t U = rows.ids.size(0), d = weight.size(1);
+  if (weight.device().is_cpu() && weight.scalar_type() == torch::kFloat32 && weight.is_contiguous() &&
+      rows.ids.device().is_cpu()) {
+    rows.table = torch::empty({U, d}, weight.options());
+    const float* w = weight.data_ptr<float>();
+    const int64_t* id = rows.ids.data_ptr<int64_t>();
+    float* t = rows.table.data_ptr<float>();
+    for (int64_t r = 0; r < U; ++r) std::copy(w + id[r] * d, w + (id[r] + 1) * d, t + r * d);
+  } else {
+    rows.table = weight.detach().index_select(0, rows.ids.to(weight.device()));
+  }
+  rows.table.set_requires_grad(true);
   return rows;
 }
 

@@ -137,6 +137,7 @@ SASREC_CHOICE(Scorer, {Scorer::Auto, "auto"}, {Scorer::Blocked, "blocked"}, {Sco
 SASREC_CHOICE(Proposal, {Proposal::Uniform, "uniform"}, {Proposal::Popularity, "popularity"})
 SASREC_CHOICE(Exchange, {Exchange::Auto, "auto"}, {Exchange::Sparse, "sparse"}, {Exchange::Dense, "dense"})
 SASREC_CHOICE(ItemOptimizer, {ItemOptimizer::Adam, "adam"}, {ItemOptimizer::LazyAdam, "lazy_adam"})
+SASREC_CHOICE(ItemTable, {ItemTable::Replicated, "replicated"}, {ItemTable::Sharded, "sharded"})
 SASREC_CHOICE(OnNonfinite, {OnNonfinite::Stop, "stop"}, {OnNonfinite::Skip, "skip"})
 SASREC_CHOICE(Protocol, {Protocol::Full, "full"}, {Protocol::Sampled, "sampled"})
 SASREC_CHOICE(DeviceKind, {DeviceKind::Auto, "auto"}, {DeviceKind::Cpu, "cpu"}, {DeviceKind::Cuda, "cuda"})
@@ -274,6 +275,7 @@ const std::vector<Field>& fields() {
       field("train", "gbce_t", &Config::train, &TrainConfig::gbce_t),
       field("train", "exchange", &Config::train, &TrainConfig::exchange),
       field("train", "item_optimizer", &Config::train, &TrainConfig::item_optimizer),
+      field("train", "item_table", &Config::train, &TrainConfig::item_table),
       field("train", "seed", &Config::train, &TrainConfig::seed),
       field("train", "max_steps", &Config::train, &TrainConfig::max_steps),
       field("train", "threads", &Config::train, &TrainConfig::threads),
@@ -421,6 +423,7 @@ const char* sampled_exclude_name(SampledExclude e) { return choice_name(e); }
 const char* proposal_name(Proposal p) { return choice_name(p); }
 const char* exchange_name(Exchange e) { return choice_name(e); }
 const char* item_optimizer_name(ItemOptimizer o) { return choice_name(o); }
+const char* item_table_name(ItemTable t) { return choice_name(t); }
 const char* on_nonfinite_name(OnNonfinite o) { return choice_name(o); }
 const char* protocol_name(Protocol p) { return choice_name(p); }
 const char* device_name(DeviceKind d) { return choice_name(d); }
@@ -598,6 +601,15 @@ void validate_train(const Config& c, const Require& require) {
   require(c.train.item_optimizer == ItemOptimizer::Adam || c.train.loss != LossKind::Ce, "train.item_optimizer",
           "is lazy_adam, but loss ce touches every item at every step, so there is nothing to skip: "
           "use train.item_optimizer: adam, or a sampled loss (bce, sampled_softmax, gbce)");
+  require(c.train.item_table == ItemTable::Replicated || c.train.loss != LossKind::Ce, "train.item_table",
+          "is sharded, but loss ce scores every item at every step, which a rank holding one block of the table "
+          "cannot do: use a sampled loss (sampled_softmax with train.negatives, gbce or bce), or item_table: "
+          "replicated");
+  require(c.train.item_table == ItemTable::Replicated || c.train.exchange == Exchange::Auto, "train.exchange",
+          detail::cat("is ", exchange_name(c.train.exchange),
+                      ", which chooses how a replicated table's gradient crosses ranks; a sharded table "
+                      "(train.item_table: sharded) always returns its rows' gradients to their owners: "
+                      "leave train.exchange at auto"));
 }
 
 // validate(): the eval section.
@@ -665,6 +677,9 @@ void validate_runtime(const Config& c, const Require& require) {
       "runtime.cuda_graphs",
       "is true: a captured step has fixed shapes, so the item table's gradient is dense; it needs "
       "train.item_optimizer: adam and train.exchange: dense or auto (or set runtime.cuda_graphs: false)");
+  require(!c.runtime.cuda_graphs || c.train.item_table == ItemTable::Replicated, "runtime.cuda_graphs",
+          "is true, but a captured step has fixed shapes and a sharded item table (train.item_table: sharded) "
+          "fetches a different number of rows each step: set runtime.cuda_graphs: false");
   require(c.runtime.memory_mb >= 0, "runtime.memory_mb", "must be >= 0 (0: the memory the machine has)");
   require(c.runtime.check_replicas >= 0, "runtime.check_replicas", "must be >= 0 (0: off)");
   require(c.output.log_every >= 0, "output.log_every", "must be >= 0");

@@ -110,6 +110,23 @@ void check_model_keys(const std::string& path, const std::string& config_yaml, c
                 fixes.substr(1), ") or another checkpoint");
 }
 
+// A sharded run's file holds one rank's block of M (train.item_table,
+// item_shard.h): it loads only into that block, a replicated one only into a whole table.
+void check_item_table(const std::string& path, const TrainState& state, const SASRecOptions& mine) {
+  if (state.config_yaml.empty()) return;
+  const Config stored = parse_config(state.config_yaml, path + " (the config recorded in the checkpoint)");
+  const bool shard = stored.train.item_table == ItemTable::Sharded;
+  if (shard && !mine.sharded())
+    SASREC_FAIL(Input, path, ": written by a run with train.item_table: sharded on ", state.world_size,
+                " ranks, so it holds one rank's block of the item table; load it with item_table: sharded on ",
+                state.world_size, " ranks, or gather the blocks into one checkpoint first: sasrec_ddp gather ", path,
+                " OUT.pt (docs/large_catalogs.md)");
+  if (!shard && mine.sharded())
+    SASREC_FAIL(Input, path,
+                ": holds the whole item table (train.item_table: replicated) and this run shards it; resume it "
+                "with train.item_table: replicated");
+}
+
 }  // namespace
 
 std::string new_run_id() {
@@ -197,10 +214,12 @@ std::string checkpoint_run_id(const std::string& path) {
   return id_of(head.data() + sizeof(HeaderV1));
 }
 
-TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim::Optimizer* optimizer,
-                           const CheckpointMatch& match) {
+namespace {
+
+// The checked archive of `path` and the run id in its header.
+torch::serialize::InputArchive open_checkpoint(const std::string& path, std::string& run_id) {
   const std::string bytes = read_file(path);
-  std::string problem, run_id;
+  std::string problem;
   const size_t offset = payload_offset(bytes, problem, &run_id);
   if (!problem.empty())
     SASREC_FAIL(Input, path, ": ", problem, "; point checkpoint.resume at another file (resume: auto skips it)");
@@ -211,25 +230,54 @@ TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim:
     SASREC_FAIL(Input, path, ": not a readable checkpoint (", std::string(e.what()).substr(0, 200),
                 "); point checkpoint.resume at another file");
   }
+  return archive;
+}
+
+TrainState read_state(torch::serialize::InputArchive& archive, const std::string& run_id) {
   TrainState state;
   state.run_id = run_id;
-  {
-    torch::Tensor t;
-    archive.read("epoch", t);
-    state.epoch = t.item<int64_t>();
-    archive.read("step", t);
-    state.step = t.item<int64_t>();
-    if (archive.try_read("batch", t)) state.batch = t.item<int64_t>();
-    if (archive.try_read("dropout_calls", t)) state.dropout_calls = static_cast<uint64_t>(t.item<int64_t>());
-    if (archive.try_read("config_hash", t)) state.config_hash = static_cast<uint64_t>(t.item<int64_t>());
-    if (archive.try_read("world_size", t)) state.world_size = t.item<int64_t>();
-    if (archive.try_read("item_map", t)) state.item_map = static_cast<uint64_t>(t.item<int64_t>());
-    c10::IValue v;
-    archive.read("config", v);
-    state.config_yaml = v.toStringRef();
-    if (archive.try_read("data_path", v)) state.data_path = v.toStringRef();
-  }
+  torch::Tensor t;
+  archive.read("epoch", t);
+  state.epoch = t.item<int64_t>();
+  archive.read("step", t);
+  state.step = t.item<int64_t>();
+  if (archive.try_read("batch", t)) state.batch = t.item<int64_t>();
+  if (archive.try_read("dropout_calls", t)) state.dropout_calls = static_cast<uint64_t>(t.item<int64_t>());
+  if (archive.try_read("config_hash", t)) state.config_hash = static_cast<uint64_t>(t.item<int64_t>());
+  if (archive.try_read("world_size", t)) state.world_size = t.item<int64_t>();
+  if (archive.try_read("item_map", t)) state.item_map = static_cast<uint64_t>(t.item<int64_t>());
+  c10::IValue v;
+  archive.read("config", v);
+  state.config_yaml = v.toStringRef();
+  if (archive.try_read("data_path", v)) state.data_path = v.toStringRef();
+  return state;
+}
+
+}  // namespace
+
+TrainState read_checkpoint_state(const std::string& path) {
+  std::string run_id;
+  auto archive = open_checkpoint(path, run_id);
+  return read_state(archive, run_id);
+}
+
+torch::Tensor read_checkpoint_parameter(const std::string& path, const std::string& name) {
+  std::string run_id;
+  auto archive = open_checkpoint(path, run_id);
+  torch::serialize::InputArchive m;
+  torch::Tensor t;
+  if (!archive.try_read("model", m) || !m.try_read(name, t))
+    SASREC_FAIL(Input, path, ": no parameter '", name, "' in this checkpoint");
+  return t;
+}
+
+TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim::Optimizer* optimizer,
+                           const CheckpointMatch& match) {
+  std::string run_id;
+  auto archive = open_checkpoint(path, run_id);
+  TrainState state = read_state(archive, run_id);
   check_model_keys(path, state.config_yaml, model->options());
+  check_item_table(path, state, model->options());
   torch::serialize::InputArchive m;
   if (!archive.try_read("model", m)) SASREC_FAIL(Input, path, ": no model in this checkpoint");
   // Shapes first, all of them: libtorch would silently resize a parameter to
@@ -315,7 +363,8 @@ std::string CheckpointDir::move_aside() const {
   fs::create_directory(aside, ec);
   if (ec) SASREC_FAIL(Io, "checkpoint.overwrite: cannot create ", aside.string(), " (", ec.message(), ")");
   for (const auto& path : list()) {
-    fs::rename(path, aside / fs::path(path).filename(), ec);
+    if (fs::exists(path + ".shards")) fs::rename(path + ".shards", aside / fs::path(path + ".shards").filename(), ec);
+    if (!ec) fs::rename(path, aside / fs::path(path).filename(), ec);
     if (ec)
       SASREC_FAIL(Io, "checkpoint.overwrite: cannot move ", path, " into ", aside.string(), " (", ec.message(),
                   "); the checkpoints not yet moved are still in ", dir_);
@@ -323,18 +372,29 @@ std::string CheckpointDir::move_aside() const {
   return aside.string();
 }
 
-std::string CheckpointDir::save(SASRec& model, torch::optim::Optimizer* optimizer, const TrainState& state,
-                                const MidWriteHook& mid_write) {
+std::string checkpoint_file_name(const TrainState& state) {
   char name[64];
   if (state.batch == 0)
     std::snprintf(name, sizeof(name), "epoch-%06lld.pt", static_cast<long long>(state.epoch));
   else  // '.s' sorts after '.p': after epoch N's own checkpoint, before epoch N+1's
     std::snprintf(name, sizeof(name), "epoch-%06lld.step-%09lld.pt", static_cast<long long>(state.epoch),
                   static_cast<long long>(state.step));
-  const std::string path = (fs::path(dir_) / name).string();
+  return name;
+}
+
+std::string shard_checkpoint_path(const std::string& main, int rank) {
+  if (rank == 0) return main;
+  char name[32];
+  std::snprintf(name, sizeof(name), "rank-%05d.pt", rank);
+  return (fs::path(main + ".shards") / name).string();
+}
+
+std::string CheckpointDir::save(SASRec& model, torch::optim::Optimizer* optimizer, const TrainState& state,
+                                const MidWriteHook& mid_write) {
+  const std::string path = (fs::path(dir_) / checkpoint_file_name(state)).string();
   save_checkpoint(path, model, optimizer, state, mid_write);
   auto all = list();
-  for (size_t i = 0; i + keep_ < all.size(); ++i) fs::remove(all[i]);
+  for (size_t i = 0; i + keep_ < all.size(); ++i) fs::remove(all[i]), fs::remove_all(all[i] + ".shards");
   return path;
 }
 

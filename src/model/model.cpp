@@ -1,11 +1,15 @@
 // model.cpp: the SASRec network (see model.h for the equations).
 #include "sasrec/model.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <limits>
 
 #include "sasrec/attention.h"
 #include "sasrec/error.h"
+#include "sasrec/rng.h"
 #include "sasrec/torch_compat.h"
 
 namespace sasrec {
@@ -145,7 +149,15 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const Packing& packing)
 
 SASRecImpl::SASRecImpl(const SASRecOptions& options) : options_(options) {
   SASREC_CHECK(options.num_items >= 1 && options.hidden >= 1 && options.maxlen >= 1 && options.blocks >= 1);
-  item_ = register_module("item", torch::nn::Embedding(options.num_items + 1, options.hidden));
+  SASREC_CHECK(!options.sharded() ||
+                   (options.item_begin >= 0 && options.item_begin + options.item_rows <= options.num_items + 1),
+               "item rows [", options.item_begin, ", +", options.item_rows, ") outside the ", options.num_items + 1,
+               "-row table");
+  // M arrives uninitialised (reset_parameters draws it by rows), so its size takes no draws from the generator.
+  const int64_t rows = options.table_rows();
+  item_ = register_module(
+      "item", torch::nn::Embedding(
+                  torch::nn::EmbeddingOptions(rows, options.hidden)._weight(torch::empty({rows, options.hidden}))));
   position_ = register_module("position", torch::nn::Embedding(options.maxlen, options.hidden));
   if (options.user_embedding) {
     SASREC_CHECK(options.num_users >= 1, "user_embedding needs the user count");
@@ -167,7 +179,7 @@ SASRecImpl::SASRecImpl(const SASRecOptions& options) : options_(options) {
 
 std::vector<ParameterShape> parameter_shapes(const SASRecOptions& o) {
   const int64_t d = o.hidden, f = o.ffn_hidden > 0 ? o.ffn_hidden : o.hidden;
-  std::vector<ParameterShape> out{{"item.weight", {o.num_items + 1, d}}, {"position.weight", {o.maxlen, d}}};
+  std::vector<ParameterShape> out{{"item.weight", {o.table_rows(), d}}, {"position.weight", {o.maxlen, d}}};
   if (o.user_embedding) out.push_back({"user.weight", {o.num_users, d}});
   for (int64_t b = 0; b < o.blocks; ++b) {
     const std::string p = "blocks." + std::to_string(b) + ".";
@@ -193,7 +205,13 @@ void SASRecImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
   for (auto& named : named_parameters()) {
     auto& p = named.value();
-    if (options_.init == Init::Xavier) {
+    if (p.is_same(item_->weight)) {
+      // xavier_normal_'s std for the whole [I+1, d] table, whichever rows this module holds.
+      const double rows = static_cast<double>(options_.num_items + 1), d = static_cast<double>(options_.hidden);
+      const double std = options_.init == Init::Xavier ? std::sqrt(2.0 / (rows + d)) : options_.init_std;
+      init_item_rows(p, options_.item_begin, options_.num_items + 1, std,
+                     at::detail::getDefaultCPUGenerator().current_seed());
+    } else if (options_.init == Init::Xavier) {
       if (p.dim() >= 2) torch::nn::init::xavier_normal_(p);
     } else if (p.dim() >= 2) {
       torch::nn::init::normal_(p, 0.0, options_.init_std);
@@ -206,7 +224,37 @@ void SASRecImpl::reset_parameters() {
 
 void SASRecImpl::zero_padding() {
   torch::NoGradGuard no_grad;
-  item_->weight[0].zero_();
+  if (options_.item_begin == 0 && item_->weight.size(0) > 0) item_->weight[0].zero_();
+}
+
+void init_item_rows(torch::Tensor& w, int64_t begin, int64_t total_rows, double std, uint64_t seed) {
+  constexpr int64_t kBlock = 4096;
+  constexpr uint64_t kItemInitStream = 0x17e3ull;
+  const int64_t n = w.size(0), d = w.size(1);
+  SASREC_CHECK(begin >= 0 && begin + n <= total_rows, "init_item_rows: rows [", begin, ", ", begin + n, ") of ",
+               total_rows);
+  // Drawn in place on a CPU float32 table; elsewhere on the host, then copied.
+  const bool in_place = w.is_cpu() && w.scalar_type() == torch::kFloat32 && w.is_contiguous();
+  auto host = in_place ? w : torch::empty({n, d}, torch::kFloat32);
+  float* out = host.data_ptr<float>();
+  const int64_t first = begin / kBlock, last = (begin + n + kBlock - 1) / kBlock;  // blocks [first, last)
+  at::parallel_for(first, last, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> block;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r0 = b * kBlock, r1 = std::min(total_rows, r0 + kBlock);
+      block.resize(static_cast<size_t>((r1 - r0) * d));
+      Rng rng(mix_seed({seed, kItemInitStream, static_cast<uint64_t>(b)}));
+      for (size_t i = 0; i < block.size(); i += 2) {                // Box-Muller: two normals from two uniforms
+        const double u1 = 1.0 - rng.uniform(), u2 = rng.uniform();  // u1 in (0, 1]
+        const double radius = std * std::sqrt(-2.0 * std::log(u1)), angle = 2.0 * M_PI * u2;
+        block[i] = static_cast<float>(radius * std::cos(angle));
+        if (i + 1 < block.size()) block[i + 1] = static_cast<float>(radius * std::sin(angle));
+      }
+      const int64_t lo = std::max(r0, begin), hi = std::min(r1, begin + n);  // the block's rows this module holds
+      if (lo < hi) std::copy(block.data() + (lo - r0) * d, block.data() + (hi - r0) * d, out + (lo - begin) * d);
+    }
+  });
+  if (!in_place) w.copy_(host);
 }
 
 torch::Tensor SASRecImpl::embed(const Packing& packing, const torch::Tensor& item_rows) {

@@ -167,8 +167,9 @@ std::vector<TargetRank> sampled_ranks(const torch::Tensor& target_score, const t
   return out;
 }
 
-Evaluator::Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm)
-    : data_(data), config_(config), seed_(seed), comm_(comm) {
+Evaluator::Evaluator(const SplitData& data, const EvalConfig& config, uint64_t seed, Communicator& comm,
+                     ItemShard* shard)
+    : data_(data), config_(config), seed_(seed), comm_(comm), shard_(shard) {
   // eval.max_users: keep each user's cases with probability max_users / (all
   // users with a case), decided by a hash of its global index, so every rank
   // count evaluates the same users.
@@ -192,11 +193,8 @@ Evaluator::Evaluator(const SplitData& data, const EvalConfig& config, uint64_t s
 
 std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdout split,
                                                             const std::vector<EvalCase>& cases) {
-  const bool test = split == Holdout::Test;
-  const bool time_split = data_.options().kind == SplitKind::Time;
   const int64_t n = static_cast<int64_t>(cases.size());
   const int64_t maxlen = model->options().maxlen;
-  const int64_t num_items = data_.num_items();
   const auto device = model->item_weight().device();
 
   // Inputs: the history before the target, the last maxlen of it, left-padded.
@@ -221,42 +219,127 @@ std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdo
     m.erase(std::unique(m.begin(), m.end()), m.end());
   }
 
+  // The sampled protocol's negatives, drawn before the network runs (a sharded table fetches them with the rest).
+  const bool sampled =
+      std::find(config_.protocols.begin(), config_.protocols.end(), Protocol::Sampled) != config_.protocols.end();
+  const torch::Tensor negs = sampled ? sampled_negatives(split, cases, global_ids) : torch::Tensor();
+
   torch::NoGradGuard no_grad;
-  auto h = model->forward(seq.to(device), torch::tensor(global_ids, torch::kInt64).to(device))
-               .select(1, width - 1);    // [n,D]
-  const auto& w = model->item_weight();  // [I+1,D]
-  auto target_d = target.to(device);
-  auto target_score = (h * w.index_select(0, target_d)).sum(-1);  // [n]
+  const auto users = torch::tensor(global_ids, torch::kInt64).to(device);
+  torch::Tensor h, target_rows, neg_rows;  // [n,D], [n,D], [n,k,D]
+  if (!shard_) {
+    h = model->forward(seq.to(device), users).select(1, width - 1);
+    target_rows = model->item_weight().index_select(0, target.to(device));
+    if (sampled) neg_rows = model->item_weight().index_select(0, negs.view(-1).to(device)).view({n, negs.size(1), -1});
+  } else {
+    // Sharded: the rows the network and the targets need, from their owners (item_shard.h), in one fetch.
+    const int64_t d = model->options().hidden;
+    Packing packing;
+    if (n > 0) packing = pack_sequences(seq.to(device), maxlen);
+    auto target_at = target.to(device), negs_at = sampled ? negs.to(device) : torch::Tensor();
+    std::vector<torch::Tensor*> parts;
+    if (n > 0) parts = {&packing.items, &target_at, &negs_at};
+    const ItemRows rows = shard_->fetch(model->item_weight(), parts, /*requires_grad=*/false);
+    if (n > 0) {
+      const auto x = model->forward_packed(packing, users, rows.table);  // [N,D]
+      h = torch::zeros({n * packing.width, d}, x.options())
+              .index_copy(0, packing.index, x)
+              .view({n, packing.width, d})
+              .select(1, packing.width - 1);
+      target_rows = rows.table.index_select(0, target_at);
+      if (sampled) neg_rows = rows.table.index_select(0, negs_at.reshape(-1)).view({n, negs.size(1), d});
+    } else {
+      h = torch::empty({0, d}, rows.table.options());
+      target_rows = h;
+      if (sampled) neg_rows = torch::empty({0, negs.size(1), d}, rows.table.options());
+    }
+  }
+  auto target_score = (h * target_rows).sum(-1);  // [n]
 
   std::vector<std::vector<TargetRank>> out;
   for (const auto& protocol : config_.protocols) {
-    // eval.scorer: the blocked count on CPU, chunked tensor ops (the device path) elsewhere or when asked.
-    const bool blocked = config_.scorer == Scorer::Blocked || (config_.scorer == Scorer::Auto && device.is_cpu());
-    if (protocol == Protocol::Full && blocked) {
-      out.push_back(full_ranks_blocked(h.contiguous(), w.contiguous(), target_score.contiguous(), masked));
-    } else if (protocol == Protocol::Full) {
-      out.push_back(full_ranks_tensor_ops(h, w, target_score, masked, config_.memory_mb));
-    } else {  // sampled
-      const int64_t k = config_.sampled_negatives;
-      auto negs = torch::empty({n, k}, torch::kInt64);
-      std::vector<int32_t> seen;
-      for (int64_t r = 0; r < n; ++r) {
-        const int64_t u = cases[r].user;
-        const ItemSpan exclude = config_.sampled_exclude == SampledExclude::Train ? data_.train(u) : data_.full(u);
-        seen.assign(exclude.begin(), exclude.end());
-        std::sort(seen.begin(), seen.end());
-        seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-        // A user has one case a split under leave_one_out; under time the target's position tells them apart.
-        const uint64_t stream = test ? 3u : 2u, at = static_cast<uint64_t>(cases[r].target);
-        Rng rng(time_split ? mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream, at})
-                           : mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream}));
-        sample_negatives(rng, num_items, seen, k, negs.data_ptr<int64_t>() + r * k);
-      }
-      auto neg_d = negs.to(device);
-      auto neg_score = (h.unsqueeze(1) * w.index_select(0, neg_d.view(-1)).view({n, k, -1})).sum(-1);  // [n,k]
-      out.push_back(sampled_ranks(target_score, neg_score));
+    if (protocol == Protocol::Sampled) {
+      out.push_back(sampled_ranks(target_score, (h.unsqueeze(1) * neg_rows).sum(-1)));  // [n,k] scores
+    } else if (shard_) {
+      out.push_back(sharded_full_ranks(model, h, target_score, masked));
+    } else {
+      out.push_back(full_ranks(h, model->item_weight(), target_score, masked, device));
     }
   }
+  return out;
+}
+
+torch::Tensor Evaluator::sampled_negatives(Holdout split, const std::vector<EvalCase>& cases,
+                                           const std::vector<int64_t>& global_ids) const {
+  const bool test = split == Holdout::Test;
+  const bool time_split = data_.options().kind == SplitKind::Time;
+  const int64_t n = static_cast<int64_t>(cases.size()), k = config_.sampled_negatives;
+  auto negs = torch::empty({n, k}, torch::kInt64);
+  std::vector<int32_t> seen;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t u = cases[r].user;
+    const ItemSpan exclude = config_.sampled_exclude == SampledExclude::Train ? data_.train(u) : data_.full(u);
+    seen.assign(exclude.begin(), exclude.end());
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    // A user has one case a split under leave_one_out; under time the target's position tells them apart.
+    const uint64_t stream = test ? 3u : 2u, at = static_cast<uint64_t>(cases[r].target);
+    Rng rng(time_split ? mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream, at})
+                       : mix_seed({seed_, static_cast<uint64_t>(global_ids[r]), kEvalStream, stream}));
+    sample_negatives(rng, data_.num_items(), seen, k, negs.data_ptr<int64_t>() + r * k);
+  }
+  return negs;
+}
+
+std::vector<TargetRank> Evaluator::full_ranks(const torch::Tensor& h, const torch::Tensor& w,
+                                              const torch::Tensor& target_score,
+                                              const std::vector<std::vector<int32_t>>& masked,
+                                              torch::Device device) const {
+  // eval.scorer: the blocked count on CPU, chunked tensor ops (the device path) elsewhere or when asked.
+  const bool blocked = config_.scorer == Scorer::Blocked || (config_.scorer == Scorer::Auto && device.is_cpu());
+  if (blocked) return full_ranks_blocked(h.contiguous(), w.contiguous(), target_score.contiguous(), masked);
+  return full_ranks_tensor_ops(h, w, target_score, masked, config_.memory_mb);
+}
+
+std::vector<TargetRank> Evaluator::sharded_full_ranks(SASRec& model, const torch::Tensor& h,
+                                                      const torch::Tensor& target_score,
+                                                      const std::vector<std::vector<int32_t>>& masked) {
+  // Every rank's cases (their vectors, target scores and masked items) to
+  // every rank; each counts them against its own block of the table; the
+  // counts add up over blocks (a NaN candidate counts above the target, a
+  // non-finite target below all of a block's candidates), so one sum gives
+  // the ranks a whole table would.
+  const auto device = h.device();
+  std::vector<int64_t> lengths;
+  std::vector<int64_t> flat;
+  for (const auto& m : masked)
+    lengths.push_back(static_cast<int64_t>(m.size())), flat.insert(flat.end(), m.begin(), m.end());
+  const int64_t n = h.size(0);
+  auto counts = comm_.allgather(torch::tensor({n}, torch::kInt64));
+  auto all_h = comm_.allgather(h.contiguous());
+  auto all_scores = comm_.allgather(target_score.contiguous());
+  auto all_lengths = comm_.allgather(torch::tensor(lengths, torch::kInt64)).contiguous();
+  auto all_flat = comm_.allgather(torch::tensor(flat, torch::kInt64)).contiguous();
+  // The masked items of every case that fall in this rank's block, as local rows.
+  const int64_t begin = shard_->begin(), end = begin + shard_->size(), total = all_h.size(0);
+  std::vector<std::vector<int32_t>> local(total);
+  const int64_t* len = all_lengths.data_ptr<int64_t>();
+  const int64_t* item = all_flat.data_ptr<int64_t>();
+  for (int64_t c = 0, at = 0; c < total; at += len[c], ++c)
+    for (int64_t j = at; j < at + len[c]; ++j)
+      if (item[j] >= begin && item[j] < end) local[c].push_back(static_cast<int32_t>(item[j] - begin));
+  const auto block = full_ranks(all_h, model->item_weight(), all_scores, local, device);
+  auto summed = torch::empty({total, 3}, torch::kInt64);
+  for (int64_t c = 0; c < total; ++c) {
+    summed[c][0] = block[c].higher, summed[c][1] = block[c].ties, summed[c][2] = block[c].nonfinite ? 1 : 0;
+  }
+  comm_.allreduce_sum(summed);
+  int64_t first = 0;  // this rank's cases start after those of the ranks before it
+  for (int r = 0; r < comm_.rank(); ++r) first += counts[r].item<int64_t>();
+  std::vector<TargetRank> out(n);
+  const int64_t* s = summed.data_ptr<int64_t>();
+  for (int64_t c = 0; c < n; ++c)
+    out[c] = TargetRank{s[(first + c) * 3], s[(first + c) * 3 + 1], s[(first + c) * 3 + 2] > 0};
   return out;
 }
 
@@ -265,7 +348,11 @@ std::vector<std::vector<TargetRank>> Evaluator::all_ranks(SASRec& model, Holdout
   model->eval();
   const auto& cases = cases_[static_cast<int>(split)];
   std::vector<std::vector<TargetRank>> out(config_.protocols.size());
-  for (size_t i = 0; i < cases.size(); i += config_.batch_users) {
+  // A sharded table scores every chunk on every rank: all ranks go through as many chunks as the rank with most.
+  int64_t chunks = (static_cast<int64_t>(cases.size()) + config_.batch_users - 1) / config_.batch_users;
+  if (shard_) chunks = comm_.allgather(torch::tensor({chunks}, torch::kInt64)).max().item<int64_t>();
+  for (int64_t k = 0; k < chunks; ++k) {
+    const size_t i = std::min(cases.size(), static_cast<size_t>(k * config_.batch_users));
     std::vector<EvalCase> chunk(cases.begin() + i, cases.begin() + std::min(cases.size(), i + config_.batch_users));
     auto r = chunk_ranks(model, split, chunk);
     for (size_t p = 0; p < out.size(); ++p) out[p].insert(out[p].end(), r[p].begin(), r[p].end());

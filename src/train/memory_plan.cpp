@@ -95,7 +95,8 @@ struct Planner {
   std::unique_ptr<Objective> objective;  // the loss's share: rows a step touches, negatives per cell, buffers
   LossMemory loss;
   bool ce = false, dropout = m.dropout > 0;
-  Sat table, rest, U;  // item table and other parameters in bytes, touched rows
+  bool sharded;        // train.item_table sharded: one block of ceil((I+1)/R) rows a rank
+  Sat table, rest, U;  // this rank's item table (or block) and other parameters in bytes, touched rows
   MemoryPlan plan;
 
   Planner(const Config& c, int64_t items, int64_t users, int64_t interactions, int world, torch::Device dev,
@@ -112,7 +113,8 @@ struct Planner {
         objective(Objective::make(c.train, items)),
         loss(objective->memory(N, d, I)),
         ce(!objective->gathers_item_rows()),
-        table(rows * d * kFloat),
+        sharded(c.train.item_table == ItemTable::Sharded),
+        table((sharded ? Sat((items + world) / world) : rows) * d * kFloat),
         rest(dense_parameter_floats(m, users) * kFloat),
         U(loss.touched_rows) {}
 
@@ -126,16 +128,24 @@ struct Planner {
   }
 
   void parameters() {
-    add("item table", table, "model.hidden, items",
-        "the table (I+1) x d x 4 bytes is replicated on every rank, so more ranks do not shrink it: lower "
-        "model.hidden");
+    if (sharded)
+      add("item table (this rank's block)", table, "model.hidden, items, world size",
+          "each rank holds ceil((I+1)/R) x d x 4 bytes of the table: more ranks shrink it, or lower model.hidden");
+    else
+      add("item table", table, "model.hidden, items, train.item_table",
+          "the table (I+1) x d x 4 bytes is replicated on every rank, so more ranks do not shrink it: "
+          "train.item_table: sharded splits it and its Adam moments over the ranks (a sampled loss), or lower "
+          "model.hidden");
     add("other parameters", rest,
         m.user_embedding ? "model.hidden, model.blocks, model.user_embedding" : "model.hidden, model.blocks",
         m.user_embedding ? "model.user_embedding: false drops the U x d user table"
                          : "lower model.hidden or model.blocks");
-    add("optimizer state", 2 * (table + rest), "model.hidden, train.item_optimizer",
-        "Adam keeps two full-size moments of every parameter (lazy_adam too: it keeps Adam's layout); they are "
-        "replicated, so more ranks do not help: lower model.hidden");
+    add("optimizer state", 2 * (table + rest), "model.hidden, train.item_optimizer, train.item_table",
+        sharded ? "Adam keeps two moments of every parameter, those of the item table for this rank's block only: "
+                  "more ranks shrink them"
+                : "Adam keeps two full-size moments of every parameter (lazy_adam too: it keeps Adam's layout); "
+                  "they are replicated, so more ranks do not help: train.item_table: sharded splits the item "
+                  "table's over the ranks");
   }
 
   // Gradients: everything but the table at its size; the table dense for ce
@@ -155,7 +165,7 @@ struct Planner {
     add("item gradient (rows)", U * d * kFloat, loss.row_keys, "lower train.batch_size or train.negatives");
     // One rank keeps the rows and Adam steps the whole table from them
     // (reducer.h); several ranks scatter them into a dense gradient.
-    if (t.item_optimizer == ItemOptimizer::Adam && world_size > 1)
+    if (t.item_optimizer == ItemOptimizer::Adam && world_size > 1 && !sharded)
       add("item gradient (dense)", table, "train.item_optimizer",
           "train.item_optimizer: adam scatters the rows into a dense (I+1) x d gradient; train.exchange: sparse and "
           "train.item_optimizer: lazy_adam avoid it");
@@ -165,6 +175,13 @@ struct Planner {
   // is a copy of every gradient; the sparse exchange gathers every rank's
   // ids (int64) and rows and sums them into the touched rows of all ranks.
   void exchange() {
+    if (sharded) {
+      // Three all-to-alls (item_shard.h): ids asked and rows served (at most every rank's U), rows
+      // fetched, gradients returned and received (ids and rows); the dense bucket of the other parameters.
+      add("exchange buffers (sharded)", Sat(world_size) * U * (8 + d * kFloat) * 2 + U * d * kFloat + rest,
+          "train.batch_size, train.negatives, world size", "lower train.batch_size or train.negatives");
+      return;
+    }
     if (world_size == 1) return;
     const Sat dense = table + rest;
     const Sat sparse = world_size * U * (8 + d * kFloat) + min(rows, world_size * U) * d * kFloat;
@@ -299,6 +316,23 @@ std::string format_bytes(int64_t bytes) {
   return buf;
 }
 
+std::string sharding_advice(const Config& config, int64_t num_items, int64_t num_users_total,
+                            int64_t local_interactions, torch::Device device, MemoryUse use, int64_t budget_bytes) {
+  if (config.train.item_table != ItemTable::Replicated || config.train.loss == LossKind::Ce) return "";
+  Config sharded = config;
+  sharded.train.item_table = ItemTable::Sharded;
+  for (int ranks = 2; ranks <= (1 << 16); ranks *= 2) {
+    const MemoryPlan p = plan_memory(sharded, num_items, num_users_total, local_interactions, ranks, device, use);
+    if (p.total() <= budget_bytes)
+      return detail::cat(
+          "train.item_table: sharded (one block of the item table and its optimizer state a rank) "
+          "fits on ",
+          ranks, " ranks with a budget like this one each: about ", format_bytes(p.total()),
+          " a rank (docs/large_catalogs.md)");
+  }
+  return "";
+}
+
 void check_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget) {
   const int64_t total = plan.total();
   if (total == std::numeric_limits<int64_t>::max()) {
@@ -328,6 +362,7 @@ void check_memory_plan(const MemoryPlan& plan, const MemoryBudget& budget) {
     os << ": " << c.advice;
   }
   os << ". Change one of these settings";
+  if (!plan.advice.empty()) os << ". Or: " << plan.advice;
   if (budget.source == "runtime.memory_mb") os << ", or raise runtime.memory_mb if the machine has the memory";
   throw Error(ErrorDomain::Config, os.str());
 }

@@ -59,8 +59,12 @@ std::pair<MemoryPlan, MemoryBudget> plan_rank_memory(const Config& config, const
     budget.bytes /= per_machine;
     budget.source += detail::cat(" / ", per_machine, " ranks on the machine");
   }
-  return {plan_memory(config, data.num_items(), data.num_users_total(), largest_shard, comm.world_size(), device, use),
-          budget};
+  MemoryPlan plan =
+      plan_memory(config, data.num_items(), data.num_users_total(), largest_shard, comm.world_size(), device, use);
+  if (budget.bytes > 0 && plan.total() > budget.bytes)
+    plan.advice =
+        sharding_advice(config, data.num_items(), data.num_users_total(), largest_shard, device, use, budget.bytes);
+  return {plan, budget};
 }
 
 // This rank's shard split as data.split says; the time split's quantile

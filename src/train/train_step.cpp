@@ -61,7 +61,10 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
 Trainer::Pass Trainer::forward_backward(const Batch& batch, int64_t step, int64_t global_targets) {
   Pass pass;
   for (auto& p : model_->parameters()) p.mutable_grad().reset();  // backward allocates them: no zero fill
-  if (batch.targets == 0) return pass;  // a rank without users this step still joins the reduce
+  if (batch.targets == 0) {  // a rank without users this step still joins the exchanges
+    if (shard_) pass.rows = shard_->fetch(model_->item_weight(), {});
+    return pass;
+  }
   // The sampler threads packed and staged the batch (packing.h); one copy
   // to the device, asynchronous from pinned memory on CUDA.
   const StepInputs host =
@@ -87,7 +90,11 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch, int64_t step, int64_
     // The sampled losses read M only at the batch's items: through a copy
     // of those rows, so the gradient is [U,D], not [I+1,D] (item_rows.h).
     const bool rows = reducer_ && objective_->gathers_item_rows();
-    if (rows) pass.rows = gather_item_rows(model_->item_weight(), {&in.packing.items, &in.pos, &in.neg, &in.shared});
+    const std::vector<torch::Tensor*> ids{&in.packing.items, &in.pos, &in.neg, &in.shared};
+    if (shard_)
+      pass.rows = shard_->fetch(model_->item_weight(), ids);  // from their owners (item_shard.h)
+    else if (rows)
+      pass.rows = gather_item_rows(model_->item_weight(), ids);
     const torch::Tensor& table = rows ? pass.rows.table : model_->item_weight();
     if (fused_) {
       // model.kernels fused: forward, loss and backward in one call, which sets every gradient
@@ -119,7 +126,8 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch, int64_t step, int64_
 std::string Trainer::nonfinite(const ReduceOutcome& reduced, int64_t global_targets) const {
   if (reduced.loss_bad_ranks > 0) return "the loss";
   if (global_targets == 0) return "";
-  if (reduced.item_rows.values.defined() && !all_finite(reduced.item_rows.values))
+  if (reduced.item_bad_ranks > 0) return "the gradient of 'item.weight'";  // sharded: its owners found it
+  if (!shard_ && reduced.item_rows.values.defined() && !all_finite(reduced.item_rows.values))
     return "the gradient of 'item.weight'";
   for (const auto& p : model_->named_parameters()) {
     const auto& g = p.value().grad();
@@ -134,6 +142,7 @@ void Trainer::apply_update(int64_t step, const ReduceOutcome& reduced) {
   lr_ = scheduled_lr(config_.train, step, schedule_steps_);
   optimizer_->set_lr(lr_);
   optimizer_->step();  // the item table too when its gradient is dense (else it came as rows: below)
+  // Rows by index into model_->item_weight(): global ids, or a sharded table's local ones.
   if (lazy_item_rows_)
     optimizer_->step_rows(model_->item_weight(), reduced.item_rows.ids, reduced.item_rows.values);
   else if (reduced.item_rows.ids.defined() && !model_->item_weight().grad().defined())  // rows only: dense Adam

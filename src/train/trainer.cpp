@@ -7,6 +7,7 @@
 #include <chrono>
 #include <csignal>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -143,12 +144,18 @@ Trainer::Trainer(Config config, Communicator& comm, Mode mode, TrainHooks* hooks
   // 3. The model, identical on every rank; what training needs; the evaluator.
   {
     const TorchSeedScope seed(config_.train.seed);  // initial parameters: rank 0's are broadcast below
-    model_ = SASRec(SASRecOptions::from(config_, data_->num_items(), data_->num_users_total()));
+    SASRecOptions options = SASRecOptions::from(config_, data_->num_items(), data_->num_users_total());
+    if (config_.train.item_table == ItemTable::Sharded) {
+      // This rank's block of M; its rows are drawn as a whole table's would be (init_item_rows).
+      shard_ = std::make_unique<ItemShard>(comm_, data_->num_items() + 1, config_.model.hidden);
+      options.item_begin = shard_->begin(), options.item_rows = shard_->size();
+    }
+    model_ = SASRec(options);
   }
   model_->to(device_);
   broadcast_parameters();
   if (mode_ == Mode::Train) build_training();
-  evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_);
+  evaluator_ = std::make_unique<Evaluator>(*data_, config_.eval, config_.train.seed, comm_, shard_.get());
 }
 
 void Trainer::build_training() {
@@ -180,7 +187,7 @@ void Trainer::build_training() {
   const bool item_rows = objective_->gathers_item_rows() && !graph_;
   lazy_item_rows_ = item_rows && config_.train.item_optimizer == ItemOptimizer::LazyAdam;  // validate(): never with ce
   reducer_ = std::make_unique<Reducer>(comm_, model_->parameters(), model_->item_weight(), config_.train.exchange,
-                                       item_rows, lazy_item_rows_);
+                                       item_rows, lazy_item_rows_, shard_.get());
   // model.kernels: the explicit fused step where it runs (fused_model.h), else the module and autograd.
   const std::string no_fused = fused_unsupported(config_, device_);
   if (config_.model.kernels == Kernels::Fused && !no_fused.empty())
@@ -195,6 +202,7 @@ void Trainer::broadcast_parameters() {
   if (comm_.world_size() == 1) return;
   torch::NoGradGuard no_grad;
   for (auto& p : model_->parameters()) {
+    if (shard_ && p.is_same(model_->item_weight())) continue;  // each rank's own block
     auto t = p.detach().contiguous();
     comm_.broadcast(t, 0);
     p.copy_(t);
@@ -243,6 +251,18 @@ std::unique_ptr<FusedAdam> make_optimizer(SASRec& model, const TrainConfig& trai
   return adam;
 }
 
+namespace {
+// `text` of rank 0 on every rank.
+std::string broadcast_string(Communicator& comm, const std::string& text) {
+  auto size = torch::tensor({static_cast<int64_t>(text.size())}, torch::kInt64);
+  comm.broadcast(size, 0);
+  auto bytes = torch::zeros({size.item<int64_t>()}, torch::kUInt8);
+  if (comm.is_root()) std::copy(text.begin(), text.end(), bytes.data_ptr<uint8_t>());
+  comm.broadcast(bytes, 0);
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), bytes.numel());
+}
+}  // namespace
+
 // ---- fit ---------------------------------------------------------------------------------
 
 TrainSummary Trainer::fit() {
@@ -268,6 +288,31 @@ TrainSummary Trainer::fit() {
   return finish(run);
 }
 
+// Loads run.resumed_from (each rank its block, when sharded) into the model
+// and optimizer; returns how the resumed run's path differs from an
+// uninterrupted one's (trajectory_differences).
+std::vector<std::string> Trainer::resume(Run& run) {
+  if (run.resumed_from.empty()) return {};
+  const bool root = comm_.is_root();
+  const TrainState loaded =
+      load_checkpoint(shard_ ? shard_checkpoint_path(run.resumed_from, comm_.rank()) : run.resumed_from, model_,
+                      optimizer_.get(), checkpoint_match());
+  if (shard_) check_shards_agree(loaded, run.resumed_from);
+  run.state.epoch = loaded.epoch, run.state.step = loaded.step, run.state.batch = loaded.batch;
+  run.state.dropout_calls = loaded.dropout_calls, run.state.run_id = loaded.run_id;
+  SASREC_CHECK(run.state.batch < steps_per_epoch_, run.resumed_from, ": resumes at batch ", run.state.batch,
+               " of an epoch of ", steps_per_epoch_,
+               " steps; it was written with another train.batch_size or rank count");
+  log_line(root, detail::cat(
+                     "resumed from ", run.resumed_from, " after epoch ", run.state.epoch, ", step ", run.state.step,
+                     run.state.batch ? detail::cat(" (batch ", run.state.batch, " of epoch ", run.state.epoch + 1, ")")
+                                     : std::string()));
+  const std::vector<std::string> differences = trajectory_differences(config_, comm_.world_size(), loaded);
+  for (const auto& d : differences)
+    log_line(root, "resume: " + d + "; the run goes on along another path than an uninterrupted one would");
+  return differences;
+}
+
 Trainer::Run Trainer::start_run() {
   const bool root = comm_.is_root();
   Run run;
@@ -284,26 +329,11 @@ Trainer::Run Trainer::start_run() {
                                  config_.checkpoint.dir));
   }
   run.resumed_from = resume_checkpoint(config_.checkpoint, root);
-  std::vector<std::string> differences;
-  if (!run.resumed_from.empty()) {
-    const TrainState loaded = load_checkpoint(run.resumed_from, model_, optimizer_.get(), checkpoint_match());
-    run.state.epoch = loaded.epoch, run.state.step = loaded.step, run.state.batch = loaded.batch;
-    run.state.dropout_calls = loaded.dropout_calls, run.state.run_id = loaded.run_id;
-    SASREC_CHECK(run.state.batch < steps_per_epoch_, run.resumed_from, ": resumes at batch ", run.state.batch,
-                 " of an epoch of ", steps_per_epoch_,
-                 " steps; it was written with another train.batch_size or rank count");
-    log_line(
-        root,
-        detail::cat("resumed from ", run.resumed_from, " after epoch ", run.state.epoch, ", step ", run.state.step,
-                    run.state.batch ? detail::cat(" (batch ", run.state.batch, " of epoch ", run.state.epoch + 1, ")")
-                                    : std::string()));
-    differences = trajectory_differences(config_, comm_.world_size(), loaded);
-    for (const auto& d : differences)
-      log_line(root, "resume: " + d + "; the run goes on along another path than an uninterrupted one would");
-  }
+  const std::vector<std::string> differences = resume(run);
   const bool resumed = !run.resumed_from.empty();
   if (run.checkpoints) claim_checkpoint_dir(*run.checkpoints, config_, run.state.run_id, resumed);
   if (run.state.run_id.empty()) run.state.run_id = new_run_id();  // fresh, or resumed from a file without one
+  if (shard_) run.state.run_id = broadcast_string(comm_, run.state.run_id);  // every block names rank 0's run
   run.summary.run_id = run.state.run_id;
   run.state.config_hash = config_hash(config_);
   run.state.world_size = comm_.world_size();
@@ -323,13 +353,16 @@ Trainer::Run Trainer::start_run() {
   if (root && !config_.output.profile.empty())
     check_output(config_.output.profile, "output.profile", run.profile_inputs);
 
-  int64_t params = 0;
+  int64_t params = 0;  // this rank's: with a sharded table, its block of it
   for (const auto& p : model_->parameters()) params += p.numel();
+  const int64_t block = shard_ ? shard_->layout().size(0) : data_->num_items() + 1;  // rows of M a rank holds, at most
   metrics_.write({{"event", "start"},
                   {"world_size", comm_.world_size()},
                   {"comm", comm_.name()},
                   {"device", device_.str()},
                   {"kernels", fused_ ? "fused" : "autograd"},  // what model.kernels (auto) chose
+                  {"item_table", item_table_name(config_.train.item_table)},
+                  {"item_rows_per_rank", block},
                   {"threads", torch::get_num_threads()},
                   {"parameters", params},
                   {"users", data_->num_users_total()},
@@ -346,7 +379,8 @@ Trainer::Run Trainer::start_run() {
   log_line(root, detail::cat("sasrec_ddp: ", data_->num_users_total(), " users, ", data_->num_items(), " items, ",
                              params, " parameters, ", comm_.world_size(), " rank(s) on ", device_.str(), ", ",
                              torch::get_num_threads(), " thread(s) each, ", steps_per_epoch_, " steps/epoch, loss ",
-                             loss_name(config_.train.loss)));
+                             loss_name(config_.train.loss),
+                             shard_ ? detail::cat(", item table sharded (", block, " rows a rank)") : std::string()));
   const int64_t max_steps = config_.train.max_steps;
   run.run_steps = std::min<int64_t>(config_.train.epochs * steps_per_epoch_, max_steps > 0 ? max_steps : INT64_MAX);
   run.stop = max_steps > 0 && run.state.step >= max_steps;
@@ -430,7 +464,7 @@ TrainSummary Trainer::interrupted(Run& run, const Epoch& e) {
   run.summary.interrupted_by = e.interrupted_by;
   run.summary.epochs = run.state.epoch;
   run.summary.steps = run.state.step;
-  if (run.checkpoints) save_checkpoint(run);
+  if (checkpointing(run)) save_checkpoint(run);
   const char* signal = StepGuard::signal_name(e.interrupted_by);
   metrics_.write(
       {{"event", "interrupted"}, {"signal", signal}, {"step", run.state.step}, {"checkpoint", run.summary.checkpoint}});
@@ -521,7 +555,7 @@ void Trainer::after_epoch(Run& run, int64_t epoch) {
                                             " evaluation(s) since epoch ", run.summary.best_epoch, " (eval.patience)"));
     }
   }
-  if (run.checkpoints && (last || run.stop || epoch % config_.checkpoint.every == 0)) save_checkpoint(run);
+  if (checkpointing(run) && (last || run.stop || epoch % config_.checkpoint.every == 0)) save_checkpoint(run);
 }
 
 TrainSummary Trainer::finish(Run& run) {
@@ -543,9 +577,24 @@ TrainSummary Trainer::finish(Run& run) {
   return summary;
 }
 
-// Rank 0 writes; the tests' hooks may reach into the write (train_hooks.h).
+bool Trainer::checkpointing(const Run& run) const {
+  return run.checkpoints || (shard_ && !config_.checkpoint.dir.empty());
+}
+
+// Rank 0 writes; with a sharded table every rank writes its block first
+// (checkpoint.h). The tests' hooks may reach into the write (train_hooks.h).
 void Trainer::save_checkpoint(Run& run) {
   const MidWriteHook mid_write = hooks_ ? hooks_->checkpoint_write(comm_.rank(), run.state.step) : MidWriteHook();
+  if (shard_) {
+    const std::string main = (std::filesystem::path(config_.checkpoint.dir) / checkpoint_file_name(run.state)).string();
+    if (!comm_.is_root()) {
+      std::filesystem::create_directories(main + ".shards");
+      sasrec::save_checkpoint(shard_checkpoint_path(main, comm_.rank()), model_, optimizer_.get(), run.state,
+                              mid_write);
+    }
+    comm_.barrier();  // every block on disk before rank 0's file makes the checkpoint
+    if (!comm_.is_root()) return;
+  }
   run.summary.checkpoint = run.checkpoints->save(model_, optimizer_.get(), run.state, mid_write);
   metrics_.write({{"event", "checkpoint"},
                   {"epoch", run.state.epoch},
@@ -583,6 +632,7 @@ std::vector<double> parameter_checksum(SASRec& model) {
   torch::NoGradGuard no_grad;
   double sum = 0, weighted = 0;
   for (const auto& p : model->parameters()) {
+    if (model->options().sharded() && p.is_same(model->item_weight())) continue;  // each rank's own block
     auto flat = p.detach().reshape(-1).to(torch::kFloat64).cpu();
     sum += flat.sum().item<double>();
     weighted += (flat * torch::arange(1, flat.numel() + 1, flat.options())).sum().item<double>();
@@ -603,7 +653,25 @@ void Trainer::check_replicas(int64_t step) {
 std::vector<EvalResult> Trainer::evaluate(const std::string& split) { return evaluator_->evaluate(model_, split); }
 
 void Trainer::load_model(const std::string& checkpoint) {
-  load_checkpoint(checkpoint, model_, nullptr, checkpoint_match());
+  const TrainState loaded = load_checkpoint(shard_ ? shard_checkpoint_path(checkpoint, comm_.rank()) : checkpoint,
+                                            model_, nullptr, checkpoint_match());
+  if (shard_) check_shards_agree(loaded, checkpoint);
+}
+
+void Trainer::check_shards_agree(const TrainState& loaded, const std::string& main) const {
+  if (loaded.world_size != comm_.world_size())
+    SASREC_FAIL(Input, main, ": a sharded checkpoint of ", loaded.world_size, " ranks, loaded on ", comm_.world_size(),
+                "; load it on ", loaded.world_size, " ranks, or gather it into one file: sasrec_ddp gather ", main,
+                " OUT.pt (docs/large_catalogs.md)");
+  // Every block from the same run and step as rank 0's file.
+  auto mine = torch::tensor({loaded.step, loaded.epoch, loaded.batch}, torch::kInt64).view({1, 3});
+  auto all = comm_.allgather(mine).contiguous();
+  for (int r = 1; r < comm_.world_size(); ++r)
+    if (!torch::equal(all[r], all[0]))
+      SASREC_FAIL(Input, shard_checkpoint_path(main, r), " is from step ", all[r][0].item<int64_t>(), ", ", main,
+                  " from step ", all[0][0].item<int64_t>(),
+                  ": the blocks of a sharded checkpoint must be written "
+                  "together; use another checkpoint");
 }
 
 CheckpointMatch Trainer::checkpoint_match() const { return CheckpointMatch{config_.data.path, item_map_}; }
