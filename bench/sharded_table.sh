@@ -41,7 +41,10 @@ np2() {  # np2 NAME ARGS...: 2 ranks, each under /usr/bin/time
 
 echo "[1/2] 2 ranks, item_table replicated"
 if np2 replicated --set train.item_table=replicated; then echo "  replicated: trained (the plan let it fit)"
-else echo "  replicated: refused: $(grep -m1 -o 'memory plan: .*does not fit.*' "$OUT/replicated.log" | cut -c1-300)"; fi
+else
+  echo "  replicated: refused: $(grep -m1 -o 'needs about [^)]*)' "$OUT/replicated.log")"
+  echo "  the advice: $(grep -m1 -o 'Or: .*' "$OUT/replicated.log")"
+fi
 
 echo "[2/2] 2 ranks, item_table sharded, $STEPS steps + evaluation of 2,000 users"
 np2 sharded --set train.item_table=sharded
@@ -60,8 +63,14 @@ for r in (0, 1):
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)",
                         open(os.path.join(out, f"sharded.time.{r}")).read()).group(1)) / 2**20
     print(f"rank {r}: peak RSS {rss:.2f} GiB (plan {plan['total_bytes'] / 2**30:.2f} GiB a rank)")
-print(f"train: {steps} steps, {1000 * secs / steps:.1f} ms/step (rank 0: "
+print(f"train: {steps} steps, {1000 * secs / steps:.1f} ms/step on average (rank 0: "
       + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in ep[-1]["phase_seconds"].items()) + " ms)")
+# The progress lines' clock: the first 10 steps touch the Adam state's pages first; the rest is the steady state.
+at = {int(m.group(2)): float(m.group(1)) for m in
+      re.finditer(r"\[\s*([\d.]+)s\] epoch \d+/\d+  step (\d+)/", open(os.path.join(out, "sharded.log")).read())}
+if 10 in at and max(at) > 10:
+    last = max(at)
+    print(f"steady state: steps 10-{last} at {1000 * (at[last] - at[10]) / (last - 10):.1f} ms/step")
 print(f"all-to-all bytes a step, rank 0: ids asked {x['request_bytes_per_step']:,}, rows served "
       f"{x['rows_bytes_per_step']:,}, gradients returned {x['gradient_bytes_per_step']:,}; "
       f"with the dense bucket {x['bytes_per_step']:,}; owned rows touched {x['item_rows_per_step']:,}")

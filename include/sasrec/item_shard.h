@@ -46,8 +46,10 @@ class ShardLayout {
 
 class ItemShard {
  public:
-  // `rows`: M's rows, I+1; `d` its width.
-  ItemShard(Communicator& comm, int64_t rows, int64_t d);
+  // `rows`: M's rows, I+1; `d` its width; `device` the table's: every
+  // tensor of the exchanges lives there, an empty one too (NCCL moves
+  // CUDA tensors, its MPI bootstrap CPU ones: all ranks must agree).
+  ItemShard(Communicator& comm, int64_t rows, int64_t d, torch::Device device = torch::kCPU);
 
   const ShardLayout& layout() const { return layout_; }
   int64_t begin() const { return layout_.begin(comm_.rank()); }
@@ -76,6 +78,7 @@ class ItemShard {
   Communicator& comm_;
   ShardLayout layout_;
   int64_t d_;
+  torch::Device device_;
   Stats stats_;
 };
 

@@ -28,8 +28,8 @@ std::vector<int64_t> ShardLayout::split(const torch::Tensor& sorted_ids) const {
   return counts;
 }
 
-ItemShard::ItemShard(Communicator& comm, int64_t rows, int64_t d)
-    : comm_(comm), layout_(rows, comm.world_size()), d_(d) {}
+ItemShard::ItemShard(Communicator& comm, int64_t rows, int64_t d, torch::Device device)
+    : comm_(comm), layout_(rows, comm.world_size()), d_(d), device_(device) {}
 
 namespace {
 
@@ -49,8 +49,8 @@ torch::Tensor ItemShard::fetch_ids(const torch::Tensor& table, const torch::Tens
   const std::vector<int64_t> send = layout_.split(ids);
   std::vector<int64_t> recv, back;
   // 1. The ids to their owners; 2. the rows back, in the order asked.
-  const torch::Tensor wanted = comm_.alltoall(ids.contiguous(), send, recv);
-  const torch::Tensor rows = table.detach().index_select(0, (wanted - begin()).to(table.device()));
+  const torch::Tensor wanted = comm_.alltoall(ids.to(device_).contiguous(), send, recv);
+  const torch::Tensor rows = table.detach().index_select(0, wanted - begin());
   torch::Tensor out = comm_.alltoall(rows.contiguous(), recv, back);
   stats_.request_bytes += sent_elsewhere(send, comm_.rank()) * static_cast<int64_t>(sizeof(int64_t));
   stats_.rows_bytes += sent_elsewhere(recv, comm_.rank()) * d_ * table.element_size();
@@ -66,17 +66,17 @@ ItemRows ItemShard::fetch(const torch::Tensor& table, const std::vector<torch::T
 }
 
 RowGradient ItemShard::return_gradient(const ItemRows& rows) {
-  const auto options = torch::TensorOptions().dtype(torch::kFloat32);
   const bool mine = rows.ids.defined() && rows.ids.numel() > 0;
-  torch::Tensor ids = mine ? rows.ids.contiguous() : torch::empty({0}, torch::kInt64);
-  torch::Tensor values;
-  if (mine)
+  const auto on_device = torch::TensorOptions().device(device_);
+  torch::Tensor ids = torch::empty({0}, on_device.dtype(torch::kInt64));
+  torch::Tensor values = torch::empty({0, d_}, on_device.dtype(torch::kFloat32));
+  if (mine) {
+    ids = rows.ids.to(device_).contiguous();
     values = rows.table.grad().defined() ? rows.table.grad() : torch::zeros_like(rows.table);
-  else
-    values = torch::empty({0, d_}, options);
+  }
   const std::vector<int64_t> send = layout_.split(ids);
   std::vector<int64_t> recv, recv_again;
-  const torch::Tensor got_ids = comm_.alltoall(ids.to(values.device()), send, recv);
+  const torch::Tensor got_ids = comm_.alltoall(ids, send, recv);
   const torch::Tensor got_values = comm_.alltoall(values.contiguous(), send, recv_again);
   stats_.gradient_bytes +=
       sent_elsewhere(send, comm_.rank()) * (static_cast<int64_t>(sizeof(int64_t)) + d_ * values.element_size());

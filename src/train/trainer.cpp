@@ -147,7 +147,7 @@ Trainer::Trainer(Config config, Communicator& comm, Mode mode, TrainHooks* hooks
     SASRecOptions options = SASRecOptions::from(config_, data_->num_items(), data_->num_users_total());
     if (config_.train.item_table == ItemTable::Sharded) {
       // This rank's block of M; its rows are drawn as a whole table's would be (init_item_rows).
-      shard_ = std::make_unique<ItemShard>(comm_, data_->num_items() + 1, config_.model.hidden);
+      shard_ = std::make_unique<ItemShard>(comm_, data_->num_items() + 1, config_.model.hidden, device_);
       options.item_begin = shard_->begin(), options.item_rows = shard_->size();
     }
     model_ = SASRec(options);
