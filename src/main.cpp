@@ -148,13 +148,15 @@ int serve(const std::string& mode, const std::string& config_path, const std::ve
   return sasrec::kExitOk;
 }
 
-// gather: the blocks of a sharded checkpoint into one file (checkpoint_gather.h); no config, no communicator.
-int gather_checkpoint(const std::string& checkpoint, const std::string& out) {
+// gather (ranks 0): the blocks of a sharded checkpoint into one file; scatter: one file into `ranks` blocks
+// (checkpoint_gather.h). No config, no communicator.
+int gather_checkpoint(const std::string& checkpoint, const std::string& out, int ranks) {
   try {
     sasrec::check_output(out, "--out", {sasrec::run_input("--checkpoint", checkpoint)});
-    const sasrec::GatherSummary g = sasrec::gather_checkpoint(checkpoint, out);
-    std::cerr << "gather: " << g.world_size << " block(s), " << g.items << " items, epoch " << g.epoch << " step "
-              << g.step << " -> " << out << "\n";
+    const sasrec::GatherSummary g =
+        ranks == 0 ? sasrec::gather_checkpoint(checkpoint, out) : sasrec::scatter_checkpoint(checkpoint, ranks, out);
+    std::cerr << (ranks == 0 ? "gather: " : "scatter: ") << g.world_size << " block(s), " << g.items << " items, epoch "
+              << g.epoch << " step " << g.step << " -> " << out << "\n";
     return sasrec::kExitOk;
   } catch (const std::exception& e) {
     return report(e, 0);
@@ -216,9 +218,20 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   gather->add_option("--out", gather_out, "the checkpoint file to write")->required();
+  int scatter_ranks = 0;
+  auto* scatter = app.add_subcommand(
+      "scatter", "split one checkpoint into the blocks of a sharded one, for a train.item_table: sharded run");
+  scatter->add_option("--checkpoint", request.checkpoint, "a replicated checkpoint file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  scatter->add_option("--ranks", scatter_ranks, "the rank count of the sharded run")
+      ->required()
+      ->check(CLI::Range(1, 1 << 20));
+  scatter->add_option("--out", gather_out, "rank 0's file to write (the blocks go to OUT.shards/)")->required();
   app.require_subcommand(0, 1);
   if (const int done = sasrec::parse_command_line(app, argc, argv); done >= 0) return done;
-  if (*gather) return gather_checkpoint(request.checkpoint, gather_out);
+  if (*gather) return gather_checkpoint(request.checkpoint, gather_out, 0);
+  if (*scatter) return gather_checkpoint(request.checkpoint, gather_out, scatter_ranks);
   if (config_path.empty()) {
     std::cerr << "sasrec_ddp: a config file is required\n" << app.help();
     return sasrec::kExitBadInput;

@@ -399,7 +399,8 @@ TEST(Mpi, ShardedItemTableComputesTheReplicatedRun) {
 // then rank 0's MAIN); a run resumed from one ends where an uninterrupted
 // one does, bit for bit. A replicated run refuses the file, naming gather;
 // gathered into one file (checkpoint_gather.h), a replicated run with the
-// sparse exchange resumes from it and ends where the sharded run does.
+// sparse exchange resumes from it and ends where the sharded run does, and
+// scattered into blocks again, so does a sharded one.
 TEST(Mpi, ShardedCheckpointResumesBitIdentical) {
   SKIP_IF_ONE_RANK();
   const std::string data = make_store("sharded_resume.h5", 200, 300, 12);
@@ -465,4 +466,19 @@ TEST(Mpi, ShardedCheckpointResumesBitIdentical) {
     else
       EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
   }
+
+  // And back: the gathered file split into blocks again, resumed sharded.
+  const std::string scattered = shared_dir() + "/sharded_scattered/epoch-000001.pt";
+  if (g_comm->is_root()) {
+    std::filesystem::create_directories(shared_dir() + "/sharded_scattered");
+    EXPECT_EQ(scatter_checkpoint(gathered, g_comm->world_size(), scattered).world_size, g_comm->world_size());
+  }
+  g_comm->barrier();
+  Config again = config("sharded_scattered_resume");
+  again.train.epochs = 3;
+  again.checkpoint.dir = "";
+  again.checkpoint.resume = {ResumeFrom::Kind::Path, scattered};
+  Trainer s(again, *g_comm);
+  s.fit();
+  for (auto& [name, t] : params(s)) EXPECT_TRUE(torch::equal(t, want.at(name))) << "scattered " << name;
 }

@@ -119,12 +119,14 @@ void check_item_table(const std::string& path, const TrainState& state, const SA
   if (shard && !mine.sharded())
     SASREC_FAIL(Input, path, ": written by a run with train.item_table: sharded on ", state.world_size,
                 " ranks, so it holds one rank's block of the item table; load it with item_table: sharded on ",
-                state.world_size, " ranks, or gather the blocks into one checkpoint first: sasrec_ddp gather ", path,
-                " OUT.pt (docs/large_catalogs.md)");
+                state.world_size,
+                " ranks, or gather the blocks into one checkpoint first: sasrec_ddp gather --checkpoint ", path,
+                " --out ONE.pt (docs/large_catalogs.md)");
   if (!shard && mine.sharded())
     SASREC_FAIL(Input, path,
                 ": holds the whole item table (train.item_table: replicated) and this run shards it; resume it "
-                "with train.item_table: replicated");
+                "with train.item_table: replicated, or split it into blocks first: sasrec_ddp scatter --checkpoint ",
+                path, " --ranks N --out NEW.pt (docs/large_catalogs.md)");
 }
 
 }  // namespace
@@ -291,6 +293,12 @@ TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim:
                   "(model.norm, model.user_embedding or model.blocks differ)");
     if (stored.sizes() != p.value().sizes()) {
       const bool catalog = p.value().is_same(model->item_weight()) && stored.size(1) == p.value().size(1);
+      if (catalog && model->options().sharded())
+        SASREC_FAIL(Input, path, ": holds a block of ", stored.size(0), " rows of the item table, this rank's is ",
+                    p.value().size(0), " rows: it was written by a sharded run on ", state.world_size,
+                    " ranks (or for another catalog). Load it on ", state.world_size,
+                    " ranks, or join its blocks (sasrec_ddp gather --checkpoint MAIN --out ONE.pt) and split them for "
+                    "this rank count (sasrec_ddp scatter --checkpoint ONE.pt --ranks N --out NEW.pt)");
       SASREC_FAIL(Input, path, ": parameter '", p.key(), "' has shape ", stored.sizes(), " in the checkpoint but ",
                   p.value().sizes(), " in this model; ",
                   catalog ? detail::cat("it was trained on a catalog of ", stored.size(0) - 1, " items, this data has ",

@@ -13,22 +13,45 @@
 namespace sasrec {
 namespace {
 
-// Adam's state of `from` copied into that of `to`, rows [begin, begin + from rows) of a 2-d parameter.
-void copy_adam_rows(FusedAdam& to_opt, const torch::Tensor& to, FusedAdam& from_opt, const torch::Tensor& from,
-                    int64_t begin) {
+// Rows [from_begin, from_begin + n) of parameter `from` and of its Adam
+// state into rows [to_begin, to_begin + n) of `to` and its state.
+void copy_rows(FusedAdam& to_opt, const torch::Tensor& to, int64_t to_begin, FusedAdam& from_opt,
+               const torch::Tensor& from, int64_t from_begin, int64_t n) {
+  to.narrow(0, to_begin, n).copy_(from.narrow(0, from_begin, n));
   auto& a = to_opt.state_for(to);
   auto& b = from_opt.state_for(from);
   a.step(b.step());
-  a.exp_avg().narrow(0, begin, from.size(0)).copy_(b.exp_avg());
-  a.exp_avg_sq().narrow(0, begin, from.size(0)).copy_(b.exp_avg_sq());
+  a.exp_avg().narrow(0, to_begin, n).copy_(b.exp_avg().narrow(0, from_begin, n));
+  a.exp_avg_sq().narrow(0, to_begin, n).copy_(b.exp_avg_sq().narrow(0, from_begin, n));
+}
+
+// Every parameter but the item table, and its Adam state, from `from` into `to`.
+void copy_dense(SASRec& to, FusedAdam& to_opt, SASRec& from, FusedAdam& from_opt) {
+  auto dst = to->named_parameters();
+  for (const auto& p : from->named_parameters())
+    if (p.key() != "item.weight") copy_rows(to_opt, dst[p.key()], 0, from_opt, p.value(), 0, p.value().size(0));
+}
+
+// What a checkpoint's model is: its recorded config, and the table sizes read off the file.
+struct Recorded {
+  TrainState state;
+  Config config;
+  int64_t users = 0;
+};
+Recorded recorded(const std::string& path) {
+  Recorded r;
+  r.state = read_checkpoint_state(path);
+  r.config = parse_config(r.state.config_yaml, path + " (the config recorded in the checkpoint)");
+  if (r.config.model.user_embedding) r.users = read_checkpoint_parameter(path, "user.weight").size(0);
+  return r;
 }
 
 }  // namespace
 
 GatherSummary gather_checkpoint(const std::string& main, const std::string& out) {
-  const TrainState state = read_checkpoint_state(main);
-  Config config = parse_config(state.config_yaml, main + " (the config recorded in the checkpoint)");
-  if (config.train.item_table != ItemTable::Sharded)
+  Recorded rec = recorded(main);
+  const TrainState& state = rec.state;
+  if (rec.config.train.item_table != ItemTable::Sharded)
     SASREC_FAIL(Input, main,
                 ": not a sharded checkpoint (its run had train.item_table: replicated), so it is whole already; "
                 "recommend, export and eval load it as it is");
@@ -42,43 +65,64 @@ GatherSummary gather_checkpoint(const std::string& main, const std::string& out)
   const int64_t block = read_checkpoint_parameter(main, "item.weight").size(0);
   const int64_t last = read_checkpoint_parameter(shard_checkpoint_path(main, world - 1), "item.weight").size(0);
   const int64_t rows = world == 1 ? block : block * (world - 1) + last;
-  const int64_t users = config.model.user_embedding ? read_checkpoint_parameter(main, "user.weight").size(0) : 0;
 
   torch::NoGradGuard no_grad;
-  SASRec whole(SASRecOptions::from(config, rows - 1, users));
-  auto whole_opt = make_optimizer(whole, config.train);
+  SASRec whole(SASRecOptions::from(rec.config, rows - 1, rec.users));
+  auto whole_opt = make_optimizer(whole, rec.config.train);
   const ShardLayout layout(rows, world);
-  for (int r = 0; r < world; ++r) {
-    SASRecOptions o = SASRecOptions::from(config, rows - 1, users);
+  for (int r = 0; r < world; ++r) {  // one block in memory at a time
+    SASRecOptions o = SASRecOptions::from(rec.config, rows - 1, rec.users);
     o.item_begin = layout.begin(r), o.item_rows = layout.size(r);
     SASRec part(o);
-    auto part_opt = make_optimizer(part, config.train);
+    auto part_opt = make_optimizer(part, rec.config.train);
     const std::string path = shard_checkpoint_path(main, r);
     const TrainState got = load_checkpoint(path, part, part_opt.get());  // shapes checked against the layout
     if (got.step != state.step || got.run_id != state.run_id)
       SASREC_FAIL(Input, path, " is from step ", got.step, " of run ", got.run_id, ", ", main, " from step ",
                   state.step, " of run ", state.run_id, ": the blocks of one checkpoint must be written together");
-    whole->item_weight().narrow(0, o.item_begin, o.item_rows).copy_(part->item_weight());
-    copy_adam_rows(*whole_opt, whole->item_weight(), *part_opt, part->item_weight(), o.item_begin);
-    if (r != 0) continue;
-    // The dense parameters are the same on every rank: rank 0's.
-    auto wp = whole->named_parameters(), pp = part->named_parameters();
-    for (const auto& p : pp) {
-      if (p.key() == "item.weight") continue;
-      wp[p.key()].copy_(p.value());
-      auto& a = whole_opt->state_for(wp[p.key()]);
-      const auto& b = part_opt->state_for(p.value());
-      a.step(b.step());
-      a.exp_avg().copy_(b.exp_avg());
-      a.exp_avg_sq().copy_(b.exp_avg_sq());
-    }
+    copy_rows(*whole_opt, whole->item_weight(), o.item_begin, *part_opt, part->item_weight(), 0, o.item_rows);
+    if (r == 0) copy_dense(whole, *whole_opt, part, *part_opt);  // the same on every rank: rank 0's
   }
   TrainState replicated = state;
-  config.train.item_table = ItemTable::Replicated;
-  replicated.config_yaml = to_yaml(config);
-  replicated.config_hash = config_hash(config);
+  rec.config.train.item_table = ItemTable::Replicated;
+  replicated.config_yaml = to_yaml(rec.config);
+  replicated.config_hash = config_hash(rec.config);
   save_checkpoint(out, whole, whole_opt.get(), replicated);
   return {world, rows - 1, state.epoch, state.step};
+}
+
+GatherSummary scatter_checkpoint(const std::string& whole_path, int ranks, const std::string& main) {
+  Recorded rec = recorded(whole_path);
+  if (rec.config.train.item_table == ItemTable::Sharded)
+    SASREC_FAIL(Input, whole_path, ": already a sharded checkpoint (of ", rec.state.world_size,
+                " ranks); gather it first (sasrec_ddp gather) to split it for another rank count");
+  if (rec.config.train.loss == LossKind::Ce)
+    SASREC_FAIL(Input, whole_path,
+                ": trained with train.loss: ce, which a sharded table cannot train; resume it replicated");
+  if (ranks < 1) SASREC_FAIL(Input, "--ranks must be 1 or more, not ", ranks);
+  const int64_t rows = read_checkpoint_parameter(whole_path, "item.weight").size(0);
+
+  torch::NoGradGuard no_grad;
+  SASRec whole(SASRecOptions::from(rec.config, rows - 1, rec.users));
+  auto whole_opt = make_optimizer(whole, rec.config.train);
+  load_checkpoint(whole_path, whole, whole_opt.get());
+  TrainState sharded = rec.state;
+  rec.config.train.item_table = ItemTable::Sharded;
+  sharded.config_yaml = to_yaml(rec.config);
+  sharded.config_hash = config_hash(rec.config);
+  sharded.world_size = ranks;
+  const ShardLayout layout(rows, ranks);
+  if (ranks > 1) std::filesystem::create_directories(main + ".shards");
+  for (int r = ranks - 1; r >= 0; --r) {  // rank 0's file last: it makes the checkpoint (checkpoint.h)
+    SASRecOptions o = SASRecOptions::from(rec.config, rows - 1, rec.users);
+    o.item_begin = layout.begin(r), o.item_rows = layout.size(r);
+    SASRec part(o);
+    auto part_opt = make_optimizer(part, rec.config.train);
+    copy_rows(*part_opt, part->item_weight(), 0, *whole_opt, whole->item_weight(), o.item_begin, o.item_rows);
+    copy_dense(part, *part_opt, whole, *whole_opt);
+    save_checkpoint(shard_checkpoint_path(main, r), part, part_opt.get(), sharded);
+  }
+  return {ranks, rows - 1, rec.state.epoch, rec.state.step};
 }
 
 }  // namespace sasrec

@@ -661,8 +661,9 @@ void Trainer::load_model(const std::string& checkpoint) {
 void Trainer::check_shards_agree(const TrainState& loaded, const std::string& main) const {
   if (loaded.world_size != comm_.world_size())
     SASREC_FAIL(Input, main, ": a sharded checkpoint of ", loaded.world_size, " ranks, loaded on ", comm_.world_size(),
-                "; load it on ", loaded.world_size, " ranks, or gather it into one file: sasrec_ddp gather ", main,
-                " OUT.pt (docs/large_catalogs.md)");
+                "; load it on ", loaded.world_size, " ranks, or join its blocks (sasrec_ddp gather --checkpoint ", main,
+                " --out ONE.pt) and split them for this rank count (sasrec_ddp scatter --checkpoint ONE.pt --ranks ",
+                comm_.world_size(), " --out NEW.pt; docs/large_catalogs.md)");
   // Every block from the same run and step as rank 0's file.
   auto mine = torch::tensor({loaded.step, loaded.epoch, loaded.batch}, torch::kInt64).view({1, 3});
   auto all = comm_.allgather(mine).contiguous();
