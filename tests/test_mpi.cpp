@@ -467,6 +467,26 @@ TEST(Mpi, ShardedCheckpointResumesBitIdentical) {
       EXPECT_TRUE(torch::equal(t, want.at(name))) << name;
   }
 
+  // The refusals name the way out: a whole table into a sharded run, a block of 2 ranks into 1 rank's.
+  auto refused = [](Trainer& t, const std::string& path, const std::string& way) {
+    try {
+      t.load_model(path);
+      ADD_FAILURE() << path << " loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(way), std::string::npos) << e.what();
+    }
+  };
+  Config blocks = config("sharded_refusals");
+  blocks.checkpoint.dir = "";
+  Trainer sharded_eval(blocks, *g_comm, Trainer::Mode::Evaluate);
+  refused(sharded_eval, gathered, "sasrec_ddp scatter --checkpoint " + gathered);
+  if (g_comm->is_root()) {
+    auto one = make_single_communicator();
+    Trainer alone(blocks, *one, Trainer::Mode::Evaluate);
+    refused(alone, first, "sasrec_ddp scatter");
+  }
+  g_comm->barrier();
+
   // And back: the gathered file split into blocks again, resumed sharded.
   const std::string scattered = shared_dir() + "/sharded_scattered/epoch-000001.pt";
   if (g_comm->is_root()) {

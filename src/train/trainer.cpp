@@ -294,9 +294,8 @@ TrainSummary Trainer::fit() {
 std::vector<std::string> Trainer::resume(Run& run) {
   if (run.resumed_from.empty()) return {};
   const bool root = comm_.is_root();
-  const TrainState loaded =
-      load_checkpoint(shard_ ? shard_checkpoint_path(run.resumed_from, comm_.rank()) : run.resumed_from, model_,
-                      optimizer_.get(), checkpoint_match());
+  const TrainState loaded = load_checkpoint(shard_ ? block_path(run.resumed_from) : run.resumed_from, model_,
+                                            optimizer_.get(), checkpoint_match());
   if (shard_) check_shards_agree(loaded, run.resumed_from);
   run.state.epoch = loaded.epoch, run.state.step = loaded.step, run.state.batch = loaded.batch;
   run.state.dropout_calls = loaded.dropout_calls, run.state.run_id = loaded.run_id;
@@ -653,9 +652,20 @@ void Trainer::check_replicas(int64_t step) {
 std::vector<EvalResult> Trainer::evaluate(const std::string& split) { return evaluator_->evaluate(model_, split); }
 
 void Trainer::load_model(const std::string& checkpoint) {
-  const TrainState loaded = load_checkpoint(shard_ ? shard_checkpoint_path(checkpoint, comm_.rank()) : checkpoint,
-                                            model_, nullptr, checkpoint_match());
+  const TrainState loaded =
+      load_checkpoint(shard_ ? block_path(checkpoint) : checkpoint, model_, nullptr, checkpoint_match());
   if (shard_) check_shards_agree(loaded, checkpoint);
+}
+
+std::string Trainer::block_path(const std::string& main) const {
+  const std::string path = shard_checkpoint_path(main, comm_.rank());
+  if (comm_.rank() > 0 && std::filesystem::exists(main) && !std::filesystem::exists(path))
+    SASREC_FAIL(Input, main, " has no block for rank ", comm_.rank(), " (", path,
+                "): it holds the whole item table, or the blocks of fewer ranks. Split a whole one for this run: "
+                "sasrec_ddp scatter --checkpoint ",
+                main, " --ranks ", comm_.world_size(),
+                " --out NEW.pt (after sasrec_ddp gather for blocks; docs/large_catalogs.md)");
+  return path;
 }
 
 void Trainer::check_shards_agree(const TrainState& loaded, const std::string& main) const {
