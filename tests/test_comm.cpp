@@ -116,6 +116,37 @@ TEST_P(Collectives, AlltoallUnevenCountsWithEmptyBlocks) {
   }
 }
 
+// All-to-all is one collective for every rank, whatever its own counts:
+// a rank with nothing to send or receive still takes part, and a rank whose
+// blocks fit one call goes through as many rounds as the rank whose blocks
+// need several (the chunked limit: 7 rows a call). Before, both hung at 3
+// ranks (a sharded export: owners send rank 0 their rows, the rest nothing).
+TEST_P(Collectives, AlltoallWhereOnlySomeRanksMoveRows) {
+  Communicator& c = comm();
+  const int world = c.world_size(), me = c.rank();
+  // Only the last rank sends: 20 rows to rank 0 (itself when alone), rows 100 s + j.
+  const int64_t mine = me == world - 1 ? 20 : 0;
+  std::vector<int64_t> send_rows(world, 0), recv_rows;
+  send_rows[0] = mine;
+  auto t = torch::arange(mine, torch::kFloat64).add_(100.0 * me).view({mine, 1}).expand({mine, 3}).contiguous();
+  auto got = c.alltoall(t, send_rows, recv_rows);
+  const int64_t want_rows = me == 0 ? 20 : 0;
+  auto want = torch::arange(want_rows, torch::kFloat64).add_(100.0 * (world - 1)).view({want_rows, 1}).expand({want_rows, 3});
+  int64_t wrong = count_wrong(got, want);
+  std::vector<int64_t> want_recv(world, 0);
+  if (me == 0) want_recv[world - 1] = 20;
+  wrong += recv_rows == want_recv ? 0 : 1;
+  // Each rank to itself: rank 0 20 rows (rounds of the chunked limit), the others one.
+  std::fill(send_rows.begin(), send_rows.end(), 0);
+  send_rows[me] = me == 0 ? 20 : 1;
+  auto own = torch::arange(send_rows[me], torch::kFloat64).view({send_rows[me], 1}).expand({send_rows[me], 2}).contiguous();
+  wrong += count_wrong(c.alltoall(own, send_rows, recv_rows), own);
+  // Then nobody moves anything; the next collective still lines up.
+  std::vector<int64_t> none(world, 0);
+  wrong += c.alltoall(torch::empty({0, 3}, torch::kFloat64), none, recv_rows).size(0);
+  EXPECT_EQ(agree(c, wrong), 0);
+}
+
 TEST_P(Collectives, AllgatherOfScalarsAndLargeRows) {
   Communicator& c = comm();
   // A 0-d tensor gathers to [world]; rows of 40 elements exceed the chunked limit of 7 per call.

@@ -14,6 +14,7 @@
 #include <climits>
 #include <cstring>
 #include <cstdlib>
+#include <numeric>
 
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
@@ -133,7 +134,8 @@ class MpiCommunicator final : public Communicator {
     // Everyone sends its rows to everyone: the all-to-all with each rank's
     // block repeated for every destination, without copying it.
     std::vector<int64_t> send(size_, rows);
-    return exchange(t, send, counts, /*same_block=*/true);
+    const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+    return exchange(t, send, counts, /*same_block=*/true, *std::max_element(counts.begin(), counts.end()), total);
   }
 
   torch::Tensor alltoall(const torch::Tensor& t, const std::vector<int64_t>& send_rows,
@@ -144,9 +146,23 @@ class MpiCommunicator final : public Communicator {
     int64_t total = 0;
     for (int64_t r : send_rows) total += r;
     SASREC_CHECK(total == rows_of(t), "alltoall: send counts sum to ", total, ", the tensor has ", rows_of(t), " rows");
+    // Every rank's counts to every rank: each then plans the same rounds
+    // (a rank with nothing to move still takes part in each of them).
+    std::vector<int64_t> matrix(static_cast<size_t>(size_) * size_);  // [s * R + d]: rows s sends d
+    SASREC_MPI_CHECK(
+        MPI_Allgather(send_rows.data(), size_, MPI_INT64_T, matrix.data(), size_, MPI_INT64_T, MPI_COMM_WORLD));
     recv_rows.assign(size_, 0);
-    SASREC_MPI_CHECK(MPI_Alltoall(send_rows.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, MPI_COMM_WORLD));
-    return exchange(t, send_rows, recv_rows, /*same_block=*/false);
+    int64_t largest_block = 0, largest_total = 0;
+    for (int a = 0; a < size_; ++a) {
+      int64_t sent = 0, received = 0;
+      for (int b = 0; b < size_; ++b) {
+        sent += matrix[a * size_ + b], received += matrix[b * size_ + a];
+        largest_block = std::max(largest_block, matrix[a * size_ + b]);
+      }
+      largest_total = std::max({largest_total, sent, received});
+      recv_rows[a] = matrix[a * size_ + rank_];
+    }
+    return exchange(t, send_rows, recv_rows, /*same_block=*/false, largest_block, largest_total);
   }
 
   void barrier() override { SASREC_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
@@ -160,16 +176,18 @@ class MpiCommunicator final : public Communicator {
   // Rows of `t` to each rank (send[r] rows; `same_block`: every rank gets
   // all of t, an allgather) and from each (recv[r]), as MPI_Alltoallv over
   // a row type, in rounds of at most max_count_ rows from every block so
-  // that no int count or displacement overflows. -> [sum(recv), ...].
+  // that no int count or displacement overflows. The rounds are planned
+  // from what every rank knows alike: the largest block any rank sends and
+  // the most rows any rank sends or receives in all. -> [sum(recv), ...].
   torch::Tensor exchange(const torch::Tensor& t, const std::vector<int64_t>& send, const std::vector<int64_t>& recv,
-                         bool same_block) {
+                         bool same_block, int64_t largest_block, int64_t largest_total) {
     std::vector<int64_t> shape = t.dim() == 0 ? std::vector<int64_t>{1} : t.sizes().vec();
     int64_t total_recv = 0;
     for (int64_t r : recv) total_recv += r;
     shape[0] = total_recv;
     auto out = torch::empty(shape, t.options());
     const int64_t row = row_elements(t);
-    if (row == 0 || (total_recv == 0 && rows_of(t) == 0)) return out;
+    if (row == 0 || largest_total == 0) return out;  // the same on every rank: nobody moves a row
     const RowType type(mpi_type(t.scalar_type()), row);
     const int64_t row_bytes = row * t.element_size();
     std::vector<int64_t> send_first(size_, 0), recv_first(size_, 0);  // first row of each block
@@ -177,14 +195,11 @@ class MpiCommunicator final : public Communicator {
       send_first[r] = same_block ? 0 : send_first[r - 1] + send[r - 1];
       recv_first[r] = recv_first[r - 1] + recv[r - 1];
     }
-    const int64_t most_send = *std::max_element(send.begin(), send.end());
-    const int64_t most_recv = *std::max_element(recv.begin(), recv.end());
-    // The rounds: every block's rows [k C, (k+1) C). One round when the
-    // largest block fits; a round's blocks are packed when their offsets
-    // would not fit an int.
+    // The rounds: every block's rows [k C, (k+1) C). One round when every
+    // rank's offsets fit an int; else a round's blocks are packed.
     const int64_t chunk = std::max<int64_t>(1, max_count_ / std::max(1, size_));
-    const bool one_round = rows_of(t) <= max_count_ && total_recv <= max_count_;
-    const int64_t rounds = one_round ? 1 : (std::max(most_send, most_recv) + chunk - 1) / chunk;
+    const bool one_round = largest_total <= max_count_;
+    const int64_t rounds = one_round ? 1 : (largest_block + chunk - 1) / chunk;
     std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
     for (int64_t k = 0; k < rounds; ++k) {
       const int64_t lo = one_round ? 0 : k * chunk;
@@ -204,7 +219,7 @@ class MpiCommunicator final : public Communicator {
       int64_t s_off = 0, r_off = 0;
       for (int r = 0; r < size_; ++r) {
         const int64_t ns = piece(send[r]), nr = piece(recv[r]);
-        parts.push_back(t.dim() == 0 ? t.view({1}) : t.narrow(0, send_first[r] + lo, ns));
+        parts.push_back(t.dim() == 0 ? t.view({1}) : t.narrow(0, ns > 0 ? send_first[r] + lo : 0, ns));  // past a block: none
         sc[r] = static_cast<int>(ns), sd[r] = static_cast<int>(s_off);
         rc[r] = static_cast<int>(nr), rd[r] = static_cast<int>(r_off);
         s_off += ns, r_off += nr;
