@@ -221,6 +221,11 @@ TEST(ItemShard, OneRankFetchesAndReturnsLikeTheReplicatedPath) {
   ItemRows none = shard.fetch(table, {});
   EXPECT_EQ(none.ids.numel(), 0);
   EXPECT_EQ(shard.return_gradient(none).ids.numel(), 0);
+  // The gradient goes back along a training fetch's routes, once: not after
+  // an evaluation's fetch (no routes kept), not twice.
+  EXPECT_THROW(shard.return_gradient(none), Error);
+  ItemRows eval = shard.fetch(table, {&a_whole}, /*requires_grad=*/false);
+  EXPECT_THROW(shard.return_gradient(eval), Error);
 }
 
 // A row's initial value is a function of (seed, id): a block drawn alone

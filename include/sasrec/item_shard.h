@@ -9,10 +9,11 @@
 //      all-to-all and the rows come back in a second, already in id order
 //      (ids are sorted and owners hold contiguous blocks), as the same
 //      ItemRows the replicated path copies out of a whole table;
-//   2. returns their gradient: ids and rows to the owners in a third
-//      all-to-all; each owner sums the rows of one id in rank order, the
-//      order the replicated sparse exchange sums them in, so a sharded run
-//      computes the floats of a replicated one.
+//   2. returns their gradient: the rows go back to the owners along the
+//      fetch's routes in a third all-to-all (each owner kept the ids it was
+//      asked, so no id travels twice); each owner sums the rows of one id in
+//      rank order, the order the replicated sparse exchange sums them in, so
+//      a sharded run computes the floats of a replicated one.
 // Every rank calls each function at every step, in the same order, with no
 // ids if it has none.
 #pragma once
@@ -52,22 +53,28 @@ class ItemShard {
   ItemShard(Communicator& comm, int64_t rows, int64_t d, torch::Device device = torch::kCPU);
 
   const ShardLayout& layout() const { return layout_; }
+  Communicator& comm() const { return comm_; }
+  torch::Device device() const { return device_; }
   int64_t begin() const { return layout_.begin(comm_.rank()); }
   int64_t size() const { return layout_.size(comm_.rank()); }
 
   // `table` is this rank's block of M, [size(), d]. The rows named by the
   // ids in `parts`, from their owners; each part rewritten as row indices
-  // of the returned table (a leaf that requires grad when `requires_grad`).
-  // Parts may all be empty or undefined.
+  // of the returned table (a leaf that requires grad when `requires_grad`:
+  // then the routes are kept for return_gradient). Parts may all be empty
+  // or undefined.
   ItemRows fetch(const torch::Tensor& table, const std::vector<torch::Tensor*>& parts, bool requires_grad = true);
-  // The rows of sorted unique global `ids` [n] (this rank's request), [n, d].
-  torch::Tensor fetch_ids(const torch::Tensor& table, const torch::Tensor& ids);
-  // `rows`' gradient to the owners: this rank's rows that any rank touched,
-  // by LOCAL index (sorted, unique), summed over ranks in rank order.
+  // The rows of sorted unique global `ids` [n] (this rank's request), [n, d];
+  // `keep_routes`: remember who asked this rank for what.
+  torch::Tensor fetch_ids(const torch::Tensor& table, const torch::Tensor& ids, bool keep_routes = false);
+  // The gradient of the rows of the last fetch that kept its routes (every
+  // rank's `rows` from that fetch) to their owners: this rank's rows that
+  // any rank touched, by LOCAL index (sorted, unique), summed over ranks in
+  // rank order. Consumes the routes.
   RowGradient return_gradient(const ItemRows& rows);
 
   // Bytes this rank sent in the all-to-alls since reset_stats(): requested
-  // ids, rows sent back, gradients returned (ids and rows).
+  // ids, rows sent back, gradient rows returned.
   struct Stats {
     int64_t request_bytes = 0, rows_bytes = 0, gradient_bytes = 0;
   };
@@ -80,6 +87,13 @@ class ItemShard {
   int64_t d_;
   torch::Device device_;
   Stats stats_;
+  // The routes of the last fetch with keep_routes: the ids each rank asked
+  // this one for (local rows, in rank order) and how many went each way.
+  struct Routes {
+    bool kept = false;
+    torch::Tensor asked;                // [sum(recv)] local rows
+    std::vector<int64_t> send, recv;    // rows this rank asked of each owner / was asked by each rank
+  } routes_;
 };
 
 }  // namespace sasrec
