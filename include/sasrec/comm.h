@@ -45,6 +45,7 @@ class Communicator {
   void allreduce_sum(std::vector<double>& values);  // convenience over a float64 tensor
   double allreduce_sum(double value);
   int64_t allreduce_sum(int64_t value);
+  std::string broadcast_string(const std::string& text, int root = 0);  // root's `text` on every rank
 };
 
 // World size 1.

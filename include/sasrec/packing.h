@@ -30,6 +30,9 @@ struct Packing {
 // Items must be right-aligned (left padding, 0 = padding); T <= maxlen.
 Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen);
 
+// Rows x [N,D] of a packing back in its batch's shape: [B,T,D], 0 at padding.
+torch::Tensor unpack_rows(const Packing& packing, const torch::Tensor& x);
+
 // One row of a left-padded batch: the last min(n, width) of items[0..n)
 // right-aligned in row[0..width), zeros before them (the model's input for
 // "the history up to here": evaluation, serving).

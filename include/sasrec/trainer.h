@@ -143,10 +143,6 @@ class Trainer {
   void log_eval(int64_t epoch, const std::vector<EvalResult>& results);
   // runtime.check_replicas: every rank's parameter checksum must agree.
   void check_replicas(int64_t step);
-  // This rank's file of the sharded checkpoint `main` (checkpoint.h); refused, naming scatter, where it is missing.
-  std::string block_path(const std::string& main) const;
-  // A sharded checkpoint `main`: written on this many ranks, every block at rank 0's step.
-  void check_shards_agree(const TrainState& loaded, const std::string& main) const;
   // What load_checkpoint must find: this run's store and its item map.
   CheckpointMatch checkpoint_match() const;
   // The files this run reads, which none of its outputs may replace.

@@ -1,6 +1,7 @@
 // comm.cpp: the single-process communicator and the conveniences shared by all.
 #include "sasrec/comm.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "sasrec/error.h"
@@ -56,6 +57,16 @@ int64_t Communicator::allreduce_sum(int64_t value) {
   auto t = torch::full({1}, value, torch::kInt64);
   allreduce_sum(t);
   return t.item<int64_t>();
+}
+
+std::string Communicator::broadcast_string(const std::string& text, int root) {
+  if (world_size() == 1) return text;
+  auto size = torch::tensor({static_cast<int64_t>(text.size())}, torch::kInt64);
+  broadcast(size, root);
+  auto bytes = torch::zeros({size.item<int64_t>()}, torch::kUInt8);
+  if (rank() == root) std::copy(text.begin(), text.end(), bytes.data_ptr<uint8_t>());
+  broadcast(bytes, root);
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), static_cast<size_t>(bytes.numel()));
 }
 
 }  // namespace sasrec

@@ -284,10 +284,7 @@ torch::Tensor SASRecImpl::forward_packed(const Packing& packing, const torch::Te
 
 torch::Tensor SASRecImpl::forward(const torch::Tensor& seq, const torch::Tensor& users) {
   const Packing packing = pack_sequences(seq, options_.maxlen);
-  auto x = forward_packed(packing, users);  // [N,D]
-  return torch::zeros({packing.batch * packing.width, x.size(1)}, x.options())
-      .index_copy(0, packing.index, x)
-      .view({packing.batch, packing.width, x.size(1)});
+  return unpack_rows(packing, forward_packed(packing, users));
 }
 
 }  // namespace sasrec

@@ -26,6 +26,13 @@ Packing pack_sequences(const torch::Tensor& seq, int64_t maxlen) {
   return p;
 }
 
+torch::Tensor unpack_rows(const Packing& packing, const torch::Tensor& x) {
+  const int64_t d = x.size(1);
+  return torch::zeros({packing.batch * packing.width, d}, x.options())
+      .index_copy(0, packing.index, x)
+      .view({packing.batch, packing.width, d});
+}
+
 void left_pad_last(const int32_t* items, int64_t n, int64_t width, int64_t* row) {
   const int64_t len = std::min(width, n);
   std::fill(row, row + width - len, int64_t{0});

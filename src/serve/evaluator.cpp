@@ -241,11 +241,7 @@ std::vector<std::vector<TargetRank>> Evaluator::chunk_ranks(SASRec& model, Holdo
     if (n > 0) parts = {&packing.items, &target_at, &negs_at};
     const ItemRows rows = shard_->fetch(model->item_weight(), parts, /*requires_grad=*/false);
     if (n > 0) {
-      const auto x = model->forward_packed(packing, users, rows.table);  // [N,D]
-      h = torch::zeros({n * packing.width, d}, x.options())
-              .index_copy(0, packing.index, x)
-              .view({n, packing.width, d})
-              .select(1, packing.width - 1);
+      h = unpack_rows(packing, model->forward_packed(packing, users, rows.table)).select(1, packing.width - 1);
       target_rows = rows.table.index_select(0, target_at);
       if (sampled) neg_rows = rows.table.index_select(0, negs_at.reshape(-1)).view({n, negs.size(1), d});
     } else {

@@ -12,6 +12,7 @@
 
 #include <torch/csrc/autograd/profiler_legacy.h>
 
+#include "sasrec/block_checkpoint.h"
 #include "sasrec/device.h"
 #include "sasrec/error.h"
 #include "sasrec/log.h"
@@ -251,17 +252,6 @@ std::unique_ptr<FusedAdam> make_optimizer(SASRec& model, const TrainConfig& trai
   return adam;
 }
 
-namespace {
-// `text` of rank 0 on every rank.
-std::string broadcast_string(Communicator& comm, const std::string& text) {
-  auto size = torch::tensor({static_cast<int64_t>(text.size())}, torch::kInt64);
-  comm.broadcast(size, 0);
-  auto bytes = torch::zeros({size.item<int64_t>()}, torch::kUInt8);
-  if (comm.is_root()) std::copy(text.begin(), text.end(), bytes.data_ptr<uint8_t>());
-  comm.broadcast(bytes, 0);
-  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), bytes.numel());
-}
-}  // namespace
 
 // ---- fit ---------------------------------------------------------------------------------
 
@@ -294,9 +284,9 @@ TrainSummary Trainer::fit() {
 std::vector<std::string> Trainer::resume(Run& run) {
   if (run.resumed_from.empty()) return {};
   const bool root = comm_.is_root();
-  const TrainState loaded = load_checkpoint(shard_ ? block_path(run.resumed_from) : run.resumed_from, model_,
-                                            optimizer_.get(), checkpoint_match());
-  if (shard_) check_shards_agree(loaded, run.resumed_from);
+  const TrainState loaded =
+      shard_ ? load_block_checkpoint(run.resumed_from, model_, optimizer_.get(), comm_, checkpoint_match())
+             : load_checkpoint(run.resumed_from, model_, optimizer_.get(), checkpoint_match());
   run.state.epoch = loaded.epoch, run.state.step = loaded.step, run.state.batch = loaded.batch;
   run.state.dropout_calls = loaded.dropout_calls, run.state.run_id = loaded.run_id;
   SASREC_CHECK(run.state.batch < steps_per_epoch_, run.resumed_from, ": resumes at batch ", run.state.batch,
@@ -332,7 +322,7 @@ Trainer::Run Trainer::start_run() {
   const bool resumed = !run.resumed_from.empty();
   if (run.checkpoints) claim_checkpoint_dir(*run.checkpoints, config_, run.state.run_id, resumed);
   if (run.state.run_id.empty()) run.state.run_id = new_run_id();  // fresh, or resumed from a file without one
-  if (shard_) run.state.run_id = broadcast_string(comm_, run.state.run_id);  // every block names rank 0's run
+  if (shard_) run.state.run_id = comm_.broadcast_string(run.state.run_id);  // every block names rank 0's run
   run.summary.run_id = run.state.run_id;
   run.state.config_hash = config_hash(config_);
   run.state.world_size = comm_.world_size();
@@ -652,37 +642,10 @@ void Trainer::check_replicas(int64_t step) {
 std::vector<EvalResult> Trainer::evaluate(const std::string& split) { return evaluator_->evaluate(model_, split); }
 
 void Trainer::load_model(const std::string& checkpoint) {
-  const TrainState loaded =
-      load_checkpoint(shard_ ? block_path(checkpoint) : checkpoint, model_, nullptr, checkpoint_match());
-  if (shard_) check_shards_agree(loaded, checkpoint);
-}
-
-std::string Trainer::block_path(const std::string& main) const {
-  const std::string path = shard_checkpoint_path(main, comm_.rank());
-  if (comm_.rank() > 0 && std::filesystem::exists(main) && !std::filesystem::exists(path))
-    SASREC_FAIL(Input, main, " has no block for rank ", comm_.rank(), " (", path,
-                "): it holds the whole item table, or the blocks of fewer ranks. Split a whole one for this run: "
-                "sasrec_ddp scatter --checkpoint ",
-                main, " --ranks ", comm_.world_size(),
-                " --out NEW.pt (after sasrec_ddp gather for blocks; docs/large_catalogs.md)");
-  return path;
-}
-
-void Trainer::check_shards_agree(const TrainState& loaded, const std::string& main) const {
-  if (loaded.world_size != comm_.world_size())
-    SASREC_FAIL(Input, main, ": a sharded checkpoint of ", loaded.world_size, " ranks, loaded on ", comm_.world_size(),
-                "; load it on ", loaded.world_size, " ranks, or join its blocks (sasrec_ddp gather --checkpoint ", main,
-                " --out ONE.pt) and split them for this rank count (sasrec_ddp scatter --checkpoint ONE.pt --ranks ",
-                comm_.world_size(), " --out NEW.pt; docs/large_catalogs.md)");
-  // Every block from the same run and step as rank 0's file.
-  auto mine = torch::tensor({loaded.step, loaded.epoch, loaded.batch}, torch::kInt64).view({1, 3});
-  auto all = comm_.allgather(mine).contiguous();
-  for (int r = 1; r < comm_.world_size(); ++r)
-    if (!torch::equal(all[r], all[0]))
-      SASREC_FAIL(Input, shard_checkpoint_path(main, r), " is from step ", all[r][0].item<int64_t>(), ", ", main,
-                  " from step ", all[0][0].item<int64_t>(),
-                  ": the blocks of a sharded checkpoint must be written "
-                  "together; use another checkpoint");
+  if (shard_)
+    load_block_checkpoint(checkpoint, model_, nullptr, comm_, checkpoint_match());
+  else
+    load_checkpoint(checkpoint, model_, nullptr, checkpoint_match());
 }
 
 CheckpointMatch Trainer::checkpoint_match() const { return CheckpointMatch{config_.data.path, item_map_}; }
