@@ -3,8 +3,11 @@
 //
 //   sasrec_ddp CONFIG.yaml [--set section.key=value ...]          train
 //   sasrec_ddp eval CONFIG.yaml --checkpoint PATH [--set ...]     evaluate a checkpoint
-//   sasrec_ddp recommend CONFIG.yaml --checkpoint PATH [--users FILE|--all] [--sequences FILE|-] [--topk K] [--out
-//   FILE] sasrec_ddp export CONFIG.yaml --checkpoint PATH --out FILE.h5   item and user vectors (serve.h)
+//   sasrec_ddp recommend CONFIG.yaml --checkpoint PATH            top-K lists (serve.h)
+//       [--users FILE|--all] [--sequences FILE|-] [--topk K] [--out FILE]
+//   sasrec_ddp export CONFIG.yaml --checkpoint PATH --out FILE.h5 item and user vectors (serve.h)
+//   sasrec_ddp gather|scatter --checkpoint PATH [--ranks R] --out FILE
+//                                                                 sharded <-> one file (checkpoint_gather.h)
 #include <CLI/CLI.hpp>
 #include <malloc.h>
 #include <unistd.h>
@@ -124,28 +127,41 @@ int run(const std::string& mode, const std::string& config_path, const std::vect
   }
 }
 
-// recommend / export: one process, no communicator (serve.h).
+// recommend / export (serve.h): one process, or with train.item_table:
+// sharded every rank of the job, each holding its block (rank 0 writes).
 int serve(const std::string& mode, const std::string& config_path, const std::vector<std::string>& sets,
           const sasrec::RecommendRequest& request, const std::string& export_out) {
   sasrec::Config config = sasrec::load_config(config_path, sets);
   config.validate();
   set_up_process(config);
+  const bool sharded = config.train.item_table == sasrec::ItemTable::Sharded;
+  std::unique_ptr<sasrec::Communicator> comm = sharded ? make_comm(config) : sasrec::make_single_communicator();
   sasrec::install_signal_cleanup(("sasrec_ddp " + mode).c_str());  // SIGTERM: the unfinished output is removed, exit 3
-  if (mode == "recommend") {
-    sasrec::RecommendRequest r = request;
-    r.config_path = config_path;
-    const int64_t n = sasrec::run_recommend(config, r, std::cerr);
-    std::cerr << "recommend: " << n << " user(s) written to " << (request.out == "-" ? "stdout" : request.out) << "\n";
+  try {
+    if (mode == "recommend") {
+      sasrec::RecommendRequest r = request;
+      r.config_path = config_path;
+      const int64_t n = sasrec::run_recommend(config, r, std::cerr, sharded ? comm.get() : nullptr);
+      if (comm->is_root())
+        std::cerr << "recommend: " << n << " user(s) written to " << (request.out == "-" ? "stdout" : request.out)
+                  << "\n";
+      return sasrec::kExitOk;
+    }
+    const std::vector<sasrec::RunInput> inputs{sasrec::run_input("data.path", config.data.path),
+                                               sasrec::run_input("--checkpoint", request.checkpoint),
+                                               sasrec::run_input("the config", config_path)};
+    sasrec::check_output(export_out, "--out", inputs);  // before the model is loaded
+    const auto shard = sharded ? sasrec::serving_shard(config, *comm) : nullptr;
+    sasrec::SASRec model = sasrec::load_model_for_serving(config, request.checkpoint, shard.get());
+    sasrec::export_embeddings(model, sasrec::read_store(config.data.path), request.checkpoint, export_out, inputs,
+                              shard.get());
+    if (comm->is_root()) std::cerr << "export: wrote " << export_out << "\n";
     return sasrec::kExitOk;
+  } catch (const std::exception& e) {
+    const int code = report(e, comm->rank());
+    if (comm->world_size() > 1) comm->abort(code);  // the other ranks may be waiting in a collective
+    return code;
   }
-  const std::vector<sasrec::RunInput> inputs{sasrec::run_input("data.path", config.data.path),
-                                             sasrec::run_input("--checkpoint", request.checkpoint),
-                                             sasrec::run_input("the config", config_path)};
-  sasrec::check_output(export_out, "--out", inputs);  // before the model is loaded
-  sasrec::SASRec model = sasrec::load_model_for_serving(config, request.checkpoint);
-  sasrec::export_embeddings(model, sasrec::read_store(config.data.path), request.checkpoint, export_out, inputs);
-  std::cerr << "export: wrote " << export_out << "\n";
-  return sasrec::kExitOk;
 }
 
 // gather (ranks 0): the blocks of a sharded checkpoint into one file; scatter: one file into `ranks` blocks

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -16,7 +17,10 @@
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
 #include "sasrec/rng.h"
+#include "sasrec/serve.h"
+#include "sasrec/store.h"
 #include "sasrec/trainer.h"
+#include "h5_read.h"
 #include "test_util.h"
 
 using namespace sasrec;
@@ -501,4 +505,99 @@ TEST(Mpi, ShardedCheckpointResumesBitIdentical) {
   Trainer s(again, *g_comm);
   s.fit();
   for (auto& [name, t] : params(s)) EXPECT_TRUE(torch::equal(t, want.at(name))) << "scattered " << name;
+}
+
+// Recommend and export on the blocks of a sharded model (serve.h), no rank
+// holding the whole table, give what the gathered model gives on one
+// process: the same lists, the same item rows bit for bit, the same user
+// vectors to 1e-6. Scores agree to 1e-5, not bit for bit: the blocks'
+// user vectors come from packed sequences and smaller batches (other GEMM
+// shapes), so two items whose scores are that close may trade places.
+TEST(Mpi, ShardedServingEqualsTheGatheredModel) {
+  SKIP_IF_ONE_RANK();
+  const bool root = g_comm->is_root();
+  const std::string data = make_store("sharded_serve.h5", 120, 250, 21);
+  Config c = base_config(data, "sharded_serve");
+  c.train.epochs = 1;
+  c.train.batch_size = 16;
+  c.train.negatives = 16;
+  c.train.loss = LossKind::SampledSoftmax;
+  c.train.item_optimizer = ItemOptimizer::LazyAdam;
+  c.train.item_table = ItemTable::Sharded;
+  c.checkpoint.dir = shared_dir() + "/sharded_serve";
+  Trainer(c, *g_comm).fit();
+  g_comm->barrier();
+  const std::string main = c.checkpoint.dir + "/epoch-000001.pt", whole = shared_dir() + "/sharded_serve_whole.pt";
+  if (root) gather_checkpoint(main, whole);
+  g_comm->barrier();
+
+  const auto shard = serving_shard(c, *g_comm);
+  ASSERT_TRUE(shard);
+  SASRec blocks = load_model_for_serving(c, main, shard.get());
+  EXPECT_EQ(blocks->item_weight().size(0), shard->size());
+  Config rc = c;
+  rc.train.item_table = ItemTable::Replicated;
+  EXPECT_FALSE(serving_shard(rc, *g_comm));
+  SASRec model = load_model_for_serving(rc, whole);  // the reference, on every rank
+  try {  // a whole table is no block: the refusal says how to split it
+    load_model_for_serving(c, whole, shard.get());
+    ADD_FAILURE() << "a sharded model loaded a whole checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sasrec_ddp scatter"), std::string::npos) << e.what();
+  }
+
+  const Interactions store = read_store(data);
+  std::vector<History> histories;
+  for (int64_t u = 0; u < store.num_users(); ++u)
+    histories.push_back(
+        {std::vector<int32_t>(store.items.begin() + store.offsets[u], store.items.begin() + store.offsets[u + 1]), u});
+  histories.push_back({{5, 9, 9, 17}, -1});  // a new user
+  histories.push_back({{}, -1});             // no history: every score 0, ties across blocks by lower index
+  for (const Scorer scorer : {Scorer::Blocked, Scorer::Tensor})
+    for (const int64_t memory_mb : {int64_t{0}, int64_t{256}})  // one user a GEMM, or all at once
+      for (const int k : {10, 200}) {                             // 200 > a block at 2 ranks: every block contributes
+        const auto want = recommend(model, histories, k, memory_mb, scorer);
+        const auto got = recommend(blocks, histories, k, memory_mb, scorer, shard.get());
+        // EXPECTs only, the first few: a rank that left the test early would leave the others in a collective.
+        int64_t wrong = 0;
+        EXPECT_EQ(got.size(), want.size());
+        for (size_t u = 0; u < std::min(got.size(), want.size()); ++u) {
+          EXPECT_EQ(got[u].size(), want[u].size()) << "user " << u << " k " << k;
+          if (got[u].size() != want[u].size()) continue;
+          std::unordered_map<int32_t, float> want_score;
+          for (const auto& s : want[u]) want_score[s.item] = s.score;
+          for (size_t j = 0; j < want[u].size(); ++j) {
+            const auto& g = got[u][j];
+            // The same item, or one the reference also lists with a score within 1e-5 of this place's.
+            const auto other = want_score.find(g.item);
+            const bool same = g.item == want[u][j].item ||
+                              (other != want_score.end() && std::abs(other->second - want[u][j].score) < 1e-5f);
+            if (same && std::abs(g.score - want[u][j].score) < 1e-5f) continue;
+            if (++wrong > 5) continue;
+            EXPECT_TRUE(same) << "user " << u << " place " << j << " k " << k << ": item " << g.item << ", want "
+                              << want[u][j].item;
+            EXPECT_NEAR(g.score, want[u][j].score, 1e-5) << "user " << u << " place " << j << " k " << k;
+          }
+        }
+        EXPECT_EQ(wrong, 0) << "places that differ, k " << k << ", memory_mb " << memory_mb;
+      }
+
+  const std::string from_blocks = shared_dir() + "/sharded_serve_blocks.h5";
+  const std::string from_whole = shared_dir() + "/sharded_serve_whole.h5";
+  export_embeddings(blocks, store, main, from_blocks, {}, shard.get());
+  if (root) export_embeddings(model, store, whole, from_whole);
+  g_comm->barrier();
+  if (root) {
+    hid_t a = H5Fopen(from_blocks.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t b = H5Fopen(from_whole.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    EXPECT_TRUE(torch::equal(test::read_h5_matrix(a, "/items/vector"), test::read_h5_matrix(b, "/items/vector")));
+    EXPECT_EQ(test::read_h5_strings(a, "/items/id"), test::read_h5_strings(b, "/items/id"));
+    EXPECT_EQ(test::read_h5_strings(a, "/users/id"), test::read_h5_strings(b, "/users/id"));
+    const auto users_a = test::read_h5_matrix(a, "/users/vector"), users_b = test::read_h5_matrix(b, "/users/vector");
+    ASSERT_EQ(users_a.sizes(), users_b.sizes());
+    EXPECT_TRUE(torch::allclose(users_a, users_b, 1e-6, 1e-6));
+    H5Fclose(a), H5Fclose(b);
+  }
 }

@@ -17,6 +17,7 @@
 #include "sasrec/config.h"
 #include "sasrec/serve.h"
 #include "sasrec/store.h"
+#include "h5_read.h"
 #include "test_util.h"
 
 namespace sasrec {
@@ -112,6 +113,43 @@ TEST(Serve, TopKHandWorked) {
   EXPECT_EQ(ids(top_k(scores, 5, {}, 2)), (std::vector<int32_t>{2, 4}));         // a tie: lower index first
   EXPECT_EQ(ids(top_k(scores, 5, {1, 2, 3, 4}, 3)), (std::vector<int32_t>{5}));  // fewer left than k
   EXPECT_FLOAT_EQ(top_k(scores, 5, {2}, 1)[0].score, 0.9f);
+}
+
+// Items 1..7 of a table of 8 rows split as ShardLayout splits it at 1, 2
+// and 3 ranks ([0,8); [0,4) [4,8); [0,3) [3,6) [6,8)); each block's own
+// top-3, then the merge, by hand. Scores (item: score): 1: .2, 2: .7, 3: .7,
+// 4: .9, 5: .7, 6: .1, 7: .8; item 4 excluded (in the history). Whole
+// table: 7 (.8), then the tie at .7 by lower index: 2, 3.
+TEST(Serve, BlockTopKAndTheirMergeHandWorked) {
+  const float all[] = {5.f, .2f, .7f, .7f, .9f, .7f, .1f, .8f};  // row 0 (padding) never counts
+  const std::vector<int32_t> history{4};
+  auto ids = [](const std::vector<ScoredItem>& v) {
+    std::vector<int32_t> o;
+    for (const auto& s : v) o.push_back(s.item);
+    return o;
+  };
+  auto block = [&](int64_t first, int64_t end) { return top_k(all + first, first, end - first, history, 3); };
+  const std::vector<int32_t> want{7, 2, 3};
+  // 1 rank: the block is the table.
+  EXPECT_EQ(ids(block(0, 8)), want);
+  EXPECT_EQ(ids(merge_top_k({block(0, 8)}, 3)), want);
+  // 2 ranks: [0,4) gives 2, 3, 1 (4 excluded); [4,8) gives 7, 5, 6.
+  EXPECT_EQ(ids(block(0, 4)), (std::vector<int32_t>{2, 3, 1}));
+  EXPECT_EQ(ids(block(4, 8)), (std::vector<int32_t>{7, 5, 6}));
+  EXPECT_EQ(ids(merge_top_k({block(0, 4), block(4, 8)}, 3)), want);
+  // 3 ranks: [0,3) gives 2, 1; [3,6) gives 3, 5 (a tie: lower index), 4
+  // excluded; [6,8) gives 7, 6. The merge breaks the .7 tie across blocks.
+  EXPECT_EQ(ids(block(0, 3)), (std::vector<int32_t>{2, 1}));
+  EXPECT_EQ(ids(block(3, 6)), (std::vector<int32_t>{3, 5}));
+  EXPECT_EQ(ids(block(6, 8)), (std::vector<int32_t>{7, 6}));
+  EXPECT_EQ(ids(merge_top_k({block(0, 3), block(3, 6), block(6, 8)}, 3)), want);
+  EXPECT_EQ(ids(merge_top_k({block(6, 8), block(0, 3), block(3, 6)}, 3)), want);  // any order of blocks
+  EXPECT_EQ(ids(merge_top_k({block(0, 3), block(3, 6), block(6, 8)}, 5)), (std::vector<int32_t>{7, 2, 3, 5, 1}));
+  // Fewer items than k, an empty block (a rank past the last row), k = 0.
+  EXPECT_EQ(ids(merge_top_k({block(6, 8), {}}, 3)), (std::vector<int32_t>{7, 6}));
+  EXPECT_TRUE(block(8, 8).empty());
+  EXPECT_TRUE(merge_top_k({block(0, 8)}, 0).empty());
+  EXPECT_FLOAT_EQ(merge_top_k({block(0, 4), block(4, 8)}, 1)[0].score, .8f);
 }
 
 TEST(Serve, RecommendMatchesBruteForceAndExcludesHistory) {
@@ -220,34 +258,6 @@ TEST(Serve, RecommendCommandLineReadsStdin) {
   EXPECT_NE(r.output.find("unknown item id(s) skipped: zzz"), std::string::npos) << r.output;
 }
 
-std::vector<std::string> read_h5_strings(hid_t file, const char* name) {
-  hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
-  hid_t space = H5Dget_space(ds);
-  const hssize_t n = H5Sget_simple_extent_npoints(space);
-  hid_t type = H5Tcopy(H5T_C_S1);
-  H5Tset_size(type, H5T_VARIABLE);
-  H5Tset_cset(type, H5T_CSET_UTF8);
-  std::vector<char*> raw(n, nullptr);
-  EXPECT_GE(H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()), 0) << name;
-  std::vector<std::string> out;
-  for (char* r : raw) out.push_back(r ? r : "<null>");
-  H5Dvlen_reclaim(type, space, H5P_DEFAULT, raw.data());
-  H5Tclose(type), H5Sclose(space), H5Dclose(ds);
-  return out;
-}
-
-torch::Tensor read_h5_matrix(hid_t file, const char* name) {
-  hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
-  hid_t space = H5Dget_space(ds);
-  hsize_t dims[2] = {0, 0};
-  EXPECT_EQ(H5Sget_simple_extent_ndims(space), 2);
-  H5Sget_simple_extent_dims(space, dims, nullptr);
-  auto t = torch::empty({static_cast<int64_t>(dims[0]), static_cast<int64_t>(dims[1])}, torch::kFloat32);
-  EXPECT_GE(H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>()), 0);
-  H5Sclose(space), H5Dclose(ds);
-  return t;
-}
-
 TEST(Serve, ExportFileContents) {
   Fixture f;
   test::write_text(f.dir.file("run.yaml"), to_yaml(f.config));
@@ -270,15 +280,15 @@ TEST(Serve, ExportFileContents) {
   EXPECT_EQ(attr("num_items"), kItems);
   EXPECT_EQ(attr("num_users"), kUsers);
 
-  EXPECT_EQ(read_h5_strings(file, "/items/id"),
+  EXPECT_EQ(test::read_h5_strings(file, "/items/id"),
             std::vector<std::string>(f.data.item_ids.begin() + 1, f.data.item_ids.end()));
-  EXPECT_EQ(read_h5_strings(file, "/users/id"), f.data.user_ids);
-  const auto item_vectors = read_h5_matrix(file, "/items/vector");  // [I,D]
+  EXPECT_EQ(test::read_h5_strings(file, "/users/id"), f.data.user_ids);
+  const auto item_vectors = test::read_h5_matrix(file, "/items/vector");  // [I,D]
   const auto table = checkpoint_tensor(f.ckpt, "item.weight");      // [I+1,D]
   ASSERT_EQ(item_vectors.size(0), kItems);
   ASSERT_EQ(item_vectors.size(1), 8);
   EXPECT_TRUE(torch::equal(item_vectors, table.slice(0, 1)));
-  const auto user_vectors = read_h5_matrix(file, "/users/vector");  // [U,D]
+  const auto user_vectors = test::read_h5_matrix(file, "/users/vector");  // [U,D]
   ASSERT_EQ(user_vectors.size(0), kUsers);
   ASSERT_EQ(user_vectors.size(1), 8);
   SASRec model = load_model_for_serving(f.config, f.ckpt);

@@ -9,6 +9,15 @@
 // scoring, top-K, id lookup and the export file; training, evaluation and
 // the store format live elsewhere (trainer.h, evaluator.h, store.h).
 //
+// A sharded model (train.item_table: sharded, item_shard.h) is served under
+// mpirun on the rank count that trained it, no rank holding the whole table:
+// each rank computes the user vectors of a slice of each chunk of users,
+// fetching their history's rows from the owners; the vectors go to every
+// rank; each scores them against its own block and keeps its k best; rank
+// 0 merges the lists (merge_top_k) and writes the output. Export sends the
+// blocks to rank 0 in chunks of rows. Functions taking an ItemShard are
+// called by every rank, with the same arguments, in the same order.
+//
 // Export file (HDF5), version 1:
 //   / attrs: format = "sasrec-embeddings", version = 1, hidden = D,
 //            num_items = I, num_users = U, checkpoint = path
@@ -23,12 +32,15 @@
 
 #include <cstdint>
 #include <istream>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "sasrec/comm.h"
 #include "sasrec/config.h"
+#include "sasrec/item_shard.h"
 #include "sasrec/model.h"
 #include "sasrec/store.h"
 
@@ -52,20 +64,34 @@ struct History {
 
 // F at the last position of each history's last maxlen items: [n,D] float32.
 // An empty history gives a zero row. Evaluates in eval mode, without grad,
-// in blocks of `batch` histories.
-torch::Tensor final_states(SASRec& model, const std::vector<History>& histories, int64_t batch = 256);
+// in blocks of `batch` histories. With `shard`, `model` holds this rank's
+// block and each rank passes its own histories (any number, none too).
+torch::Tensor final_states(SASRec& model, const std::vector<History>& histories, int64_t batch = 256,
+                           ItemShard* shard = nullptr);
 
-// The k highest-scoring items of scores [I+1] (row 0 = padding), skipping
-// item 0 and every item in `exclude`; best first, ties by lower index.
-// Fewer than k when fewer items are left.
-std::vector<ScoredItem> top_k(const float* scores, int64_t num_items, const std::vector<int32_t>& exclude, int k);
+// The k highest-scoring of the items first .. first+count-1, scores[j]
+// being item first+j's, skipping item 0 and every item in `exclude`; best
+// first, ties by lower index. Fewer than k when fewer items are left.
+std::vector<ScoredItem> top_k(const float* scores, int64_t first, int64_t count, const std::vector<int32_t>& exclude,
+                              int k);
+// The same over a whole table's scores [I+1] (row 0 = padding).
+inline std::vector<ScoredItem> top_k(const float* scores, int64_t num_items, const std::vector<int32_t>& exclude,
+                                     int k) {
+  return top_k(scores + 1, 1, num_items, exclude, k);
+}
+// The k best of the union of `lists` (each best first, no item in two):
+// the top-k of a whole table from the top-k of each of its blocks.
+std::vector<ScoredItem> merge_top_k(const std::vector<std::vector<ScoredItem>>& lists, int k);
 
 // Top-K for each history, its own items excluded: [n][<=k]. Scored in
 // blocks of users under memory_mb, on the model's device: BLAS and a heap on
 // the CPU (Scorer::Blocked), tensor ops and torch::topk elsewhere
 // (Scorer::Tensor, which runs on the CPU too); the lists are the same.
+// With `shard`: every rank passes the same histories and gets the same
+// lists, each rank having scored only its block.
 std::vector<std::vector<ScoredItem>> recommend(SASRec& model, const std::vector<History>& histories, int k,
-                                               int64_t memory_mb = 256, Scorer scorer = Scorer::Auto);
+                                               int64_t memory_mb = 256, Scorer scorer = Scorer::Auto,
+                                               ItemShard* shard = nullptr);
 
 // A new user's sequence of original item ids, mapped to indices.
 struct ParsedSequence {
@@ -95,15 +121,22 @@ void write_recommendations(std::ostream& out, RecommendFormat format, const std:
                            const std::vector<ScoredItem>& items, const std::vector<std::string>& item_ids);
 
 // The model of `config` (catalog size from config.data.path) with the
-// parameters of `checkpoint`, in eval mode on runtime.device. Refuses a
+// parameters of `checkpoint`, in eval mode on the shard's device (sharded:
+// this rank's block, block_checkpoint.h) or runtime.device. Refuses a
 // checkpoint of another model function or trained on another item map (checkpoint.h).
-SASRec load_model_for_serving(const Config& config, const std::string& checkpoint);
+SASRec load_model_for_serving(const Config& config, const std::string& checkpoint, ItemShard* shard = nullptr);
+
+// The ItemShard of a sharded config (train.item_table: sharded) on `comm`;
+// null for a replicated one.
+std::unique_ptr<ItemShard> serving_shard(const Config& config, Communicator& comm);
 
 // Writes the export file (layout above) for every user of `data` through an
 // AtomicOutput: never over a non-regular file or one of `inputs`, whole or
-// not at all (a full disk leaves the old file and no temporary).
+// not at all (a full disk leaves the old file and no temporary). With
+// `shard`, rank 0 writes the file and the other ranks send it their rows.
 void export_embeddings(SASRec& model, const Interactions& data, const std::string& checkpoint,
-                       const std::string& out_path, const std::vector<RunInput>& inputs = {});
+                       const std::string& out_path, const std::vector<RunInput>& inputs = {},
+                       ItemShard* shard = nullptr);
 
 // What `sasrec_ddp recommend` does. users_file: original user ids, one a
 // line ("" with all = every user); sequences_file: new users ("-" = stdin,
@@ -111,7 +144,8 @@ void export_embeddings(SASRec& model, const Interactions& data, const std::strin
 // checked before the model is loaded; `out` (unless "-") is an AtomicOutput:
 // a failure leaves an existing file as it was, and it may not be an input
 // (the checkpoint, the store, the config, the lists). Returns the number of
-// users written.
+// users written. A sharded config is served on `comm` (every rank calls
+// it; rank 0 logs and writes).
 struct RecommendRequest {
   std::string checkpoint;
   std::string users_file;
@@ -122,6 +156,7 @@ struct RecommendRequest {
   std::string format;       // csv | jsonl | "" (by the file name)
   std::string config_path;  // the config file, an input --out may not replace
 };
-int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log);
+int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log,
+                      Communicator* comm = nullptr);
 
 }  // namespace sasrec

@@ -8,7 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <limits>
+#include <optional>
+#include <tuple>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -16,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sasrec/atomic_file.h"
+#include "sasrec/block_checkpoint.h"
 #include "sasrec/checkpoint.h"
 #include "sasrec/error.h"
 #include "sasrec/device.h"
@@ -55,7 +59,7 @@ constexpr int64_t kUsersPerChunk = 4096;  // users whose histories and lists are
 
 }  // namespace
 
-torch::Tensor final_states(SASRec& model, const std::vector<History>& histories, int64_t batch) {
+torch::Tensor final_states(SASRec& model, const std::vector<History>& histories, int64_t batch, ItemShard* shard) {
   const int64_t n = static_cast<int64_t>(histories.size());
   const int64_t maxlen = model->options().maxlen;
   const auto device = model->item_weight().device();
@@ -63,7 +67,11 @@ torch::Tensor final_states(SASRec& model, const std::vector<History>& histories,
   auto out = torch::zeros({n, model->options().hidden}, torch::kFloat32);  // [n,D]
   torch::NoGradGuard no_grad;
   model->eval();
-  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+  // Sharded: every rank fetches rows in each block, as many blocks as the rank with most.
+  int64_t blocks = (n + batch - 1) / batch;
+  if (shard) blocks = shard->comm().allgather(torch::tensor({blocks}, torch::kInt64)).max().item<int64_t>();
+  for (int64_t k = 0; k < blocks; ++k) {
+    const int64_t b0 = std::min(n, k * batch);
     std::vector<int64_t> rows;  // the non-empty histories of the block; empty ones stay 0
     int64_t width = 1;
     for (int64_t r = b0; r < std::min(n, b0 + batch); ++r) {
@@ -75,8 +83,8 @@ torch::Tensor final_states(SASRec& model, const std::vector<History>& histories,
       rows.push_back(r);
       width = std::max<int64_t>(width, std::min<int64_t>(maxlen, histories[r].items.size()));
     }
-    if (rows.empty()) continue;
     const int64_t m = static_cast<int64_t>(rows.size());
+    if (m == 0 && !shard) continue;
     auto seq = torch::zeros({m, width}, torch::kInt64);  // left-padded, the newest item in the last column
     auto users = torch::zeros({m}, torch::kInt64);
     int64_t* s = seq.data_ptr<int64_t>();
@@ -85,22 +93,36 @@ torch::Tensor final_states(SASRec& model, const std::vector<History>& histories,
       left_pad_last(items.data(), static_cast<int64_t>(items.size()), width, s + i * width);
       users[i] = std::max<int64_t>(0, histories[rows[i]].user);
     }
-    auto h = model->forward(seq.to(device), with_user ? users.to(device) : torch::Tensor()).select(1, width - 1);
+    const torch::Tensor user_ids = with_user ? users.to(device) : torch::Tensor();
+    torch::Tensor h;  // [m,D]
+    if (!shard) {
+      h = model->forward(seq.to(device), user_ids).select(1, width - 1);
+    } else {
+      Packing packing;
+      std::vector<torch::Tensor*> parts;
+      if (m > 0) packing = pack_sequences(seq.to(device), maxlen), parts = {&packing.items};
+      const ItemRows fetched = shard->fetch(model->item_weight(), parts, /*requires_grad=*/false);
+      if (m == 0) continue;
+      h = unpack_rows(packing, model->forward_packed(packing, user_ids, fetched.table)).select(1, width - 1);
+    }
     out.index_copy_(0, torch::tensor(rows, torch::kInt64), h.to(torch::kCPU, torch::kFloat32));  // [m,D] rows
   }
   return out;
 }
 
-std::vector<ScoredItem> top_k(const float* scores, int64_t num_items, const std::vector<int32_t>& exclude, int k) {
+std::vector<ScoredItem> top_k(const float* scores, int64_t first, int64_t count, const std::vector<int32_t>& exclude,
+                              int k) {
   std::vector<int32_t> skip(exclude);
   std::sort(skip.begin(), skip.end());
   size_t cursor = 0;
   std::vector<ScoredItem> heap;  // the k best so far; heap.front() is the worst of them
   heap.reserve(k);
-  for (int32_t i = 1; i <= num_items; ++i) {
+  for (int64_t j = 0; j < count; ++j) {
+    const auto i = static_cast<int32_t>(first + j);
+    if (i == 0) continue;  // the padding item
     while (cursor < skip.size() && skip[cursor] < i) ++cursor;
     if (cursor < skip.size() && skip[cursor] == i) continue;
-    const ScoredItem c{i, scores[i]};
+    const ScoredItem c{i, scores[j]};
     if (static_cast<int>(heap.size()) < k) {
       heap.push_back(c);
       std::push_heap(heap.begin(), heap.end(), better);
@@ -114,18 +136,29 @@ std::vector<ScoredItem> top_k(const float* scores, int64_t num_items, const std:
   return heap;
 }
 
+std::vector<ScoredItem> merge_top_k(const std::vector<std::vector<ScoredItem>>& lists, int k) {
+  std::vector<ScoredItem> all;
+  for (const auto& list : lists) all.insert(all.end(), list.begin(), list.end());
+  const size_t keep = std::min(all.size(), static_cast<size_t>(std::max(0, k)));
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(keep), all.end(), better);
+  all.resize(keep);
+  return all;
+}
+
 namespace {
 
 // Scores in blocks of users with BLAS on the CPU, top-K by a heap per row.
+// `w` holds the rows of items first .. first + w.size(0) - 1.
 std::vector<std::vector<ScoredItem>> recommend_blocked(const torch::Tensor& states, const torch::Tensor& w,
-                                                       const std::vector<History>& histories, int k, int64_t rows) {
-  const int64_t n = states.size(0), num_items = w.size(0) - 1;
+                                                       int64_t first, const std::vector<History>& histories, int k,
+                                                       int64_t rows) {
+  const int64_t n = states.size(0), count = w.size(0);
   std::vector<std::vector<ScoredItem>> out(n);
   for (int64_t r0 = 0; r0 < n; r0 += rows) {
     const int64_t r1 = std::min(n, r0 + rows);
-    auto scores = states.slice(0, r0, r1).matmul(w.t()).contiguous();  // [r1-r0, I+1]
+    auto scores = states.slice(0, r0, r1).matmul(w.t()).contiguous();  // [r1-r0, count]
     const float* p = scores.data_ptr<float>();
-    for (int64_t r = r0; r < r1; ++r) out[r] = top_k(p + (r - r0) * (num_items + 1), num_items, histories[r].items, k);
+    for (int64_t r = r0; r < r1; ++r) out[r] = top_k(p + (r - r0) * count, first, count, histories[r].items, k);
   }
   return out;
 }
@@ -137,24 +170,27 @@ std::vector<std::vector<ScoredItem>> recommend_blocked(const torch::Tensor& stat
 // row is ranked again by top_k on the host, so the lists equal the blocked
 // path's in every case.
 std::vector<std::vector<ScoredItem>> recommend_tensor(const torch::Tensor& states, const torch::Tensor& w,
-                                                      const std::vector<History>& histories, int k, int64_t rows) {
+                                                      int64_t first, const std::vector<History>& histories, int k,
+                                                      int64_t rows) {
   constexpr int64_t kTieMargin = 8;
-  const int64_t n = states.size(0), num_items = w.size(0) - 1;
+  const int64_t n = states.size(0), count = w.size(0);
   const auto device = w.device();
   const float neg_inf = -std::numeric_limits<float>::infinity();
   std::vector<std::vector<ScoredItem>> out(n);
+  if (count == 0) return out;  // a rank past the table's last row
   for (int64_t r0 = 0; r0 < n; r0 += rows) {
     const int64_t r1 = std::min(n, r0 + rows), m = r1 - r0;
-    auto scores = states.slice(0, r0, r1).to(device).matmul(w.t());  // [m, I+1]
+    auto scores = states.slice(0, r0, r1).to(device).matmul(w.t());  // [m, count]
     std::vector<int64_t> mask_rows, mask_cols;
     for (int64_t r = r0; r < r1; ++r)
-      for (int32_t item : histories[r].items) mask_rows.push_back(r - r0), mask_cols.push_back(item);
-    scores.select(1, 0).fill_(neg_inf);
+      for (int32_t item : histories[r].items)
+        if (item >= first && item < first + count) mask_rows.push_back(r - r0), mask_cols.push_back(item - first);
+    if (first == 0) scores.select(1, 0).fill_(neg_inf);
     if (!mask_rows.empty())
       scores.index_put_(
           {torch::tensor(mask_rows, torch::kInt64).to(device), torch::tensor(mask_cols, torch::kInt64).to(device)},
           torch::full({}, neg_inf, scores.options()));
-    const int64_t take = std::min<int64_t>(num_items, k + kTieMargin);
+    const int64_t take = std::min<int64_t>(count, k + kTieMargin);
     auto top = scores.topk(take, 1, /*largest=*/true, /*sorted=*/true);
     auto values = std::get<0>(top).cpu().contiguous(), index = std::get<1>(top).cpu().contiguous();
     const float* v = values.data_ptr<float>();
@@ -162,13 +198,14 @@ std::vector<std::vector<ScoredItem>> recommend_tensor(const torch::Tensor& state
     for (int64_t i = 0; i < m; ++i) {
       std::vector<ScoredItem> row;
       for (int64_t j = 0; j < take; ++j)
-        if (v[i * take + j] != neg_inf) row.push_back({static_cast<int32_t>(ix[i * take + j]), v[i * take + j]});
+        if (v[i * take + j] != neg_inf)
+          row.push_back({static_cast<int32_t>(first + ix[i * take + j]), v[i * take + j]});
       std::sort(row.begin(), row.end(), better);
       const bool cut_tie = static_cast<int64_t>(row.size()) == take && take > k &&
                            row[static_cast<size_t>(take) - 1].score == row[static_cast<size_t>(k) - 1].score;
       if (cut_tie) {  // ties beyond the margin: the whole row on the host
         auto full = scores[i].to(torch::kCPU, torch::kFloat32).contiguous();
-        row = top_k(full.data_ptr<float>(), num_items, histories[r0 + i].items, k);
+        row = top_k(full.data_ptr<float>(), first, count, histories[r0 + i].items, k);
       } else if (static_cast<int64_t>(row.size()) > k) {
         row.resize(k);
       }
@@ -178,19 +215,60 @@ std::vector<std::vector<ScoredItem>> recommend_tensor(const torch::Tensor& state
   return out;
 }
 
+// Every rank's lists for the same n users -> the merged lists, on every rank.
+std::vector<std::vector<ScoredItem>> merge_across_ranks(Communicator& comm,
+                                                        const std::vector<std::vector<ScoredItem>>& lists, int k) {
+  const auto n = static_cast<int64_t>(lists.size());
+  auto items = torch::full({n, k}, int64_t{-1}, torch::kInt64);  // -1: no item (fewer than k left)
+  auto scores = torch::zeros({n, k}, torch::kFloat32);
+  for (int64_t u = 0; u < n; ++u)
+    for (size_t j = 0; j < lists[u].size(); ++j) {
+      items.data_ptr<int64_t>()[u * k + static_cast<int64_t>(j)] = lists[u][j].item;
+      scores.data_ptr<float>()[u * k + static_cast<int64_t>(j)] = lists[u][j].score;
+    }
+  const auto all_items = comm.allgather(items).contiguous(), all_scores = comm.allgather(scores).contiguous();  // [R*n,k]
+  const int64_t* ai = all_items.data_ptr<int64_t>();
+  const float* as = all_scores.data_ptr<float>();
+  std::vector<std::vector<ScoredItem>> out(n);
+  std::vector<std::vector<ScoredItem>> per_rank(comm.world_size());
+  for (int64_t u = 0; u < n; ++u) {
+    for (int r = 0; r < comm.world_size(); ++r) {
+      per_rank[r].clear();
+      for (int64_t j = 0, at = (r * n + u) * k; j < k && ai[at + j] >= 0; ++j)
+        per_rank[r].push_back({static_cast<int32_t>(ai[at + j]), as[at + j]});
+    }
+    out[u] = merge_top_k(per_rank, k);
+  }
+  return out;
+}
+
+// Rank `rank`'s share of n items: [n r / R, n (r+1) / R).
+std::pair<int64_t, int64_t> slice_of(int64_t n, int rank, int world) {
+  return {n * rank / world, n * (rank + 1) / world};
+}
+
 }  // namespace
 
 std::vector<std::vector<ScoredItem>> recommend(SASRec& model, const std::vector<History>& histories, int k,
-                                               int64_t memory_mb, Scorer scorer) {
-  const int64_t num_items = model->options().num_items;
-  const torch::Tensor states = final_states(model, histories);  // [n,D] CPU
+                                               int64_t memory_mb, Scorer scorer, ItemShard* shard) {
   torch::NoGradGuard no_grad;
-  const auto& weight = model->item_weight();  // [I+1,D]
-  // One block of scores [rows, I+1] stays under memory_mb.
-  const int64_t rows = std::max<int64_t>(1, memory_mb * (1 << 20) / (4 * (num_items + 1)));
+  torch::Tensor states;  // [n,D] CPU
+  if (!shard) {
+    states = final_states(model, histories);
+  } else {  // each rank its slice of the users; their vectors to every rank
+    Communicator& comm = shard->comm();
+    const auto [lo, hi] = slice_of(static_cast<int64_t>(histories.size()), comm.rank(), comm.world_size());
+    const std::vector<History> mine(histories.begin() + lo, histories.begin() + hi);
+    states = comm.allgather(final_states(model, mine, 256, shard));
+  }
+  const auto& weight = model->item_weight();  // [I+1,D], or this rank's block
+  const int64_t first = shard ? shard->begin() : 0, count = weight.size(0);
+  // One block of scores [rows, count] stays under memory_mb.
+  const int64_t rows = std::max<int64_t>(1, memory_mb * (1 << 20) / (4 * std::max<int64_t>(1, count)));
   const bool blocked = scorer == Scorer::Blocked || (scorer == Scorer::Auto && weight.device().is_cpu());
-  if (blocked) return recommend_blocked(states, weight.to(torch::kCPU, torch::kFloat32), histories, k, rows);
-  return recommend_tensor(states, weight.to(torch::kFloat32), histories, k, rows);
+  auto lists = blocked ? recommend_blocked(states, weight.to(torch::kCPU, torch::kFloat32), first, histories, k, rows)
+                       : recommend_tensor(states, weight.to(torch::kFloat32), first, histories, k, rows);
+  return shard ? merge_across_ranks(shard->comm(), lists, k) : lists;
 }
 
 std::unordered_map<std::string, int32_t> index_ids(const std::vector<std::string>& item_ids) {
@@ -268,65 +346,140 @@ void write_recommendations(std::ostream& out, RecommendFormat format, const std:
   }
 }
 
-SASRec load_model_for_serving(const Config& config, const std::string& checkpoint) {
+SASRec load_model_for_serving(const Config& config, const std::string& checkpoint, ItemShard* shard) {
   const StoreInfo info = read_store_info(config.data.path);
-  SASRec model(SASRecOptions::from(config, info.num_items, info.num_users));
-  load_checkpoint(checkpoint, model, nullptr,
-                  CheckpointMatch{config.data.path, read_item_map_fingerprint(config.data.path)});
-  model->to(resolve_device(config.runtime.device, 0));  // runtime.device: auto takes a GPU where there is one
+  SASRecOptions options = SASRecOptions::from(config, info.num_items, info.num_users);
+  if (shard) options.item_begin = shard->begin(), options.item_rows = shard->size();
+  SASRec model(options);
+  const CheckpointMatch match{config.data.path, read_item_map_fingerprint(config.data.path)};
+  if (shard) {
+    load_block_checkpoint(checkpoint, model, nullptr, shard->comm(), match);
+    model->to(shard->device());
+  } else {
+    load_checkpoint(checkpoint, model, nullptr, match);
+    model->to(resolve_device(config.runtime.device, 0));  // runtime.device: auto takes a GPU where there is one
+  }
   model->eval();
   return model;
 }
 
+std::unique_ptr<ItemShard> serving_shard(const Config& config, Communicator& comm) {
+  if (config.train.item_table != ItemTable::Sharded) return nullptr;
+  const StoreInfo info = read_store_info(config.data.path);
+  return std::make_unique<ItemShard>(comm, info.num_items + 1, config.model.hidden,
+                                     resolve_device(config.runtime.device, comm.local_rank()));
+}
+
+namespace {
+
+constexpr int64_t kRowsPerMessage = 1 << 16;  // item rows an owner sends rank 0 at once (export)
+
+// The rows of items 1..I to `write(first_item, rows)` on rank 0 (every
+// rank's on one process), each owner's block in messages of
+// kRowsPerMessage rows: rank 0 never holds more than one of them.
+template <typename Write>
+void for_each_item_block(SASRec& model, ItemShard* shard, Write write) {
+  const torch::Tensor& w = model->item_weight();
+  if (!shard) {
+    write(int64_t{1}, w.slice(0, 1, w.size(0)));
+    return;
+  }
+  Communicator& comm = shard->comm();
+  const ShardLayout& layout = shard->layout();
+  std::vector<int64_t> send(comm.world_size(), 0), recv;
+  for (int owner = 0; owner < comm.world_size(); ++owner) {
+    for (int64_t r0 = std::max<int64_t>(1, layout.begin(owner)); r0 < layout.end(owner); r0 += kRowsPerMessage) {
+      const int64_t r1 = std::min(layout.end(owner), r0 + kRowsPerMessage);
+      const bool mine = comm.rank() == owner;
+      if (owner == 0) {  // rank 0's own rows
+        if (mine) write(r0, w.slice(0, r0, r1));
+        continue;
+      }
+      send[0] = mine ? r1 - r0 : 0;
+      const torch::Tensor rows =
+          mine ? w.slice(0, r0 - layout.begin(owner), r1 - layout.begin(owner)).contiguous() : w.slice(0, 0, 0);
+      const torch::Tensor got = comm.alltoall(rows, send, recv);
+      if (comm.is_root()) write(r0, got);
+    }
+  }
+}
+
+// F of users [u0, u1) of `data` to `write(u0, states)` on rank 0; sharded,
+// each rank computes a slice and sends it to rank 0.
+template <typename Write>
+void for_each_user_block(SASRec& model, const Interactions& data, ItemShard* shard, Write write) {
+  const int64_t num_users = data.num_users();
+  for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
+    const int64_t u1 = std::min(num_users, u0 + kUsersPerChunk);
+    int64_t lo = u0, hi = u1;
+    if (shard) std::tie(lo, hi) = slice_of(u1 - u0, shard->comm().rank(), shard->comm().world_size());
+    if (shard) lo += u0, hi += u0;
+    std::vector<History> histories;
+    for (int64_t u = lo; u < hi; ++u)
+      histories.push_back(
+          {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]), u});
+    torch::Tensor states = final_states(model, histories, 256, shard);  // [hi-lo, D] CPU
+    if (shard) {
+      Communicator& comm = shard->comm();
+      std::vector<int64_t> send(comm.world_size(), 0), recv;
+      send[0] = hi - lo;
+      states = comm.alltoall(states, send, recv);
+      if (!comm.is_root()) continue;
+    }
+    write(u0, states);
+  }
+}
+
+}  // namespace
+
 void export_embeddings(SASRec& model, const Interactions& data, const std::string& checkpoint,
-                       const std::string& out_path, const std::vector<RunInput>& inputs) {
+                       const std::string& out_path, const std::vector<RunInput>& inputs, ItemShard* shard) {
   const int64_t num_items = data.num_items(), num_users = data.num_users();
   const int64_t hidden = model->options().hidden;
   SASREC_CHECK(model->options().num_items == num_items, "model for ", model->options().num_items, " items, store with ",
                num_items);
+  const bool root = !shard || shard->comm().is_root();
   silence_hdf5_errors();
-  AtomicOutput out(out_path, "--out", inputs, "nothing was written and an existing file is untouched; free disk space");
+  std::optional<AtomicOutput> out;  // rank 0's
+  if (root)
+    out.emplace(out_path, "--out", inputs, "nothing was written and an existing file is untouched; free disk space");
   const std::string where = "--out " + out_path;  // how failures name the file
+  torch::NoGradGuard no_grad;
   try {
     // Every handle is closed before the rename, the file last; a failure
     // closes them the same way (h5::Handle), then `out` removes the temporary.
-    h5::Handle file = h5::create_file(out.temp_path(), where);
-    const hid_t f = file.get();
-    h5::create_groups(f, where, {"items", "users"});
-    h5::write_string_attr(f, where, "format", kExportFormat);
-    h5::write_attr(f, where, "version", int32_t{kExportVersion});
-    h5::write_attr(f, where, "hidden", hidden);
-    h5::write_attr(f, where, "num_items", num_items);
-    h5::write_attr(f, where, "num_users", num_users);
-    h5::write_string_attr(f, where, "checkpoint", checkpoint);
-
-    h5::write_strings(f, where, "/items/id", data.item_ids, 1);
-    {
-      const hsize_t rows = num_items, cols = hidden;
-      h5::Handle ds = h5::create_dataset(f, where, "/items/vector", H5T_IEEE_F32LE, {rows, cols});
-      torch::NoGradGuard no_grad;
-      write_rows(ds.get(), where, "/items/vector", 0, model->item_weight().slice(0, 1, num_items + 1));  // M[1..I]
+    h5::Handle file, items, users;
+    if (root) {
+      file = h5::create_file(out->temp_path(), where);
+      const hid_t f = file.get();
+      h5::create_groups(f, where, {"items", "users"});
+      h5::write_string_attr(f, where, "format", kExportFormat);
+      h5::write_attr(f, where, "version", int32_t{kExportVersion});
+      h5::write_attr(f, where, "hidden", hidden);
+      h5::write_attr(f, where, "num_items", num_items);
+      h5::write_attr(f, where, "num_users", num_users);
+      h5::write_string_attr(f, where, "checkpoint", checkpoint);
+      h5::write_strings(f, where, "/items/id", data.item_ids, 1);
+      h5::write_strings(f, where, "/users/id", data.user_ids, 0);
+      const hsize_t d = hidden;
+      items = h5::create_dataset(f, where, "/items/vector", H5T_IEEE_F32LE, {static_cast<hsize_t>(num_items), d});
+      users = h5::create_dataset(f, where, "/users/vector", H5T_IEEE_F32LE, {static_cast<hsize_t>(num_users), d});
     }
-    h5::write_strings(f, where, "/users/id", data.user_ids, 0);
-    {
-      const hsize_t rows = num_users, cols = hidden;
-      h5::Handle ds = h5::create_dataset(f, where, "/users/vector", H5T_IEEE_F32LE, {rows, cols});
-      for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
-        std::vector<History> histories;
-        for (int64_t u = u0; u < std::min(num_users, u0 + kUsersPerChunk); ++u)
-          histories.push_back(
-              {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]),
-               u});
-        write_rows(ds.get(), where, "/users/vector", u0, final_states(model, histories));
-      }
-    }
+    for_each_item_block(model, shard, [&](int64_t first_item, const torch::Tensor& rows) {  // M[1..I]
+      write_rows(items.get(), where, "/items/vector", static_cast<hsize_t>(first_item - 1), rows);
+    });
+    for_each_user_block(model, data, shard, [&](int64_t u0, const torch::Tensor& states) {
+      write_rows(users.get(), where, "/users/vector", static_cast<hsize_t>(u0), states);
+    });
     // The close flushes: on a full disk this is where the write fails.
-    if (!file.close()) h5::fail(where, "close the file", __FILE__, __LINE__);
+    items = h5::Handle(), users = h5::Handle();
+    if (root && !file.close()) h5::fail(where, "close the file", __FILE__, __LINE__);
   } catch (const Error& e) {
     if (e.domain() != ErrorDomain::Hdf5) throw;
     SASREC_FAIL(Io, e.what(), "; nothing was written and an existing file is untouched");
   }
-  out.commit();
+  if (out) out->commit();
+  if (shard) shard->comm().barrier();  // every rank returns once the file is in place
 }
 
 namespace {
@@ -369,15 +522,23 @@ std::vector<int64_t> requested_users(const Config& config, const RecommendReques
   return users;
 }
 
-// The new users of --sequences with a known item, labelled (unknown ids reported and skipped).
+// The new users of --sequences with a known item, labelled (unknown ids
+// reported and skipped). With `comm`, rank 0 reads them (stdin reaches it
+// alone) and every rank gets its text.
 void requested_sequences(const RecommendRequest& request, const std::vector<std::string>& item_ids, std::ostream& log,
-                         std::vector<std::string>& labels, std::vector<History>& histories) {
-  std::ifstream file_in;
-  if (request.sequences_file != "-") {
-    file_in.open(request.sequences_file);
-    if (!file_in) SASREC_FAIL(Input, request.sequences_file, ": cannot read the sequences");
+                         Communicator* comm, std::vector<std::string>& labels, std::vector<History>& histories) {
+  std::string text;
+  if (!comm || comm->is_root()) {
+    std::ifstream file_in;
+    if (request.sequences_file != "-") {
+      file_in.open(request.sequences_file);
+      if (!file_in) SASREC_FAIL(Input, request.sequences_file, ": cannot read the sequences");
+    }
+    std::istream& in = request.sequences_file == "-" ? std::cin : file_in;
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  std::istream& in = request.sequences_file == "-" ? std::cin : file_in;
+  if (comm) text = comm->broadcast_string(text);
+  std::istringstream in(text);
   for (const auto& p : parse_sequences(in, index_ids(item_ids))) {
     if (!p.unknown.empty()) {
       log << "recommend: " << p.label << ": " << p.unknown.size() << " unknown item id(s) skipped:";
@@ -395,19 +556,23 @@ void requested_sequences(const RecommendRequest& request, const std::vector<std:
 
 }  // namespace
 
-int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log) {
+int64_t run_recommend(const Config& config, const RecommendRequest& request, std::ostream& log, Communicator* comm) {
   if (request.topk < 1) SASREC_FAIL(Input, "--topk must be at least 1");
   if (!request.all && request.users_file.empty() && request.sequences_file.empty())
     SASREC_FAIL(Input, "nothing to recommend for: give --users FILE, --all or --sequences FILE (- for stdin)");
   // 1. Every input looked at, the output checked, before anything is loaded or written.
   const std::vector<RunInput> inputs = recommend_inputs(config, request);
+  const std::unique_ptr<ItemShard> shard = comm ? serving_shard(config, *comm) : nullptr;
+  const bool root = !shard || shard->comm().is_root();  // the rank that logs and writes
+  std::ostringstream elsewhere;                          // the other ranks' log: dropped
+  std::ostream& note = root ? log : elsewhere;
   std::unique_ptr<AtomicOutput> target;
-  if (request.out != "-")
+  if (root && request.out != "-")
     target =
         std::make_unique<AtomicOutput>(request.out, "--out", inputs, "an existing file is untouched; free disk space");
   const RecommendFormat format = recommend_format(request.format, request.out);
   // 2. The model and the item ids.
-  SASRec model = load_model_for_serving(config, request.checkpoint);
+  SASRec model = load_model_for_serving(config, request.checkpoint, shard.get());
   const std::vector<std::string> item_ids = read_item_ids(config.data.path);
   // 3. The lists, into the output's temporary (or stdout).
   std::ofstream file;
@@ -415,17 +580,20 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
     file.open(target->temp_path(), std::ios::binary | std::ios::trunc);
     if (!file) target->fail(errno, "creating");
   }
-  std::ostream& out = target ? file : std::cout;
+  std::ostringstream discard;
+  std::ostream& out = target ? file : root ? std::cout : discard;
   write_recommend_header(out, format);
   int64_t written = 0;
   auto emit = [&](const std::vector<std::string>& labels, const std::vector<History>& histories) {
-    const auto lists = recommend(model, histories, request.topk, config.eval.memory_mb, config.eval.scorer);
+    const auto lists =
+        recommend(model, histories, request.topk, config.eval.memory_mb, config.eval.scorer, shard.get());
+    if (!root) return;
     for (size_t i = 0; i < lists.size(); ++i) write_recommendations(out, format, labels[i], lists[i], item_ids);
     written += static_cast<int64_t>(lists.size());
   };
   if (request.all || !request.users_file.empty()) {
     const Interactions data = read_store(config.data.path);
-    const std::vector<int64_t> users = requested_users(config, request, data, log);
+    const std::vector<int64_t> users = requested_users(config, request, data, note);
     for (size_t c0 = 0; c0 < users.size(); c0 += kUsersPerChunk) {
       std::vector<std::string> labels;
       std::vector<History> histories;
@@ -441,7 +609,7 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
   if (!request.sequences_file.empty()) {
     std::vector<std::string> labels;
     std::vector<History> histories;
-    requested_sequences(request, item_ids, log, labels, histories);
+    requested_sequences(request, item_ids, note, shard ? &shard->comm() : nullptr, labels, histories);
     emit(labels, histories);
   }
   // 4. Renamed over --out only now: a failure above left it as it was.
@@ -452,6 +620,7 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
     SASREC_FAIL(Io, "writing the recommendations to stdout failed");
   }
   if (target) target->commit();
+  if (shard) shard->comm().barrier();  // every rank returns once the file is in place
   return written;
 }
 
