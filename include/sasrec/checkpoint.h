@@ -87,10 +87,15 @@ std::string checkpoint_file_name(const TrainState& state);
 // rank `rank`'s file of the checkpoint `main` (`main` itself for rank 0).
 std::string shard_checkpoint_path(const std::string& main, int rank);
 
-// What `path` records (TrainState) and one of its parameters ("item.weight"),
-// without a model to load into; the file is checked as load_checkpoint checks it.
-TrainState read_checkpoint_state(const std::string& path);
-torch::Tensor read_checkpoint_parameter(const std::string& path, const std::string& name);
+// What `path` records (TrainState) and the rows of its item table (this
+// file's block, for a sharded run's) and user table (0: none), from one read
+// of the file, without a model to load into; the file is checked as
+// load_checkpoint checks it.
+struct CheckpointShape {
+  TrainState state;
+  int64_t item_rows = 0, user_rows = 0;
+};
+CheckpointShape read_checkpoint_shape(const std::string& path);
 
 // A new run id: 16 hex digits from the clock, the pid and the system's entropy.
 std::string new_run_id();

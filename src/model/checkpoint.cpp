@@ -257,20 +257,18 @@ TrainState read_state(torch::serialize::InputArchive& archive, const std::string
 
 }  // namespace
 
-TrainState read_checkpoint_state(const std::string& path) {
+CheckpointShape read_checkpoint_shape(const std::string& path) {
   std::string run_id;
   auto archive = open_checkpoint(path, run_id);
-  return read_state(archive, run_id);
-}
-
-torch::Tensor read_checkpoint_parameter(const std::string& path, const std::string& name) {
-  std::string run_id;
-  auto archive = open_checkpoint(path, run_id);
+  CheckpointShape shape;
+  shape.state = read_state(archive, run_id);
   torch::serialize::InputArchive m;
   torch::Tensor t;
-  if (!archive.try_read("model", m) || !m.try_read(name, t))
-    SASREC_FAIL(Input, path, ": no parameter '", name, "' in this checkpoint");
-  return t;
+  if (!archive.try_read("model", m) || !m.try_read("item.weight", t))
+    SASREC_FAIL(Input, path, ": no parameter 'item.weight' in this checkpoint");
+  shape.item_rows = t.size(0);
+  if (m.try_read("user.weight", t)) shape.user_rows = t.size(0);
+  return shape;
 }
 
 TrainState load_checkpoint(const std::string& path, SASRec& model, torch::optim::Optimizer* optimizer,

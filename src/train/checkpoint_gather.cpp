@@ -2,6 +2,7 @@
 #include "sasrec/checkpoint_gather.h"
 
 #include <filesystem>
+#include <utility>
 
 #include "sasrec/checkpoint.h"
 #include "sasrec/config.h"
@@ -32,17 +33,20 @@ void copy_dense(SASRec& to, FusedAdam& to_opt, SASRec& from, FusedAdam& from_opt
     if (p.key() != "item.weight") copy_rows(to_opt, dst[p.key()], 0, from_opt, p.value(), 0, p.value().size(0));
 }
 
-// What a checkpoint's model is: its recorded config, and the table sizes read off the file.
+// What a checkpoint's model is: its recorded config, and the table sizes
+// read off the file (one read of it; the load is the second).
 struct Recorded {
   TrainState state;
   Config config;
-  int64_t users = 0;
+  int64_t rows = 0, users = 0;  // item rows in this file (a block, for a sharded run's), user rows
 };
 Recorded recorded(const std::string& path) {
   Recorded r;
-  r.state = read_checkpoint_state(path);
+  CheckpointShape shape = read_checkpoint_shape(path);
+  r.state = std::move(shape.state);
   r.config = parse_config(r.state.config_yaml, path + " (the config recorded in the checkpoint)");
-  if (r.config.model.user_embedding) r.users = read_checkpoint_parameter(path, "user.weight").size(0);
+  r.rows = shape.item_rows;
+  if (r.config.model.user_embedding) r.users = shape.user_rows;
   return r;
 }
 
@@ -62,8 +66,8 @@ GatherSummary gather_checkpoint(const std::string& main, const std::string& out)
       SASREC_FAIL(Input, main, ": the block of rank ", r, " (", shard_checkpoint_path(main, r),
                   ") is missing; a sharded checkpoint needs every rank's file");
   // The table's rows: every block but the last is full (ShardLayout).
-  const int64_t block = read_checkpoint_parameter(main, "item.weight").size(0);
-  const int64_t last = read_checkpoint_parameter(shard_checkpoint_path(main, world - 1), "item.weight").size(0);
+  const int64_t block = rec.rows;
+  const int64_t last = world == 1 ? block : read_checkpoint_shape(shard_checkpoint_path(main, world - 1)).item_rows;
   const int64_t rows = world == 1 ? block : block * (world - 1) + last;
 
   torch::NoGradGuard no_grad;
@@ -100,7 +104,7 @@ GatherSummary scatter_checkpoint(const std::string& whole_path, int ranks, const
     SASREC_FAIL(Input, whole_path,
                 ": trained with train.loss: ce, which a sharded table cannot train; resume it replicated");
   if (ranks < 1) SASREC_FAIL(Input, "--ranks must be 1 or more, not ", ranks);
-  const int64_t rows = read_checkpoint_parameter(whole_path, "item.weight").size(0);
+  const int64_t rows = rec.rows;
 
   torch::NoGradGuard no_grad;
   SASRec whole(SASRecOptions::from(rec.config, rows - 1, rec.users));
