@@ -13,8 +13,9 @@
 // mpirun on the rank count that trained it, no rank holding the whole table:
 // each rank computes the user vectors of a slice of each chunk of users,
 // fetching their history's rows from the owners; the vectors go to every
-// rank; each scores them against its own block and keeps its k best; rank
-// 0 merges the lists (merge_top_k) and writes the output. Export sends the
+// rank; each scores them against its own block and keeps its k best; the
+// ranks' lists are allgathered and merged (merge_top_k) and rank 0 writes
+// the output. Export sends the
 // blocks to rank 0 in chunks of rows. Functions taking an ItemShard are
 // called by every rank, with the same arguments, in the same order.
 //
