@@ -33,6 +33,11 @@ bool better(const ScoredItem& a, const ScoredItem& b) {
   return a.score > b.score || (a.score == b.score && a.item < b.item);
 }
 
+// User u of `data` as a History: all their items, in order.
+History history_of(const Interactions& data, int64_t u) {
+  return {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]), u};
+}
+
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return "";
@@ -411,13 +416,10 @@ void for_each_user_block(SASRec& model, const Interactions& data, ItemShard* sha
   const int64_t num_users = data.num_users();
   for (int64_t u0 = 0; u0 < num_users; u0 += kUsersPerChunk) {
     const int64_t u1 = std::min(num_users, u0 + kUsersPerChunk);
-    int64_t lo = u0, hi = u1;
+    int64_t lo = 0, hi = u1 - u0;  // this rank's users of the chunk, from u0
     if (shard) std::tie(lo, hi) = slice_of(u1 - u0, shard->comm().rank(), shard->comm().world_size());
-    if (shard) lo += u0, hi += u0;
     std::vector<History> histories;
-    for (int64_t u = lo; u < hi; ++u)
-      histories.push_back(
-          {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]), u});
+    for (int64_t u = u0 + lo; u < u0 + hi; ++u) histories.push_back(history_of(data, u));
     torch::Tensor states = final_states(model, histories, 256, shard);  // [hi-lo, D] CPU
     if (shard) {
       Communicator& comm = shard->comm();
@@ -600,8 +602,7 @@ int64_t run_recommend(const Config& config, const RecommendRequest& request, std
       for (size_t c = c0; c < std::min(users.size(), c0 + kUsersPerChunk); ++c) {
         const int64_t u = users[c];
         labels.push_back(data.user_ids[u]);
-        histories.push_back(
-            {std::vector<int32_t>(data.items.begin() + data.offsets[u], data.items.begin() + data.offsets[u + 1]), u});
+        histories.push_back(history_of(data, u));
       }
       emit(labels, histories);
     }

@@ -252,7 +252,6 @@ std::unique_ptr<FusedAdam> make_optimizer(SASRec& model, const TrainConfig& trai
   return adam;
 }
 
-
 // ---- fit ---------------------------------------------------------------------------------
 
 TrainSummary Trainer::fit() {
