@@ -41,17 +41,13 @@ deps() {
 }
 
 # ccache keeps compiled objects across build folders and clones (libtorch's
-# headers make every file of the core ~30 s); the precompiled header needs
-# the sloppiness below to be cached at all.
+# headers make every file of the core ~30 s). It caches nothing that uses the
+# precompiled <torch/torch.h> unless told that its defines and time macros may
+# be trusted (316 of 1,562 calls were "could not use precompiled header"
+# without), and hits across checkouts only with paths relative to the checkout.
 export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}  # paths inside the tree are rewritten relative: hits across clones
 launcher() { command -v ccache >/dev/null && echo "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache"; }
-# ccache caches nothing that uses the precompiled <torch/torch.h> unless told
-# that its defines and time macros may be trusted (most of a build's files:
-# 316 of 1,562 calls were "could not use precompiled header"), and hits
-# across checkouts only with paths relative to the checkout.
-export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros}
-export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$ROOT}
 
 build() {
   # shellcheck disable=SC2046
