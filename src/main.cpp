@@ -8,6 +8,10 @@
 //   sasrec_ddp export CONFIG.yaml --checkpoint PATH --out FILE.h5 item and user vectors (serve.h)
 //   sasrec_ddp gather|scatter --checkpoint PATH [--ranks R] --out FILE
 //                                                                 sharded <-> one file (checkpoint_gather.h)
+//   sasrec_ddp --blas-kernels                                     the OpenBLAS kernels it computes with
+//
+// Before anything else main() mends OpenBLAS's choice of kernels where it fell
+// back to its slowest (blas_kernels.h): the process starts again, once.
 #include <CLI/CLI.hpp>
 #include <malloc.h>
 #include <unistd.h>
@@ -18,6 +22,7 @@
 #include <limits>
 
 #include "sasrec/atomic_file.h"
+#include "sasrec/blas_kernels.h"
 #include "sasrec/checkpoint_gather.h"
 #include "sasrec/cli_errors.h"
 #include "sasrec/comm.h"
@@ -193,10 +198,15 @@ void keep_freed_memory() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  sasrec::restart_with_better_blas(argv, /*quiet=*/launcher_rank() != 0);
   keep_freed_memory();
   sasrec::silence_hdf5_errors();  // failures are our one-line messages, never pages of HDF5-DIAG
   CLI::App app{"sasrec_ddp: data-parallel SASRec trainer (Kang & McAuley, ICDM 2018)"};
   app.set_version_flag("--version", std::string("sasrec_ddp ") + SASREC_VERSION);
+  bool print_blas = false;
+  app.add_flag("--blas-kernels", print_blas,
+               "print the OpenBLAS kernels this program computes with (blank for another BLAS) and exit; "
+               "benchmarks export them as OPENBLAS_CORETYPE for the Python they compare with");
   std::string config_path, checkpoint;
   std::vector<std::string> sets;
   app.add_option("config", config_path, "YAML config (see configs/default.yaml for every key)");
@@ -246,6 +256,7 @@ int main(int argc, char** argv) {
   scatter->add_option("--out", gather_out, "rank 0's file to write (the blocks go to OUT.shards/)")->required();
   app.require_subcommand(0, 1);
   if (const int done = sasrec::parse_command_line(app, argc, argv); done >= 0) return done;
+  if (print_blas) return std::printf("%s\n", sasrec::blas_kernels().c_str()) < 0;
   if (*gather) return gather_checkpoint(request.checkpoint, gather_out, 0);
   if (*scatter) return gather_checkpoint(request.checkpoint, gather_out, scatter_ranks);
   if (config_path.empty()) {

@@ -2,7 +2,7 @@
 // code 0, a usage error exits 2 with the usage line (never CLI11's own
 // codes), cmake --install lays them out under a prefix, and
 // tools/plot_metrics.sh turns metrics files into a PNG (skipped where jq or
-// gnuplot is missing).
+// gnuplot is missing); the trainer computes with BLAS kernels for its CPU.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -84,6 +84,25 @@ TEST(Cli, SubcommandsHaveHelp) {
     EXPECT_EQ(r.exit_code, 0) << sub << "\n" << r.output;
     EXPECT_NE(r.output.find("--checkpoint"), std::string::npos) << r.output;
   }
+}
+
+// OpenBLAS's kernels (blas_kernels.h): whatever it would choose on this CPU,
+// the trainer computes with ones that use the vector units the CPU has, and a
+// user's OPENBLAS_CORETYPE is kept as given.
+TEST(Cli, TrainerComputesWithKernelsForThisCpu) {
+  const std::string t = SASREC_TRAINER;
+  const auto chosen = run("env -u OPENBLAS_CORETYPE " + t + " --blas-kernels 2>/dev/null");
+  ASSERT_EQ(chosen.exit_code, 0) << chosen.output;
+  const std::string kernels = chosen.output.substr(0, chosen.output.find('\n'));
+  if (kernels.empty()) GTEST_SKIP() << "the BLAS is not OpenBLAS";
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    for (const char* slow : {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem"})
+      EXPECT_NE(kernels, slow) << "a CPU with AVX2 and FMA";
+#endif
+  const auto kept = run("env OPENBLAS_CORETYPE=Prescott " + t + " --blas-kernels");
+  EXPECT_EQ(kept.exit_code, 0) << kept.output;
+  EXPECT_EQ(kept.output, "Prescott\n");  // nothing said, nothing restarted
 }
 
 TEST(Cli, PlotMakesAPng) {

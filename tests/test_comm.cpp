@@ -9,6 +9,7 @@
 
 #include <numeric>
 
+#include "sasrec/blas_kernels.h"
 #include "sasrec/comm.h"
 
 using namespace sasrec;
@@ -176,6 +177,7 @@ TEST(SingleCommunicator, AlltoallIsTheIdentity) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  sasrec::restart_with_better_blas(argv, /*quiet=*/true);  // before MPI_Init (blas_kernels.h)
   ::testing::InitGoogleTest(&argc, argv);
   ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
   return RUN_ALL_TESTS();

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sasrec/blas_kernels.h"
 #include "sasrec/checkpoint.h"
 #include "sasrec/checkpoint_gather.h"
 #include "sasrec/comm.h"
@@ -342,6 +343,7 @@ TEST(Mpi, AutoExchangePicksTheCheaperWay) {
 }
 
 int main(int argc, char** argv) {
+  sasrec::restart_with_better_blas(argv, /*quiet=*/true);  // before MPI_Init (blas_kernels.h)
   ::testing::InitGoogleTest(&argc, argv);
   torch::set_num_threads(1);  // as test_main.cpp: the ranks share the machine's cores
   ::testing::AddGlobalTestEnvironment(new MpiEnvironment);

@@ -12,6 +12,7 @@
 
 #include <torch/csrc/autograd/profiler_legacy.h>
 
+#include "sasrec/blas_kernels.h"
 #include "sasrec/block_checkpoint.h"
 #include "sasrec/device.h"
 #include "sasrec/error.h"
@@ -352,6 +353,7 @@ Trainer::Run Trainer::start_run() {
                   {"item_table", item_table_name(config_.train.item_table)},
                   {"item_rows_per_rank", block},
                   {"threads", torch::get_num_threads()},
+                  {"blas_kernels", blas_kernels()},  // OpenBLAS's choice ("" for another BLAS), blas_kernels.h
                   {"parameters", params},
                   {"users", data_->num_users_total()},
                   {"items", data_->num_items()},
@@ -366,7 +368,9 @@ Trainer::Run Trainer::start_run() {
   metrics_.write(memory_plan_event(memory_plan_, memory_budget_));
   log_line(root, detail::cat("sasrec_ddp: ", data_->num_users_total(), " users, ", data_->num_items(), " items, ",
                              params, " parameters, ", comm_.world_size(), " rank(s) on ", device_.str(), ", ",
-                             torch::get_num_threads(), " thread(s) each, ", steps_per_epoch_, " steps/epoch, loss ",
+                             torch::get_num_threads(), " thread(s) each",
+                             device_.is_cpu() && !blas_kernels().empty() ? " (OpenBLAS " + blas_kernels() + ")" : "",
+                             ", ", steps_per_epoch_, " steps/epoch, loss ",
                              loss_name(config_.train.loss),
                              shard_ ? detail::cat(", item table sharded (", block, " rows a rank)") : std::string()));
   const int64_t max_steps = config_.train.max_steps;
