@@ -212,6 +212,24 @@ TEST(FusedStepThreads, TwoThreadsGiveTheOneThreadStep) {
   for (const auto& [name, g] : one.grads) EXPECT_LT(rel(two.grads.at(name), g), 1e-6) << name;
 }
 
+TEST(FusedStepThreads, TwoThreadsComputeTheRunsOnTwoThreads) {
+  // at::parallel_for is inline `#pragma omp parallel`: a library compiled without
+  // OpenMP runs every run on the calling thread, and the test above still passes.
+  Case c{"on_two", Norm::Post, 2};
+  torch::manual_seed(8);
+  SASRec model(options_of(c));
+  Inputs in = inputs_of(c);
+  model->train();
+  for (const int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    FusedSASRec fused(model, c.loss);
+    const auto r = fused.forward_backward(in.packing, in.users, model->item_weight(), in.pos, in.neg, in.shared,
+                                          SampledTerms{in.pos_log_q, in.shared_log_q, 1.0}, 1.0);
+    at::set_num_threads(1);
+    EXPECT_EQ(r.threads, threads);
+  }
+}
+
 TEST(FusedStepThreads, RepeatedStepsAreIdentical) {
   // Same inputs and dropout key twice: bit-identical (nothing carried over in the arena or the gradients).
   Case c{"again", Norm::Post, 1};

@@ -52,6 +52,7 @@ class FusedSASRec {
     double loss_sum = 0;          // the batch's loss SUM over its targets, unscaled
     double forward_seconds = 0;   // the first run's forward and loss
     double backward_seconds = 0;  // the rest of the call
+    int threads = 0;              // distinct threads that computed the runs (at most at::get_num_threads())
   };
   // One step's loss and gradients, as loss_sum_rows(forward_packed(...)) and
   // backward of scale x that sum would give them:

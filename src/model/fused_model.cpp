@@ -14,10 +14,12 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <thread>
 #include <vector>
 
 #include "sasrec/dropout.h"
@@ -767,12 +769,16 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
     s.run_loss[i] = s.loss_rows(r, i);
     if (i == 0) result.forward_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   };
+  std::vector<std::thread::id> ran_on(runs);
   at::parallel_for(0, static_cast<int64_t>(runs), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      ran_on[static_cast<size_t>(i)] = std::this_thread::get_id();
       forward(static_cast<size_t>(i));
       s.run_backward(s.runs[i], s.grads_of(static_cast<size_t>(i)));
     }
   });
+  std::sort(ran_on.begin(), ran_on.end());
+  result.threads = static_cast<int>(std::unique(ran_on.begin(), ran_on.end()) - ran_on.begin());
   if (ce) {  // dM[1:] = dL^T h over all tokens, each thread a range of items; M[0] (padding) gets none
     const int64_t I = s.R - 1;
     std::fill(dT, dT + D, 0.0f);
