@@ -13,8 +13,8 @@ DATA=${1:?usage: bench/ce_logits.sh DATA.h5 [STEPS] [CONFIG]}
 STEPS=${2:-120}
 CONFIG=${3:-$ROOT/configs/beauty.yaml}
 BIN=${SASREC_DDP:-$ROOT/build/sasrec_ddp}
-# shellcheck source=bench/blas_env.sh
-source "$ROOT/bench/blas_env.sh"
+# shellcheck source=tools/blas_env.sh
+source "$ROOT/tools/blas_env.sh"
 OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
 export OMP_WAIT_POLICY=passive
 rates() {

@@ -6,7 +6,7 @@ OUT=${BENCH_OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 [ -n "${BENCH_OUT:-}" ] || trap 'rm -rf "$OUT"' EXIT
 export OMP_WAIT_POLICY=passive
-# shellcheck source=bench/blas_env.sh
-source "$ROOT/bench/blas_env.sh"
+# shellcheck source=tools/blas_env.sh
+source "$ROOT/tools/blas_env.sh"
 ROOT_FLAGS=()
 [ "$(id -u)" -eq 0 ] && ROOT_FLAGS=(--allow-run-as-root)

@@ -14,8 +14,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${1:?usage: bench/scale_floor.sh DATA.h5 [STEPS]}
 STEPS=${2:-200}
 BIN=${SASREC_DDP:-$ROOT/build/sasrec_ddp}
-# shellcheck source=bench/blas_env.sh
-source "$ROOT/bench/blas_env.sh"
+# shellcheck source=tools/blas_env.sh
+source "$ROOT/tools/blas_env.sh"
 OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
 export OMP_WAIT_POLICY=passive
 rates() {

@@ -14,8 +14,8 @@ CONFIG=${2:-$ROOT/configs/beauty.yaml}
 STEPS=${3:-300}
 T=${T:-$(nproc)}
 BIN=${SASREC_DDP:-$ROOT/build/sasrec_ddp}
-# shellcheck source=bench/blas_env.sh
-source "$ROOT/bench/blas_env.sh"
+# shellcheck source=tools/blas_env.sh
+source "$ROOT/tools/blas_env.sh"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 export OMP_WAIT_POLICY=passive

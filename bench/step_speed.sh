@@ -20,8 +20,8 @@ REPEATS=${2:-2}
 CONFIG=${3:-$ROOT/configs/beauty.yaml}
 shift $(( $# < 3 ? $# : 3 ))
 BIN=${SASREC_DDP:-$ROOT/build/sasrec_ddp}
-# shellcheck source=bench/blas_env.sh
-source "$ROOT/bench/blas_env.sh"
+# shellcheck source=tools/blas_env.sh
+source "$ROOT/tools/blas_env.sh"
 OUT=${BENCH_OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 [ -n "${BENCH_OUT:-}" ] || trap 'rm -rf "$OUT"' EXIT

@@ -24,8 +24,8 @@ else
 fi
 export OMP_WAIT_POLICY=passive
 BIN=$BUILD/sasrec_ddp
-# shellcheck source=bench/blas_env.sh
-source "$ROOT/bench/blas_env.sh"
+# shellcheck source=tools/blas_env.sh
+source "$ROOT/tools/blas_env.sh"
 
 if ! /usr/bin/python3 -c "import torch, numpy" 2>/dev/null; then
   [ "$(id -u)" -eq 0 ] || { echo "vs_reference.sh: the reference needs python3-torch and python3-numpy: apt-get install python3-torch python3-numpy" >&2; exit 2; }

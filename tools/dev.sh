@@ -153,19 +153,9 @@ cuda_build() {
   echo "== cuda build: done in $((SECONDS - start)) s"
 }
 
-# Where OpenBLAS falls back to its slowest kernels on a CPU it does not know,
-# every program of the project restarts itself with better ones
-# (include/sasrec/blas_kernels.h); exported once here, the tests, the Python
-# reference tests and the programs they start all compute with them, and
-# nothing restarts.
-blas_env() {
-  local kernels
-  [ -n "${OPENBLAS_CORETYPE:-}" ] || ! kernels=$("$1/sasrec_ddp" --blas-kernels 2>/dev/null) || [ -z "$kernels" ] ||
-    export OPENBLAS_CORETYPE="$kernels"
-}
-
 run_tests() {
-  blas_env "$1"
+  # shellcheck source=tools/blas_env.sh
+  BIN="$1/sasrec_ddp" source "$ROOT/tools/blas_env.sh"  # the trainer's BLAS kernels for every test
   cd "$1" && shift
   ctest --output-on-failure --timeout 900 "$@"
 }

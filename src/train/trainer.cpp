@@ -345,6 +345,7 @@ Trainer::Run Trainer::start_run() {
   int64_t params = 0;  // this rank's: with a sharded table, its block of it
   for (const auto& p : model_->parameters()) params += p.numel();
   const int64_t block = shard_ ? shard_->layout().size(0) : data_->num_items() + 1;  // rows of M a rank holds, at most
+  const std::string blas = blas_kernels();  // OpenBLAS's choice ("" for another BLAS), blas_kernels.h
   metrics_.write({{"event", "start"},
                   {"world_size", comm_.world_size()},
                   {"comm", comm_.name()},
@@ -353,7 +354,7 @@ Trainer::Run Trainer::start_run() {
                   {"item_table", item_table_name(config_.train.item_table)},
                   {"item_rows_per_rank", block},
                   {"threads", torch::get_num_threads()},
-                  {"blas_kernels", blas_kernels()},  // OpenBLAS's choice ("" for another BLAS), blas_kernels.h
+                  {"blas_kernels", blas},
                   {"parameters", params},
                   {"users", data_->num_users_total()},
                   {"items", data_->num_items()},
@@ -369,7 +370,7 @@ Trainer::Run Trainer::start_run() {
   log_line(root, detail::cat("sasrec_ddp: ", data_->num_users_total(), " users, ", data_->num_items(), " items, ",
                              params, " parameters, ", comm_.world_size(), " rank(s) on ", device_.str(), ", ",
                              torch::get_num_threads(), " thread(s) each",
-                             device_.is_cpu() && !blas_kernels().empty() ? " (OpenBLAS " + blas_kernels() + ")" : "",
+                             device_.is_cpu() && !blas.empty() ? " (OpenBLAS " + blas + ")" : "",
                              ", ", steps_per_epoch_, " steps/epoch, loss ",
                              loss_name(config_.train.loss),
                              shard_ ? detail::cat(", item table sharded (", block, " rows a rank)") : std::string()));
