@@ -11,7 +11,9 @@
 #include <string>
 
 #include "sasrec/config.h"
+#include "sasrec/dropout_bits.h"
 #include "sasrec/error.h"
+#include "sasrec/fused_layers.h"
 #include "sasrec/fused_model.h"
 #include "sasrec/item_rows.h"
 #include "sasrec/loss.h"
@@ -273,6 +275,29 @@ TEST(FusedKernelsConfig, ParsesAndRefusesWhatItCannotRun) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.kernels"), std::string::npos) << e.what();
   }
+}
+
+TEST(FusedDropout, KeepsExactlyTheElementsOfTheMaskStream) {
+  // dropout_apply hashes whole blocks of words; every start and length (within a word, across block
+  // boundaries, with and without the mask kept) must give the scalar definition, dropout_keeps.
+  const uint64_t key = 0x5eed;
+  const uint32_t threshold = dropout_threshold(0.4);
+  for (int64_t first : {0, 1, 2, 3, 5, 250, 1003})
+    for (int64_t count : {0, 1, 3, 4, 7, 64, 255, 256, 257, 1000}) {
+      std::vector<float> x(count, 1.5f), y(count, 1.5f);
+      std::vector<uint8_t> keep(count, 7);
+      fused::dropout_apply(x.data(), count, first, key, threshold, 2.0f, keep.data());
+      fused::dropout_apply(y.data(), count, first, key, threshold, 2.0f, nullptr);
+      int64_t kept = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        const bool k = dropout_keeps(key, first + i, threshold);
+        kept += k;
+        ASSERT_EQ(x[i], k ? 3.0f : 0.0f) << "first " << first << ", count " << count << ", element " << i;
+        ASSERT_EQ(y[i], x[i]) << "first " << first << ", count " << count << ", element " << i;
+        ASSERT_EQ(keep[i], k ? 1 : 0) << "first " << first << ", count " << count << ", element " << i;
+      }
+      if (count == 1000) EXPECT_NEAR(static_cast<double>(kept) / count, 0.6, 0.06);
+    }
 }
 
 TEST(FusedAdamRows, DenseStepFromRowsEqualsTheDenseStepBitForBit) {

@@ -15,11 +15,12 @@
 
 #include <cstdint>
 
-// SASREC_CLONES before a function compiles it twice, for x86-64-v3 (AVX2 +
-// FMA, chosen when the program loads, where the CPU has them) and the
-// baseline: the layers' loops (BLAS picks its own kernels). GCC on x86-64.
+// SASREC_CLONES before a function compiles it three times, for x86-64-v4
+// (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, the best the CPU has
+// chosen when the program loads: the layers' loops (BLAS picks its own
+// kernels). GCC on x86-64.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SASREC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define SASREC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SASREC_CLONES
 #endif

@@ -153,13 +153,17 @@ SASREC_CLONES void layer_norm_backward(const float* dy, const float* x, const fl
 
 SASREC_CLONES void dropout_apply(float* x, int64_t count, int64_t first, uint64_t key, uint32_t threshold, float scale,
                                  uint8_t* keep_out) {
-  // dropout_keeps, one hash a word of four elements; kept or not as arithmetic on bits (a select that GCC
-  // turns into a branch is mispredicted half the time at p = 0.5, which costs more than the hash).
-  auto word = [&](int64_t e) { return splitmix64(key ^ (static_cast<uint64_t>(e / 4) * 0x9E3779B97F4A7C15ull)); };
+  // dropout_keeps: element e keeps 16 bits of the hash of word e / 4, bits 16 * (e % 4) on. After the
+  // elements up to a word boundary, blocks of kWords words are hashed in one loop (64-bit lanes), their
+  // 16-bit pieces laid out in element order, and applied in a second loop: both vectorize, where a hash
+  // per four elements in one loop did not (on one [1100, 50] activation 2.5-3x faster with AVX2, 5x with
+  // AVX-512; 2x on the 81 weights of a 9-item sequence's attention).
+  // Kept or not as arithmetic on bits (a select that GCC turns into a branch is mispredicted half the
+  // time at p = 0.5, which costs more than the hash).
+  auto word = [&](int64_t w) { return splitmix64(key ^ (static_cast<uint64_t>(w) * 0x9E3779B97F4A7C15ull)); };
   uint32_t scale_bits;
   std::memcpy(&scale_bits, &scale, sizeof scale_bits);
-  auto one = [&](int64_t i, uint64_t h, int64_t lane) {
-    const uint32_t bits = static_cast<uint32_t>((h >> (16 * lane)) & 0xFFFF);
+  auto one = [&](int64_t i, uint32_t bits) {
     const uint32_t kept = (bits - threshold) >> 31;  // 1 when bits < threshold (both below 2^17)
     const uint32_t f = scale_bits & (0u - kept);     // scale or 0.0f
     float factor;
@@ -167,13 +171,37 @@ SASREC_CLONES void dropout_apply(float* x, int64_t count, int64_t first, uint64_
     x[i] *= factor;
     if (keep_out) keep_out[i] = static_cast<uint8_t>(kept);
   };
+  auto bits_of = [&](int64_t e) { return static_cast<uint32_t>((word(e / 4) >> (16 * (e % 4))) & 0xFFFF); };
   int64_t i = 0;
-  for (; i < count && (first + i) % 4 != 0; ++i) one(i, word(first + i), (first + i) % 4);
-  for (; i + 4 <= count; i += 4) {
-    const uint64_t h = word(first + i);
-    one(i, h, 0), one(i + 1, h, 1), one(i + 2, h, 2), one(i + 3, h, 3);
+  for (; i < count && (first + i) % 4 != 0; ++i) one(i, bits_of(first + i));
+  constexpr int64_t kWords = 64;
+  uint64_t h[kWords];
+  uint16_t bits[4 * kWords];
+  for (; i < count; i += 4 * kWords) {
+    const int64_t n = std::min(4 * kWords, count - i), words = (n + 3) / 4, w0 = (first + i) / 4;
+    for (int64_t k = 0; k < words; ++k) h[k] = word(w0 + k);
+    for (int64_t k = 0; k < words; ++k)
+      for (int l = 0; l < 4; ++l) bits[4 * k + l] = static_cast<uint16_t>(h[k] >> (16 * l));
+    float* xi = x + i;
+    if (keep_out) {
+      uint8_t* ki = keep_out + i;
+      for (int64_t j = 0; j < n; ++j) {
+        const uint32_t kept = (static_cast<uint32_t>(bits[j]) - threshold) >> 31;
+        const uint32_t f = scale_bits & (0u - kept);
+        float factor;
+        std::memcpy(&factor, &f, sizeof factor);
+        xi[j] *= factor;
+        ki[j] = static_cast<uint8_t>(kept);
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        const uint32_t f = scale_bits & (0u - ((static_cast<uint32_t>(bits[j]) - threshold) >> 31));
+        float factor;
+        std::memcpy(&factor, &f, sizeof factor);
+        xi[j] *= factor;
+      }
+    }
   }
-  for (; i < count; ++i) one(i, word(first + i), (first + i) % 4);
 }
 
 SASREC_CLONES void dropout_replay(float* x, const uint8_t* keep, int64_t count, float scale) {
