@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "sasrec/comm.h"
 #include "sasrec/error.h"
@@ -35,6 +36,25 @@ TEST(ItemRows, GatherRemapsEveryPartToRowsOfTheCopy) {
     EXPECT_EQ(part.sizes(), original.sizes());
     EXPECT_TRUE(torch::equal(rows.table.detach().index_select(0, part.reshape(-1)),
                              weight.index_select(0, original.reshape(-1))));
+  }
+}
+
+TEST(ItemRows, DistinctIdsComeSortedFromTheScanAndFromTheSort) {
+  // Many ids against the rows are put in order by a scan of the table's slots, few by a sort: both give
+  // the distinct ids ascending and remap every id to its position among them (std::set the oracle).
+  for (int64_t rows : {int64_t{50}, int64_t{1000000}}) {
+    torch::manual_seed(rows);
+    auto a = torch::randint(rows, {30}, torch::kInt64), b = torch::randint(rows, {7, 3}, torch::kInt64);
+    const auto a0 = a.clone(), b0 = b.clone();
+    std::set<int64_t> want;
+    for (const auto& t : {a0, b0})
+      for (int64_t i = 0; i < t.numel(); ++i) want.insert(t.reshape(-1)[i].item<int64_t>());
+    const torch::Tensor ids = unique_and_remap({&a, &b}, rows);
+    ASSERT_EQ(ids.numel(), static_cast<int64_t>(want.size())) << rows << " rows";
+    int64_t k = 0;
+    for (int64_t id : want) EXPECT_EQ(ids[k++].item<int64_t>(), id) << rows << " rows";
+    EXPECT_TRUE(torch::equal(ids.index_select(0, a.reshape(-1)), a0.reshape(-1))) << rows << " rows";
+    EXPECT_TRUE(torch::equal(ids.index_select(0, b.reshape(-1)), b0.reshape(-1))) << rows << " rows";
   }
 }
 
