@@ -156,8 +156,8 @@ SASREC_CLONES void dropout_apply(float* x, int64_t count, int64_t first, uint64_
   // dropout_keeps: element e keeps 16 bits of the hash of word e / 4, bits 16 * (e % 4) on. After the
   // elements up to a word boundary, blocks of kWords words are hashed in one loop (64-bit lanes), their
   // 16-bit pieces laid out in element order, and applied in a second loop: both vectorize, where a hash
-  // per four elements in one loop did not (on one [1100, 50] activation 2.5-3x faster with AVX2, 5x with
-  // AVX-512; 2x on the 81 weights of a 9-item sequence's attention).
+  // per four elements in one loop did not (its share of a Beauty step's CPU time 5.4% -> 1.6%,
+  // docs/results.md).
   // Kept or not as arithmetic on bits (a select that GCC turns into a branch is mispredicted half the
   // time at p = 0.5, which costs more than the hash).
   auto word = [&](int64_t w) { return splitmix64(key ^ (static_cast<uint64_t>(w) * 0x9E3779B97F4A7C15ull)); };
