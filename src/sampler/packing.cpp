@@ -2,6 +2,8 @@
 #include "sasrec/packing.h"
 
 #include <algorithm>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "sasrec/error.h"
@@ -40,33 +42,77 @@ void left_pad_last(const int32_t* items, int64_t n, int64_t width, int64_t* row)
 }
 
 StepInputs stage_inputs(const Batch& batch, int64_t maxlen, bool pin) {
-  StepInputs s;
-  s.packing = pack_sequences(batch.seq, maxlen);
-  const auto& index = s.packing.index;
-  auto pick = [&](const torch::Tensor& x) {  // [B,T] -> the [N] packed rows; [B,T,k] -> [N,k]
-    if (!x.defined()) return x;
-    auto flat = x.dim() == 3 ? x.reshape({-1, x.size(2)}) : x.reshape({-1});
-    return flat.index_select(0, index);
+  // In loops on the host, straight into the buffer: the sampler threads build
+  // a batch in a fraction of a step, and ~25 tensor ops (pack_sequences, the
+  // picks, a copy per part) were most of it. pack_sequences is the reference
+  // (tests/test_device_paths.cpp).
+  const torch::Tensor& seq_t = batch.seq;
+  TORCH_CHECK(seq_t.dim() == 2 && seq_t.scalar_type() == torch::kInt64 && seq_t.is_cpu(),
+              "seq must be [B,T] int64 on the host");
+  const int64_t B = seq_t.size(0), T = seq_t.size(1);
+  TORCH_CHECK(T >= 1 && T <= maxlen, "sequence width ", T, " outside 1..maxlen=", maxlen);
+  auto host_ids = [&](const torch::Tensor& x, const char* name) {
+    TORCH_CHECK(!x.defined() || (x.is_cpu() && x.scalar_type() == torch::kInt64 && x.size(0) == B &&
+                                 (x.dim() == 1 || x.size(1) == T)),
+                name, " must be int64 on the host, shaped like the batch");
+    return x.defined() ? x.contiguous() : x;
   };
-  s.pos = pick(batch.pos);
-  s.neg = pick(batch.neg);
-  s.shared = batch.shared;
-  s.shared_log_q = batch.shared_log_q;
-  s.users = batch.users;
-  // One buffer, each part at an 8-byte aligned offset.
-  auto parts = s.staged_tensors();
+  const torch::Tensor seq = seq_t.contiguous(), pos = host_ids(batch.pos, "pos"), neg = host_ids(batch.neg, "neg");
+  const int64_t k = neg.defined() ? (neg.dim() == 3 ? neg.size(2) : 1) : 0;
+  const int64_t* in = seq.data_ptr<int64_t>();
+  int64_t N = 0;
+  for (int64_t i = 0; i < B * T; ++i) N += in[i] != 0;
+
+  StepInputs s;
+  s.packing.batch = B, s.packing.width = T;
+  s.shared = batch.shared, s.shared_log_q = batch.shared_log_q, s.users = batch.users;
+  // The parts' shapes, in staged_tensors() order, each at an 8-byte aligned offset of one buffer.
+  const std::vector<std::pair<torch::Tensor*, std::vector<int64_t>>> parts{
+      {&s.packing.items, {N}}, {&s.packing.positions, {N}}, {&s.packing.index, {N}}, {&s.packing.sequence, {N}},
+      {&s.pos, {N}},           {&s.neg, neg.dim() == 3 ? std::vector<int64_t>{N, k} : std::vector<int64_t>{N}}};
+  const bool has[] = {true, true, true, true, pos.defined(), neg.defined()};
   int64_t bytes = 0;
-  for (auto* t : parts)
+  for (size_t i = 0; i < parts.size(); ++i)
+    if (has[i]) bytes += (c10::multiply_integers(parts[i].second) * 8 + 7) / 8 * 8;
+  for (const torch::Tensor* t : {&s.shared, &s.shared_log_q, &s.users})
     if (t->defined()) bytes += (t->numel() * t->element_size() + 7) / 8 * 8;
   s.staging = torch::empty({bytes}, torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin));
   int64_t offset = 0;
-  for (auto* t : parts) {
-    if (!t->defined()) continue;
-    const int64_t n = t->numel() * t->element_size();
-    auto view = s.staging.narrow(0, offset, n).view(t->scalar_type()).view(t->sizes());
-    view.copy_(*t);
-    *t = view;
+  auto cut = [&](torch::Tensor* t, c10::IntArrayRef sizes, torch::ScalarType type) {
+    const int64_t n = c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(type));
+    *t = s.staging.narrow(0, offset, n).view(type).view(sizes);
     offset += (n + 7) / 8 * 8;
+  };
+  for (size_t i = 0; i < parts.size(); ++i)
+    if (has[i]) cut(parts[i].first, parts[i].second, torch::kInt64);
+  for (torch::Tensor* t : {&s.shared, &s.shared_log_q, &s.users}) {
+    if (!t->defined()) continue;
+    TORCH_CHECK(t->is_cpu(), "the shared negatives, their log-Q and the users must be on the host");
+    const torch::Tensor source = t->contiguous();
+    cut(t, source.sizes(), source.scalar_type());
+    std::memcpy(t->data_ptr(), source.data_ptr(), source.numel() * source.element_size());
+  }
+  s.packing.offsets = torch::empty({B + 1}, torch::kInt64);
+  int64_t *items = s.packing.items.data_ptr<int64_t>(), *positions = s.packing.positions.data_ptr<int64_t>(),
+          *index = s.packing.index.data_ptr<int64_t>(), *sequence = s.packing.sequence.data_ptr<int64_t>(),
+          *offsets = s.packing.offsets.data_ptr<int64_t>();
+  const int64_t* pos_in = pos.defined() ? pos.data_ptr<int64_t>() : nullptr;
+  const int64_t* neg_in = neg.defined() ? neg.data_ptr<int64_t>() : nullptr;
+  int64_t* pos_out = pos.defined() ? s.pos.data_ptr<int64_t>() : nullptr;
+  int64_t* neg_out = neg.defined() ? s.neg.data_ptr<int64_t>() : nullptr;
+  int64_t n = 0;
+  offsets[0] = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t flat = b * T + t;
+      if (in[flat] == 0) continue;
+      items[n] = in[flat], index[n] = flat, sequence[n] = b;
+      positions[n] = t + (maxlen - T);  // column t -> P[maxlen - T + t]
+      if (pos_out) pos_out[n] = pos_in[flat];
+      if (neg_out) std::memcpy(neg_out + n * k, neg_in + flat * k, sizeof(int64_t) * k);
+      ++n;
+    }
+    offsets[b + 1] = n;
   }
   return s;
 }
