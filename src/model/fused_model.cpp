@@ -14,13 +14,22 @@
 
 #include <ATen/Parallel.h>
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
+#include <mutex>
 #include <thread>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "sasrec/dropout.h"
 #include "sasrec/error.h"
@@ -45,6 +54,49 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr float kLayerNormEps = 1e-8f;  // model.cpp's
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// The threads of one parallel region waiting for each other by spinning
+// (the CPU's pause, then yielding the core to whatever else wants it), never
+// by sleeping: a phase of a small step lasts less than waking a sleeping
+// thread (a futex and, in a VM, a halted vCPU). One per step, not reused
+// across regions.
+class SpinBarrier {
+ public:
+  // Every thread of the region first, with the region's thread count.
+  void join(int threads) { threads_.store(threads, std::memory_order_relaxed); }
+  void wait() {
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == threads_.load(std::memory_order_relaxed)) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) relax(spins);
+  }
+  // The end of the region: the others leave at once, the master only once they all have, so that it
+  // arrives last at OpenMP's closing barrier and does not go to sleep there.
+  void leave_last(bool master) {
+    if (!master) {
+      left_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; left_.load(std::memory_order_acquire) + 1 < threads_.load(std::memory_order_relaxed); ++spins)
+      relax(spins);
+  }
+
+ private:
+  static void relax(int spins) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (spins < 2048) {
+      _mm_pause();
+      return;
+    }
+#endif
+    (void)spins;
+    std::this_thread::yield();
+  }
+  std::atomic<int> threads_{1}, arrived_{0}, generation_{0}, left_{0};
+};
 
 const float* cf(const torch::Tensor& t) { return t.data_ptr<float>(); }
 const int64_t* ci(const torch::Tensor& t) { return t.defined() ? t.data_ptr<int64_t>() : nullptr; }
@@ -769,37 +821,60 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
     s.run_loss[i] = s.loss_rows(r, i);
     if (i == 0) result.forward_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   };
+  // One parallel region for the whole step: the runs (forward, loss, backward), then for ce the item
+  // table's logits gradient, then the gradient sums and the tables' scatter, the phases apart by a
+  // spinning barrier. Under OMP_WAIT_POLICY=passive an OpenMP barrier or a new region puts the
+  // waiting thread to sleep, and waking it costs more than a phase of a small step (docs/results.md).
   std::vector<std::thread::id> ran_on(runs);
-  at::parallel_for(0, static_cast<int64_t>(runs), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      ran_on[static_cast<size_t>(i)] = std::this_thread::get_id();
-      forward(static_cast<size_t>(i));
-      s.run_backward(s.runs[i], s.grads_of(static_cast<size_t>(i)));
+  SpinBarrier barrier;
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto guarded = [&](auto&& phase) {  // a thread that throws still reaches every barrier
+    try {
+      phase();
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
     }
-  });
-  std::sort(ran_on.begin(), ran_on.end());
-  result.threads = static_cast<int>(std::unique(ran_on.begin(), ran_on.end()) - ran_on.begin());
-  if (ce) {  // dM[1:] = dL^T h over all tokens, each thread a range of items; M[0] (padding) gets none
-    const int64_t I = s.R - 1;
-    std::fill(dT, dT + D, 0.0f);
-    at::parallel_for(0, static_cast<int64_t>(runs), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t i0 = I * t / static_cast<int64_t>(runs), i1 = I * (t + 1) / static_cast<int64_t>(runs);
-        gemm(true, false, i1 - i0, D, s.N, 1.0f, s.logits + i0, I, s.feat, D, 0.0f, dT + (1 + i0) * D, D);
+  };
+  const int64_t n = static_cast<int64_t>(runs);
+#pragma omp parallel num_threads(static_cast<int>(runs))
+  {
+    const int64_t team = omp_get_num_threads(), me = omp_get_thread_num();
+    barrier.join(static_cast<int>(team));
+    guarded([&] {
+      for (int64_t i = me; i < n; i += team) {
+        ran_on[static_cast<size_t>(i)] = std::this_thread::get_id();
+        forward(static_cast<size_t>(i));
+        s.run_backward(s.runs[i], s.grads_of(static_cast<size_t>(i)));
       }
     });
-  }
-  // The runs' gradients summed in run order, and the tables, each thread a slice.
-  at::parallel_for(0, static_cast<int64_t>(runs), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = static_cast<int64_t>(runs);
-      float* total = s.grad_flat.data_ptr<float>();
-      const int64_t g0 = s.grad_size * t / n, g1 = s.grad_size * (t + 1) / n;
-      for (const auto& p : s.partials)
-        for (int64_t i = g0; i < g1; ++i) total[i] += p[i];
-      s.scatter_tables(D * t / n, D * (t + 1) / n, dT);
+    if (ce) {  // dM[1:] = dL^T h over all tokens, each slice a range of items; M[0] (padding) gets none
+      barrier.wait();
+      guarded([&] {
+        const int64_t I = s.R - 1;
+        if (me == 0) std::fill(dT, dT + D, 0.0f);
+        for (int64_t t = me; t < n; t += team) {
+          const int64_t i0 = I * t / n, i1 = I * (t + 1) / n;
+          gemm(true, false, i1 - i0, D, s.N, 1.0f, s.logits + i0, I, s.feat, D, 0.0f, dT + (1 + i0) * D, D);
+        }
+      });
     }
-  });
+    barrier.wait();
+    guarded([&] {  // the runs' gradients summed in run order, and the tables, each slice a part of the columns
+      float* total = s.grad_flat.data_ptr<float>();
+      for (int64_t t = me; t < n; t += team) {
+        const int64_t g0 = s.grad_size * t / n, g1 = s.grad_size * (t + 1) / n;
+        for (const auto& p : s.partials)
+          for (int64_t i = g0; i < g1; ++i) total[i] += p[i];
+        s.scatter_tables(D * t / n, D * (t + 1) / n, dT);
+      }
+    });
+    barrier.leave_last(me == 0);  // the master ends the region last: it does not sleep in OpenMP's barrier
+  }
+  if (failure) std::rethrow_exception(failure);
+  std::sort(ran_on.begin(), ran_on.end());
+  result.threads = static_cast<int>(std::unique(ran_on.begin(), ran_on.end()) - ran_on.begin());
   for (double l : s.run_loss) result.loss_sum += l;
 
   for (auto& [p, grad] : s.grad_views) p.mutable_grad() = grad;
