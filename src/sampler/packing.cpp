@@ -51,13 +51,15 @@ StepInputs stage_inputs(const Batch& batch, int64_t maxlen, bool pin) {
               "seq must be [B,T] int64 on the host");
   const int64_t B = seq_t.size(0), T = seq_t.size(1);
   TORCH_CHECK(T >= 1 && T <= maxlen, "sequence width ", T, " outside 1..maxlen=", maxlen);
-  auto host_ids = [&](const torch::Tensor& x, const char* name) {
-    TORCH_CHECK(!x.defined() || (x.is_cpu() && x.scalar_type() == torch::kInt64 && x.size(0) == B &&
-                                 (x.dim() == 1 || x.size(1) == T)),
-                name, " must be int64 on the host, shaped like the batch");
+  // pos [B,T]; neg [B,T] or [B,T,k]: a value per position of the batch.
+  auto host_ids = [&](const torch::Tensor& x, const char* name, int64_t max_dim) {
+    TORCH_CHECK(!x.defined() || (x.is_cpu() && x.scalar_type() == torch::kInt64 && x.dim() >= 2 &&
+                                 x.dim() <= max_dim && x.size(0) == B && x.size(1) == T),
+                name, " must be int64 on the host, [B,T] like the batch (neg: or [B,T,k])");
     return x.defined() ? x.contiguous() : x;
   };
-  const torch::Tensor seq = seq_t.contiguous(), pos = host_ids(batch.pos, "pos"), neg = host_ids(batch.neg, "neg");
+  const torch::Tensor seq = seq_t.contiguous(), pos = host_ids(batch.pos, "pos", 2),
+                      neg = host_ids(batch.neg, "neg", 3);
   const int64_t k = neg.defined() ? (neg.dim() == 3 ? neg.size(2) : 1) : 0;
   const int64_t* in = seq.data_ptr<int64_t>();
   int64_t N = 0;
