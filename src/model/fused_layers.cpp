@@ -163,17 +163,19 @@ SASREC_CLONES void dropout_apply(float* x, int64_t count, int64_t first, uint64_
   auto word = [&](int64_t w) { return splitmix64(key ^ (static_cast<uint64_t>(w) * 0x9E3779B97F4A7C15ull)); };
   uint32_t scale_bits;
   std::memcpy(&scale_bits, &scale, sizeof scale_bits);
-  auto one = [&](int64_t i, uint32_t bits) {
-    const uint32_t kept = (bits - threshold) >> 31;  // 1 when bits < threshold (both below 2^17)
-    const uint32_t f = scale_bits & (0u - kept);     // scale or 0.0f
+  auto kept_of = [&](uint32_t bits) { return (bits - threshold) >> 31; };  // 1 when bits < threshold (< 2^17)
+  auto factor_of = [&](uint32_t kept) {  // scale or 0.0f
+    const uint32_t f = scale_bits & (0u - kept);
     float factor;
     std::memcpy(&factor, &f, sizeof factor);
-    x[i] *= factor;
-    if (keep_out) keep_out[i] = static_cast<uint8_t>(kept);
+    return factor;
   };
-  auto bits_of = [&](int64_t e) { return static_cast<uint32_t>((word(e / 4) >> (16 * (e % 4))) & 0xFFFF); };
   int64_t i = 0;
-  for (; i < count && (first + i) % 4 != 0; ++i) one(i, bits_of(first + i));
+  for (; i < count && (first + i) % 4 != 0; ++i) {
+    const uint32_t kept = kept_of(static_cast<uint32_t>((word((first + i) / 4) >> (16 * ((first + i) % 4))) & 0xFFFF));
+    x[i] *= factor_of(kept);
+    if (keep_out) keep_out[i] = static_cast<uint8_t>(kept);
+  }
   constexpr int64_t kWords = 64;
   uint64_t h[kWords];
   uint16_t bits[4 * kWords];
@@ -183,23 +185,15 @@ SASREC_CLONES void dropout_apply(float* x, int64_t count, int64_t first, uint64_
     for (int64_t k = 0; k < words; ++k)
       for (int l = 0; l < 4; ++l) bits[4 * k + l] = static_cast<uint16_t>(h[k] >> (16 * l));
     float* xi = x + i;
-    if (keep_out) {
+    if (keep_out) {  // two loops, so that neither tests keep_out per element
       uint8_t* ki = keep_out + i;
       for (int64_t j = 0; j < n; ++j) {
-        const uint32_t kept = (static_cast<uint32_t>(bits[j]) - threshold) >> 31;
-        const uint32_t f = scale_bits & (0u - kept);
-        float factor;
-        std::memcpy(&factor, &f, sizeof factor);
-        xi[j] *= factor;
+        const uint32_t kept = kept_of(bits[j]);
+        xi[j] *= factor_of(kept);
         ki[j] = static_cast<uint8_t>(kept);
       }
     } else {
-      for (int64_t j = 0; j < n; ++j) {
-        const uint32_t f = scale_bits & (0u - ((static_cast<uint32_t>(bits[j]) - threshold) >> 31));
-        float factor;
-        std::memcpy(&factor, &f, sizeof factor);
-        xi[j] *= factor;
-      }
+      for (int64_t j = 0; j < n; ++j) xi[j] *= factor_of(kept_of(bits[j]));
     }
   }
 }

@@ -67,32 +67,40 @@ StepInputs stage_inputs(const Batch& batch, int64_t maxlen, bool pin) {
 
   StepInputs s;
   s.packing.batch = B, s.packing.width = T;
-  s.shared = batch.shared, s.shared_log_q = batch.shared_log_q, s.users = batch.users;
-  // The parts' shapes, in staged_tensors() order, each at an 8-byte aligned offset of one buffer.
-  const std::vector<std::pair<torch::Tensor*, std::vector<int64_t>>> parts{
-      {&s.packing.items, {N}}, {&s.packing.positions, {N}}, {&s.packing.index, {N}}, {&s.packing.sequence, {N}},
-      {&s.pos, {N}},           {&s.neg, neg.dim() == 3 ? std::vector<int64_t>{N, k} : std::vector<int64_t>{N}}};
-  const bool has[] = {true, true, true, true, pos.defined(), neg.defined()};
-  int64_t bytes = 0;
-  for (size_t i = 0; i < parts.size(); ++i)
-    if (has[i]) bytes += (c10::multiply_integers(parts[i].second) * 8 + 7) / 8 * 8;
-  for (const torch::Tensor* t : {&s.shared, &s.shared_log_q, &s.users})
-    if (t->defined()) bytes += (t->numel() * t->element_size() + 7) / 8 * 8;
-  s.staging = torch::empty({bytes}, torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin));
-  int64_t offset = 0;
-  auto cut = [&](torch::Tensor* t, c10::IntArrayRef sizes, torch::ScalarType type) {
-    const int64_t n = c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(type));
-    *t = s.staging.narrow(0, offset, n).view(type).view(sizes);
-    offset += (n + 7) / 8 * 8;
+  // The parts in staged_tensors() order, each at an 8-byte aligned offset of one buffer: the packed ones
+  // are filled below, the others (source defined) copied in.
+  struct Part {
+    torch::Tensor* out;
+    std::vector<int64_t> sizes;
+    torch::ScalarType type;
+    torch::Tensor source;
   };
-  for (size_t i = 0; i < parts.size(); ++i)
-    if (has[i]) cut(parts[i].first, parts[i].second, torch::kInt64);
-  for (torch::Tensor* t : {&s.shared, &s.shared_log_q, &s.users}) {
+  std::vector<Part> parts{{&s.packing.items, {N}, torch::kInt64, {}},
+                          {&s.packing.positions, {N}, torch::kInt64, {}},
+                          {&s.packing.index, {N}, torch::kInt64, {}},
+                          {&s.packing.sequence, {N}, torch::kInt64, {}}};
+  if (pos.defined()) parts.push_back({&s.pos, {N}, torch::kInt64, {}});
+  if (neg.defined())
+    parts.push_back({&s.neg, neg.dim() == 3 ? std::vector<int64_t>{N, k} : std::vector<int64_t>{N}, torch::kInt64, {}});
+  const std::pair<torch::Tensor*, const torch::Tensor*> copied[] = {
+      {&s.shared, &batch.shared}, {&s.shared_log_q, &batch.shared_log_q}, {&s.users, &batch.users}};
+  for (const auto& [out, t] : copied) {
     if (!t->defined()) continue;
     TORCH_CHECK(t->is_cpu(), "the shared negatives, their log-Q and the users must be on the host");
-    const torch::Tensor source = t->contiguous();
-    cut(t, source.sizes(), source.scalar_type());
-    std::memcpy(t->data_ptr(), source.data_ptr(), source.numel() * source.element_size());
+    parts.push_back({out, t->sizes().vec(), t->scalar_type(), t->contiguous()});
+  }
+  auto part_bytes = [](const Part& p) {
+    return c10::multiply_integers(p.sizes) * static_cast<int64_t>(c10::elementSize(p.type));
+  };
+  int64_t bytes = 0;
+  for (const Part& p : parts) bytes += (part_bytes(p) + 7) / 8 * 8;
+  s.staging = torch::empty({bytes}, torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin));
+  int64_t offset = 0;
+  for (const Part& p : parts) {
+    const int64_t n = part_bytes(p);
+    *p.out = s.staging.narrow(0, offset, n).view(p.type).view(p.sizes);
+    if (p.source.defined()) std::memcpy(p.out->data_ptr(), p.source.data_ptr(), n);
+    offset += (n + 7) / 8 * 8;
   }
   s.packing.offsets = torch::empty({B + 1}, torch::kInt64);
   int64_t *items = s.packing.items.data_ptr<int64_t>(), *positions = s.packing.positions.data_ptr<int64_t>(),
