@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "sasrec/dropout_bits.h"
@@ -16,6 +17,12 @@ namespace {
 // Sequences at least this long take BLAS for their attention products;
 // shorter ones loops (a BLAS call costs more than a 6 x 50 x 6 product).
 constexpr int64_t kBlasFrom = 16;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Eight lanes' sums added as a tree (independent adds, not a chain).
+inline float tree8(const float* acc) {
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
 
 // a . b on eight independent sums (the loop vectorizes); inline, so that the kernels' clones inline it.
 inline float dot8(const float* a, const float* b, int64_t n) {
@@ -25,10 +32,10 @@ inline float dot8(const float* a, const float* b, int64_t n) {
     for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
   float tail = 0;
   for (; i < n; ++i) tail += a[i] * b[i];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+  return tree8(acc) + tail;
 }
 
-inline void axpy_inline(float alpha, const float* x, float* y, int64_t n) {
+inline void axpy_inline(float alpha, const float* __restrict x, float* __restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
@@ -48,28 +55,46 @@ SASREC_CLONES void axpy(float alpha, const float* x, float* y, int64_t n) { axpy
 
 SASREC_CLONES void linear_forward(const float* x, int64_t ldx, const float* w, const float* bias, int64_t n, int64_t in,
                                   int64_t out, float* y, int64_t ldy) {
-  gemm(false, true, n, out, in, 1.0f, x, ldx, w, in, 0.0f, y, ldy);
-  if (!bias) return;
-  for (int64_t r = 0; r < n; ++r) {
-    float* row = y + r * ldy;
-    for (int64_t j = 0; j < out; ++j) row[j] += bias[j];
+  if (!bias) {
+    gemm(false, true, n, out, in, 1.0f, x, ldx, w, in, 0.0f, y, ldy);
+    return;
   }
+  // The bias first and the product added to it: OpenBLAS clears C when beta is 0 (a memset of y,
+  // most of the 2.8% memset of a Beauty step) and the bias would be a second pass over y.
+  for (int64_t r = 0; r < n; ++r) {  // a loop, not memcpy: a call per row of 50 floats cost more than the memset
+    float* row = y + r * ldy;
+    for (int64_t j = 0; j < out; ++j) row[j] = bias[j];
+  }
+  gemm(false, true, n, out, in, 1.0f, x, ldx, w, in, 1.0f, y, ldy);
 }
 
 namespace {
 
-// Sum of n floats on eight lanes (vectorizes), the lanes added in double.
-inline double sum_lanes(const float* x, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// x's floats up to a multiple of 8 added on eight lanes into acc (the loop
+// vectorizes); returns where the tail starts.
+inline int64_t add_lanes(const float* x, int64_t n, float* acc) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
     for (int l = 0; l < 8; ++l) acc[l] += x[i + l];
+  return i;
+}
+// Sum of n floats on eight lanes, the lanes added in double.
+inline double sum_lanes(const float* x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   double s = 0;
-  for (; i < n; ++i) s += x[i];
+  for (int64_t i = add_lanes(x, n, acc); i < n; ++i) s += x[i];
   for (float a : acc) s += a;
   return s;
 }
-inline float sum8(const float* x, int64_t n) { return static_cast<float>(sum_lanes(x, n)); }
+// The same in float, the lanes added as a tree: a LayerNorm row's mean, where
+// adding the lanes one by one in double was a chain of dependent adds longer
+// than the row's own arithmetic (d = 50: a third of the time).
+inline float sum8(const float* x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float tail = 0;
+  for (int64_t i = add_lanes(x, n, acc); i < n; ++i) tail += x[i];
+  return tree8(acc) + tail;
+}
 
 // Column sums over many rows: float rows added in blocks of kBlock (vectorized across the columns),
 // each block's sums added in double.
@@ -113,10 +138,9 @@ SASREC_CLONES void layer_norm_forward(const float* x, const float* gamma, const 
     int64_t j = 0;
     for (; j + 8 <= d; j += 8)
       for (int l = 0; l < 8; ++l) acc[l] += (xr[j + l] - m) * (xr[j + l] - m);
-    double var = 0;
-    for (; j < d; ++j) var += (xr[j] - m) * (xr[j] - m);
-    for (float a : acc) var += a;
-    const float s = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(d) + eps));
+    float tail = 0;
+    for (; j < d; ++j) tail += (xr[j] - m) * (xr[j] - m);
+    const float s = 1.0f / std::sqrt((tree8(acc) + tail) / static_cast<float>(d) + eps);
     mean[r] = m;
     rstd[r] = s;
     float* yr = y + r * d;
@@ -133,14 +157,22 @@ SASREC_CLONES void layer_norm_backward(const float* dy, const float* x, const fl
   for (int64_t r = 0; r < n; ++r) {
     const float *xr = x + r * d, *dyr = dy + r * d;
     const float m = mean[r], s = rstd[r];
-    for (int64_t j = 0; j < d; ++j) {
+    // xhat, g = dy gamma, the column sums, and the row's sums of g and g xhat on eight lanes, in one pass.
+    float sg[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sgx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    auto element = [&](int64_t j, float& acc_g, float& acc_gx) {
       xh[j] = (xr[j] - m) * s;
       gg[j] = dyr[j] * gamma[j];
       pg[j] += dyr[j] * xh[j];
       pb[j] += dyr[j];
-    }
+      acc_g += gg[j], acc_gx += gg[j] * xh[j];
+    };
+    int64_t j = 0;
+    for (; j + 8 <= d; j += 8)
+      for (int l = 0; l < 8; ++l) element(j + l, sg[l], sgx[l]);
+    float tg = 0, tgx = 0;
+    for (; j < d; ++j) element(j, tg, tgx);
     const float fd = static_cast<float>(d);
-    const float a = sum8(gg, d) / fd, b = dot8(gg, xh, d) / fd;  // means of g and of g * xhat
+    const float a = (tree8(sg) + tg) / fd, b = (tree8(sgx) + tgx) / fd;  // means of g and of g * xhat
     float* dxr = dx + r * d;
     if (accumulate)
       for (int64_t j = 0; j < d; ++j) dxr[j] += s * (gg[j] - a - xh[j] * b);
@@ -298,15 +330,24 @@ SASREC_CLONES void scale(float* x, int64_t n, float a) {
 
 namespace {
 
-// Causal softmax of S [n,n] in place: row i over columns 0..i, 0 after.
+// Causal softmax of S [n,n] in place: row i over columns 0..i, 0 after. The
+// exponentials are one loop over the whole block (each row less its maximum
+// first, the columns after i set to -inf, whose exponential is 0), so that
+// they vectorize where the rows are a few elements long: most of a Beauty
+// batch's sequences are under 8 items.
 inline void causal_softmax(float* S, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     float* row = S + i * n;
     float top = row[0];
     for (int64_t j = 1; j <= i; ++j) top = std::max(top, row[j]);
-    const float inv = static_cast<float>(1.0 / exp_shifted_sum_inline(row, i + 1, top));
+    for (int64_t j = 0; j <= i; ++j) row[j] -= top;
+    for (int64_t j = i + 1; j < n; ++j) row[j] = kNegInf;
+  }
+  for (int64_t e = 0; e < n * n; ++e) S[e] = exp_nonpositive(S[e]);
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = S + i * n;
+    const float inv = static_cast<float>(1.0 / sum_lanes(row, i + 1));
     for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-    for (int64_t j = i + 1; j < n; ++j) row[j] = 0;
   }
 }
 
