@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "sasrec/error.h"
 #include "sasrec/fused_layers.h"
@@ -60,6 +61,24 @@ void AdamCoefficients::apply(float* w, const float* g, float* m, float* v, int64
 }
 
 bool fused_supported(const torch::Tensor& p) { return p.device().is_cpu() && p.scalar_type() == torch::kFloat32; }
+
+// body(begin, end) over [0, n) in pieces of `grain` elements (a few microseconds of Adam), taken by
+// the threads as they come: at::parallel_for's static halves made the first thread wait for the
+// second, which under OMP_WAIT_POLICY=passive wakes 0.1-0.3 ms after the region starts (a futex and,
+// in a VM, a halted vCPU); the pass over Beauty's item table is 0.5 ms (docs/results.md).
+void parallel_pieces(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+  const int64_t pieces = (n + grain - 1) / grain;
+  const int threads = at::get_num_threads();
+  if (pieces <= 1 || threads <= 1) {
+    if (n > 0) body(0, n);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t p = 0; p < pieces; ++p) body(p * grain, std::min(n, (p + 1) * grain));
+}
+
+// Elements in a piece.
+constexpr int64_t kGrain = 1 << 14;
 
 }  // namespace
 
@@ -143,7 +162,7 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       const float* g = p.grad().data_ptr<float>();
       float* m = state.exp_avg().data_ptr<float>();
       float* v = state.exp_avg_sq().data_ptr<float>();
-      at::parallel_for(0, p.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+      parallel_pieces(p.numel(), kGrain, [&](int64_t begin, int64_t end) {
         adam.apply(w + begin, g + begin, m + begin, v + begin, end - begin);
       });
     }
@@ -185,7 +204,7 @@ void FusedAdam::step_rows(const torch::Tensor& param, const torch::Tensor& ids, 
   float* v = state.exp_avg_sq().data_ptr<float>();
   for (int64_t r = 0; r < index.size(0); ++r)
     SASREC_CHECK(id[r] >= 0 && id[r] < rows, "FusedAdam::step_rows: row ", id[r], " outside [0, ", rows, ")");
-  at::parallel_for(0, index.size(0), std::max<int64_t>(1, (1 << 15) / d), [&](int64_t begin, int64_t end) {
+  parallel_pieces(index.size(0), std::max<int64_t>(1, kGrain / d), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t at = id[r] * d;
       adam.apply(w + at, g + r * d, m + at, v + at, d);
@@ -220,7 +239,7 @@ void FusedAdam::step_dense_rows(const torch::Tensor& param, const torch::Tensor&
   float* w = param.data_ptr<float>();
   float* m = state.exp_avg().data_ptr<float>();
   float* v = state.exp_avg_sq().data_ptr<float>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, (1 << 15) / d), [&](int64_t begin, int64_t end) {
+  parallel_pieces(rows, std::max<int64_t>(1, kGrain / d), [&](int64_t begin, int64_t end) {
     int64_t next = std::lower_bound(id, id + U, begin) - id;  // the first row with a gradient at or after begin
     int64_t r = begin;
     while (r < end) {
