@@ -8,8 +8,8 @@
 //             norms (the parameters' .grad() are views of it), and one more
 //             per extra run, added in at the end
 //   tables    the item, position and user tables' gradients are scattered
-//             after the runs, each thread a slice of the columns, tokens in
-//             order (no partial tables, the same sums for any thread count)
+//             after the runs, each thread a range of the tables' rows, tokens
+//             in order (no partial tables, the same sums for any thread count)
 #include "sasrec/fused_model.h"
 
 #include <ATen/Parallel.h>
@@ -656,25 +656,39 @@ struct FusedSASRec::Impl {
       std::memcpy(demb + at, g + at, sizeof(float) * m * D);
   }
 
-  // The tables' gradients, columns [c0,c1): every token in order.
-  void scatter_tables(int64_t c0, int64_t c1, float* dT) {
-    const int64_t w = c1 - c0;
+  // The tables' gradients, part `part` of `parts`: of each table the rows in
+  // that part's range, from every token in order (so the same sums for any
+  // number of parts). By rows, not columns: a row of 50 floats is not a
+  // whole number of cache lines, and column slices of it written by two
+  // threads made every row's middle line bounce between their cores (the
+  // scatter took 4.7x its one-thread CPU time on two, docs/results.md).
+  void scatter_tables(int64_t part, int64_t parts, float* dT) {
+    auto range = [&](int64_t rows) { return std::pair<int64_t, int64_t>{rows * part / parts, rows * (part + 1) / parts}; };
+    const auto [t0, t1] = range(R);
+    const auto [p0, p1] = range(pos_w.size(0));
     float* dP = pos_grad.data_ptr<float>();
-    for (int64_t i = 0; i < pos_w.size(0); ++i) std::fill(dP + i * D + c0, dP + i * D + c1, 0.0f);
-    if (loss != LossKind::Ce)
-      for (int64_t i = 0; i < R; ++i) std::fill(dT + i * D + c0, dT + i * D + c1, 0.0f);
+    std::fill(dP + p0 * D, dP + p1 * D, 0.0f);
+    if (loss != LossKind::Ce) std::fill(dT + t0 * D, dT + t1 * D, 0.0f);
+    auto mine = [](int64_t id, int64_t lo, int64_t hi) { return id >= lo && id < hi; };
     const float s = o.embedding_norm ? 1.0f : static_cast<float>(std::sqrt(static_cast<double>(D)));
     for (int64_t n = 0; n < N; ++n) {
-      const float* de = demb + n * D + c0;
-      float *t = dT + items[n] * D + c0, *pp = dP + positions[n] * D + c0;
-      for (int64_t j = 0; j < w; ++j) t[j] += s * de[j], pp[j] += de[j];
+      const float* de = demb + n * D;
+      if (mine(items[n], t0, t1)) {
+        float* t = dT + items[n] * D;
+        for (int64_t j = 0; j < D; ++j) t[j] += s * de[j];
+      }
+      if (mine(positions[n], p0, p1)) {
+        float* pp = dP + positions[n] * D;
+        for (int64_t j = 0; j < D; ++j) pp[j] += de[j];
+      }
     }
     auto add_row = [&](int64_t id, float c, const float* h) {
-      float* t = dT + id * D + c0;
-      for (int64_t j = 0; j < w; ++j) t[j] += c * h[j];
+      if (!mine(id, t0, t1)) return;
+      float* t = dT + id * D;
+      for (int64_t j = 0; j < D; ++j) t[j] += c * h[j];
     };
     for (int64_t n = 0; n < N; ++n) {
-      const float* h = feat + n * D + c0;
+      const float* h = feat + n * D;
       switch (loss) {
         case LossKind::Bce:
         case LossKind::Gbce: {
@@ -691,14 +705,16 @@ struct FusedSASRec::Impl {
     }
     if (loss == LossKind::SampledSoftmax)
       for (size_t run = 0; run < runs.size(); ++run)
-        for (int64_t q = 0; q < K; ++q) add_row(shared[q], 1.0f, dshared + run * K * D + q * D + c0);
+        for (int64_t q = 0; q < K; ++q) add_row(shared[q], 1.0f, dshared + run * K * D + q * D);
     if (o.user_embedding) {
+      const auto [u0, u1] = range(user_w.size(0));
       float* dU = user_grad.data_ptr<float>();
-      for (int64_t i = 0; i < user_w.size(0); ++i) std::fill(dU + i * D + c0, dU + i * D + c1, 0.0f);
+      std::fill(dU + u0 * D, dU + u1 * D, 0.0f);
       for (int64_t n = 0; n < N; ++n) {
-        float* u = dU + users[seq_of[n]] * D + c0;
-        const float* d = dfeat + n * D + c0;
-        for (int64_t j = 0; j < w; ++j) u[j] += d[j];
+        if (!mine(users[seq_of[n]], u0, u1)) continue;
+        float* u = dU + users[seq_of[n]] * D;
+        const float* d = dfeat + n * D;
+        for (int64_t j = 0; j < D; ++j) u[j] += d[j];
       }
     }
   }
@@ -861,13 +877,13 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
       });
     }
     barrier.wait();
-    guarded([&] {  // the runs' gradients summed in run order, and the tables, each slice a part of the columns
+    guarded([&] {  // the runs' gradients summed in run order, and the tables, each slice a range of their rows
       float* total = s.grad_flat.data_ptr<float>();
       for (int64_t t = me; t < n; t += team) {
         const int64_t g0 = s.grad_size * t / n, g1 = s.grad_size * (t + 1) / n;
         for (const auto& p : s.partials)
           for (int64_t i = g0; i < g1; ++i) total[i] += p[i];
-        s.scatter_tables(D * t / n, D * (t + 1) / n, dT);
+        s.scatter_tables(t, n, dT);
       }
     });
     barrier.leave_last(me == 0);  // the master ends the region last: it does not sleep in OpenMP's barrier
