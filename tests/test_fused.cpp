@@ -51,7 +51,7 @@ SASRecOptions options_of(const Case& c) {
   return o;
 }
 
-// A left-padded batch: lengths 20 (the attention's BLAS path), 5, 1, 3, 0 (no item) and 12.
+// A left-padded batch: lengths 20, 5 and 12 (the attention's BLAS path), 1 and 3 (its loops), 0 (no item).
 torch::Tensor batch_seq() {
   auto seq = torch::zeros({6, kMaxlen}, torch::kInt64);
   const int64_t lengths[] = {20, 5, 1, 3, 0, 12};

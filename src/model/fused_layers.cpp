@@ -15,8 +15,10 @@ namespace sasrec::fused {
 namespace {
 
 // Sequences at least this long take BLAS for their attention products;
-// shorter ones loops (a BLAS call costs more than a 6 x 50 x 6 product).
-constexpr int64_t kBlasFrom = 16;
+// shorter ones loops. OpenBLAS's small-matrix kernels win from 4 items on
+// (bench/layer_speed on Beauty's lengths, hidden 50: from 16 on, forward 83
+// and backward 104 us a batch; from 4 on, 76 and 87; from 1 on, 78 and 92).
+constexpr int64_t kBlasFrom = 4;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Eight lanes' sums added as a tree (independent adds, not a chain).
