@@ -60,7 +60,7 @@ Trainer::StepOutcome Trainer::train_step(const Batch& batch, int64_t step, bool 
 
 Trainer::Pass Trainer::forward_backward(const Batch& batch, int64_t step, int64_t global_targets) {
   Pass pass;
-  for (auto& p : model_->parameters()) p.mutable_grad().reset();  // backward allocates them: no zero fill
+  for (auto& p : params_) p.value().mutable_grad().reset();  // backward allocates them: no zero fill
   if (batch.targets == 0) {  // a rank without users this step still joins the exchanges
     if (shard_) pass.rows = shard_->fetch(model_->item_weight(), {});
     return pass;
@@ -129,7 +129,7 @@ std::string Trainer::nonfinite(const ReduceOutcome& reduced, int64_t global_targ
   if (reduced.item_bad_ranks > 0) return "the gradient of 'item.weight'";  // sharded: its owners found it
   if (!shard_ && reduced.item_rows.values.defined() && !all_finite(reduced.item_rows.values))
     return "the gradient of 'item.weight'";
-  for (const auto& p : model_->named_parameters()) {
+  for (const auto& p : params_) {
     const auto& g = p.value().grad();
     if (g.defined() && !all_finite(g)) return "the gradient of '" + p.key() + "'";
   }

@@ -170,6 +170,7 @@ void Trainer::build_training() {
   }
   objective_ = Objective::make(config_.train, data_->num_items(), item_counts_, device_);
   optimizer_ = make_optimizer(model_, config_.train);
+  params_ = model_->named_parameters();
   schedule_steps_ = config_.train.epochs * steps_per_epoch_;
   if (config_.train.max_steps > 0) schedule_steps_ = std::min(schedule_steps_, config_.train.max_steps);
   lr_ = config_.train.lr;
