@@ -218,6 +218,46 @@ TEST(FusedStepThreads, TwoThreadsGiveTheOneThreadStep) {
     EXPECT_TRUE(torch::equal(two.grads.at(table), one.grads.at(table))) << table;
 }
 
+TEST(FusedStepRows, ReadingTheRowsOfMInPlaceGivesTheCopiedTablesStep) {
+  // The trainer's fused step reads M[ids] through the ids instead of a gathered copy: the same floats.
+  for (const LossKind loss : {LossKind::Bce, LossKind::Gbce, LossKind::SampledSoftmax}) {
+    Case c{"rows", Norm::Pre, 2};
+    c.loss = loss;
+    torch::manual_seed(9);
+    SASRec model(options_of(c));
+    model->train();
+    const SampledTerms terms{{}, {}, loss == LossKind::Gbce ? gbce_beta(4, kItems, 0.75) : 1.0};
+    auto run = [&](bool in_place) {
+      Inputs in = inputs_of(c);
+      for (auto& p : model->parameters()) p.mutable_grad().reset();
+      model->reseed_dropout(0xabc, 4);
+      const std::vector<torch::Tensor*> parts{&in.packing.items, &in.pos, &in.neg, &in.shared};
+      FusedSASRec fused(model, loss);
+      StepResult r;
+      if (in_place) {
+        const torch::Tensor ids = unique_and_remap(parts, model->item_weight().size(0));
+        const auto out = fused.forward_backward(in.packing, in.users, model->item_weight(), in.pos, in.neg,
+                                                in.shared, terms, 0.1, ids);
+        r.loss = out.loss_sum, r.grads["rows"] = out.rows_grad.clone();
+      } else {
+        ItemRows rows = gather_item_rows(model->item_weight(), parts);
+        r.loss = fused.forward_backward(in.packing, in.users, rows.table, in.pos, in.neg, in.shared, terms, 0.1)
+                     .loss_sum;
+        r.grads["rows"] = rows.table.grad().clone();
+      }
+      for (auto& p : model->named_parameters())
+        if (p.value().grad().defined()) r.grads[p.key()] = p.value().grad().clone();
+      return r;
+    };
+    const StepResult copied = run(false), in_place = run(true);
+    EXPECT_EQ(copied.loss, in_place.loss) << loss_name(loss);
+    EXPECT_EQ(in_place.grads.count("item.weight"), 0u) << "M's own gradient is not set";
+    ASSERT_EQ(copied.grads.size(), in_place.grads.size());
+    for (const auto& [name, g] : copied.grads)
+      EXPECT_TRUE(torch::equal(in_place.grads.at(name), g)) << loss_name(loss) << " " << name;
+  }
+}
+
 TEST(FusedStepThreads, TwoThreadsComputeTheRunsOnTwoThreads) {
   // at::parallel_for is inline `#pragma omp parallel`: a library compiled without
   // OpenMP runs every run on the calling thread, and the test above still passes.

@@ -53,6 +53,7 @@ class FusedSASRec {
     double forward_seconds = 0;   // the first run's forward and loss
     double backward_seconds = 0;  // the rest of the call
     int threads = 0;              // distinct threads that computed the runs (at most at::get_num_threads())
+    torch::Tensor rows_grad;      // [U,D] the gradient of the rows M[rows] (when `rows` was given)
   };
   // One step's loss and gradients, as loss_sum_rows(forward_packed(...)) and
   // backward of scale x that sum would give them:
@@ -63,11 +64,15 @@ class FusedSASRec {
   //              neg / shared remapped to its rows
   //   pos [N], neg [N] (bce) or [N,k] (gbce), shared [K] (sampled_softmax)
   //   terms      log-Q (sampled_softmax, popularity) and gbce's beta
-  // Every parameter's .grad() is set (M's only when `table` is M, else
-  // table.grad()); the gradients stay valid until the next call.
+  //   rows       optional [U] int64: the batch-local table is M[rows], read
+  //              in place from `table` = M (no copy; ids as unique_and_remap
+  //              leaves them), its gradient returned as Result::rows_grad
+  // Every parameter's .grad() is set (M's only when `table` is M and no
+  // `rows` are given, else table.grad() or rows_grad); the gradients stay
+  // valid until the next call.
   Result forward_backward(const Packing& packing, const torch::Tensor& users, const torch::Tensor& table,
                           const torch::Tensor& pos, const torch::Tensor& neg, const torch::Tensor& shared,
-                          const SampledTerms& terms, double scale);
+                          const SampledTerms& terms, double scale, const torch::Tensor& rows = {});
 
  private:
   struct Impl;

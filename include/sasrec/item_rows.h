@@ -27,6 +27,10 @@ struct RowGradient {
 struct ItemRows {
   torch::Tensor ids;    // [U] int64 sorted unique global item ids
   torch::Tensor table;  // [U,d] leaf copy of M[ids] that requires grad; backward fills table.grad()
+  // [U,d] the rows' gradient where no copy was made (table undefined): the
+  // fused step reads M[ids] in place (fused_model.h) and returns it.
+  torch::Tensor grad;
+  const torch::Tensor& gradient() const { return table.defined() ? table.grad() : grad; }
 };
 
 // Copies the rows of `weight` named by the ids in `parts` (any shapes; an

@@ -54,7 +54,7 @@ ReduceOutcome Reducer::reduce(const ItemRows& rows, bool loss_bad, bool stop_req
   RowGradient mine;
   if (item_rows_) {
     mine.ids = rows.ids.defined() ? rows.ids : torch::empty({0}, table_.options().dtype(torch::kInt64));
-    mine.values = rows.ids.defined() ? rows.table.grad() : torch::empty({0, table_.size(1)}, table_.options());
+    mine.values = rows.ids.defined() ? rows.gradient() : torch::empty({0, table_.size(1)}, table_.options());
   }
   if (world == 1) {
     // Kept as rows: lazy_adam steps them; adam steps every row, the others with a zero gradient

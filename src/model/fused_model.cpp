@@ -169,6 +169,7 @@ struct FusedSASRec::Impl {
   const int64_t *items = nullptr, *positions = nullptr, *seq_of = nullptr, *pos = nullptr, *neg = nullptr,
                 *shared = nullptr, *users = nullptr;
   const float *table = nullptr, *pos_log_q = nullptr, *shared_log_q = nullptr;
+  const int64_t* table_rows = nullptr;  // row r of the batch's table is table[table_rows[r]] (null: table[r])
   int64_t N = 0, B = 0, R = 0, K = 0, k_neg = 0;
   double beta = 1, scale = 1;
 
@@ -326,15 +327,17 @@ struct FusedSASRec::Impl {
   }
 
   float* grads_of(size_t run) { return run == 0 ? grad_flat.data_ptr<float>() : partials[run - 1].data(); }
+  // Row r of the batch's item table.
+  const float* row_of(int64_t r) const { return table + (table_rows ? table_rows[r] : r) * D; }
 
   // ---- forward ------------------------------------------------------------------
   void embed(const Run& r) {
     const int64_t m = r.rows();
-    const float *T = table, *P = cf(pos_w);
+    const float* P = cf(pos_w);
     const float s = static_cast<float>(std::sqrt(static_cast<double>(D)));
     float* x = acts[0].in + r.r0 * D;
     for (int64_t n = r.r0; n < r.r1; ++n) {
-      const float *e = T + items[n] * D, *p = P + positions[n] * D;
+      const float *e = row_of(items[n]), *p = P + positions[n] * D;
       float* y = (o.embedding_norm ? emb_in : acts[0].in) + n * D;
       if (o.embedding_norm)
         for (int64_t j = 0; j < D; ++j) y[j] = e[j] + p[j];
@@ -472,7 +475,7 @@ struct FusedSASRec::Impl {
       const float* h = feat + n * D;
       float* c = coef + n * w;
       float* dh = dfeat + n * D;
-      const float* tp = table + pos[n] * D;
+      const float* tp = row_of(pos[n]);
       const double s0 = fused::dot(h, tp, D);
       sum += b * fused::softplus(-s0);
       c[0] = static_cast<float>(-b * fused::sigmoid(-s0) * scale);
@@ -483,7 +486,7 @@ struct FusedSASRec::Impl {
           c[1 + q] = 0;
           continue;
         }
-        const float* tn = table + id * D;
+        const float* tn = row_of(id);
         const double s = fused::dot(h, tn, D);
         sum += fused::softplus(s);
         c[1 + q] = static_cast<float>(fused::sigmoid(s) * scale);
@@ -500,7 +503,7 @@ struct FusedSASRec::Impl {
     double sum = 0;
     for (int64_t n = r.r0; n < r.r1; ++n) {
       float* row_l = logits + n * K;
-      const float* tp = table + pos[n] * D;
+      const float* tp = row_of(pos[n]);
       float sp = fused::dot(feat + n * D, tp, D);
       if (pos_log_q) sp -= pos_log_q[n];
       float top = sp;
@@ -726,7 +729,7 @@ FusedSASRec::~FusedSASRec() = default;
 FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const torch::Tensor& users,
                                                   const torch::Tensor& table, const torch::Tensor& pos,
                                                   const torch::Tensor& neg, const torch::Tensor& shared,
-                                                  const SampledTerms& terms, double scale) {
+                                                  const SampledTerms& terms, double scale, const torch::Tensor& rows) {
   const auto start = Clock::now();
   Impl& s = *impl_;
   const int64_t D = s.D;
@@ -741,6 +744,16 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
                    table.is_contiguous() && table.dim() == 2 && table.size(1) == D,
                "FusedSASRec: table must be a contiguous float32 CPU [R,", D, "] tensor");
   s.N = packing.items.size(0), s.B = packing.offsets.size(0) - 1, s.R = table.size(0);
+  s.table_rows = nullptr;
+  if (rows.defined()) {  // the batch's table is M[rows], read in place
+    SASREC_CHECK(is_ids(rows, 1) && rows.size(0) >= 1 && table.is_same(s.item_w) && s.loss != LossKind::Ce,
+                 "FusedSASRec: rows must be [U] int64 ids into M, passed as the table (not with ce)");
+    s.table_rows = ci(rows);
+    for (int64_t r = 0; r < rows.size(0); ++r)
+      SASREC_CHECK(s.table_rows[r] >= 0 && s.table_rows[r] < s.R, "FusedSASRec: row id ", s.table_rows[r],
+                   " outside M's ", s.R, " rows");
+    s.R = rows.size(0);
+  }
   SASREC_CHECK(s.N >= 1 && is_ids(pos, 1) && pos.size(0) == s.N, "FusedSASRec: pos must be [N] int64");
   s.items = ci(packing.items), s.positions = ci(packing.positions), s.seq_of = ci(packing.sequence);
   s.pos = ci(pos), s.neg = nullptr, s.shared = nullptr, s.users = nullptr;
@@ -811,7 +824,7 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
     std::memcpy(w + 3 * D * D + 2 * D, cf(p.bv), sizeof(float) * D);
   }
   if (s.loss == LossKind::SampledSoftmax)
-    for (int64_t q = 0; q < s.K; ++q) std::memcpy(s.shared_rows + q * D, s.table + s.shared[q] * D, sizeof(float) * D);
+    for (int64_t q = 0; q < s.K; ++q) std::memcpy(s.shared_rows + q * D, s.row_of(s.shared[q]), sizeof(float) * D);
   const size_t runs = s.runs.size();
   s.partials.resize(runs - 1);
   for (auto& p : s.partials) p.resize(s.grad_size);
@@ -819,7 +832,9 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
 
   // The item table's gradient: M's own dense buffer, or a new one for a batch-local table.
   torch::Tensor table_grad;
-  if (table.is_same(s.item_w)) {
+  if (s.table_rows) {
+    table_grad = torch::empty({s.R, D}, table.options());
+  } else if (table.is_same(s.item_w)) {
     if (!s.item_grad.defined()) s.item_grad = torch::zeros_like(s.item_w);
     table_grad = s.item_grad;
   } else {
@@ -896,7 +911,9 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
   for (auto& [p, grad] : s.grad_views) p.mutable_grad() = grad;
   s.pos_w.mutable_grad() = s.pos_grad;
   if (s.o.user_embedding) s.user_w.mutable_grad() = s.user_grad;
-  if (table.is_same(s.item_w)) {
+  if (s.table_rows) {
+    result.rows_grad = table_grad;
+  } else if (table.is_same(s.item_w)) {
     s.item_w.mutable_grad() = table_grad;
   } else {
     table.mutable_grad() = table_grad;

@@ -93,13 +93,18 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch, int64_t step, int64_
     const std::vector<torch::Tensor*> ids{&in.packing.items, &in.pos, &in.neg, &in.shared};
     if (shard_)
       pass.rows = shard_->fetch(model_->item_weight(), ids);  // from their owners (item_shard.h)
+    else if (rows && fused_)
+      pass.rows.ids = unique_and_remap(ids, model_->item_weight().size(0));  // the fused step reads M[ids] in place
     else if (rows)
       pass.rows = gather_item_rows(model_->item_weight(), ids);
-    const torch::Tensor& table = rows ? pass.rows.table : model_->item_weight();
+    const torch::Tensor& table = pass.rows.table.defined() ? pass.rows.table : model_->item_weight();
     if (fused_) {
       // model.kernels fused: forward, loss and backward in one call, which sets every gradient
       // (fused_model.h); the hook sees its loss sum, the gradients already computed.
-      const auto r = fused_->forward_backward(in.packing, in.users, table, in.pos, in.neg, in.shared, terms, scale);
+      const torch::Tensor in_place = rows && !shard_ ? pass.rows.ids : torch::Tensor();
+      const auto r =
+          fused_->forward_backward(in.packing, in.users, table, in.pos, in.neg, in.shared, terms, scale, in_place);
+      pass.rows.grad = r.rows_grad;
       pass.loss_sum = r.loss_sum;
       if (hooks_)
         pass.loss_sum =
