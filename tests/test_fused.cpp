@@ -9,6 +9,7 @@
 
 #include <map>
 #include <string>
+#include <tuple>
 
 #include "sasrec/config.h"
 #include "sasrec/dropout_bits.h"
@@ -345,24 +346,33 @@ TEST(FusedDropout, KeepsExactlyTheElementsOfTheMaskStream) {
 }
 
 TEST(FusedAdamRows, DenseStepFromRowsEqualsTheDenseStepBitForBit) {
-  // Adam on a table whose gradient lives in a few rows: step_dense_rows against step() on the dense gradient.
-  torch::manual_seed(8);
-  auto a = torch::randn({30, 5}), b = a.clone();
-  a.requires_grad_(true), b.requires_grad_(true);
+  // Adam on a table whose gradient lives in a few rows: step_dense_rows against step() on the dense gradient,
+  // on a small table and on one of several pieces (16k elements each) taken by two threads.
   auto make = [](torch::Tensor p) {
     std::vector<torch::optim::OptimizerParamGroup> g;
     g.emplace_back(std::vector<torch::Tensor>{p},
                    std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(1e-2).weight_decay(0.05)));
     return std::make_unique<FusedAdam>(std::move(g), torch::optim::AdamOptions(1e-2));
   };
-  auto dense = make(a), rows = make(b);
-  for (int step = 0; step < 6; ++step) {
-    auto ids = step % 2 ? torch::tensor({0, 7, 8, 29}, torch::kInt64) : torch::tensor({3, 11}, torch::kInt64);
-    auto g = torch::randn({ids.size(0), 5});
-    a.mutable_grad() = torch::zeros({30, 5}).index_copy_(0, ids, g);
-    dense->step();
-    rows->step_dense_rows(b, ids, g);
-    ASSERT_TRUE(torch::equal(a, b)) << "step " << step << ": " << (a - b).abs().max().item<float>();
+  const int threads = at::get_num_threads();
+  for (const auto& [R, d, team] : {std::tuple<int64_t, int64_t, int>{30, 5, 1}, {2000, 50, 2}}) {
+    at::set_num_threads(team);
+    torch::manual_seed(8);
+    auto a = torch::randn({R, d}), b = a.clone();
+    a.requires_grad_(true), b.requires_grad_(true);
+    auto dense = make(a), rows = make(b);
+    for (int step = 0; step < 6; ++step) {
+      // Ids at both ends, adjacent ones, and (on the large table) rows on both sides of pieces' edges.
+      auto ids = step % 2 ? torch::tensor({int64_t{0}, int64_t{7}, int64_t{8}, R - 1})
+                          : std::get<0>(torch::randperm(R, torch::kInt64).slice(0, 0, R / 3).sort());
+      auto g = torch::randn({ids.size(0), d});
+      a.mutable_grad() = torch::zeros({R, d}).index_copy_(0, ids, g);
+      dense->step();
+      rows->step_dense_rows(b, ids, g);
+      ASSERT_TRUE(torch::equal(a, b)) << R << " x " << d << ", step " << step << ": "
+                                      << (a - b).abs().max().item<float>();
+    }
+    EXPECT_THROW(rows->step_dense_rows(b, torch::tensor({5, 2}, torch::kInt64), torch::zeros({2, d})), Error);
   }
-  EXPECT_THROW(rows->step_dense_rows(b, torch::tensor({5, 2}, torch::kInt64), torch::zeros({2, 5})), Error);
+  at::set_num_threads(threads);
 }
