@@ -347,7 +347,7 @@ TEST(FusedDropout, KeepsExactlyTheElementsOfTheMaskStream) {
 
 TEST(FusedAdamRows, DenseStepFromRowsEqualsTheDenseStepBitForBit) {
   // Adam on a table whose gradient lives in a few rows: step_dense_rows against step() on the dense gradient,
-  // on a small table and on one of several pieces (16k elements each) taken by two threads.
+  // on a small table and on a table of several pieces (16k elements each) taken by two threads.
   auto make = [](torch::Tensor p) {
     std::vector<torch::optim::OptimizerParamGroup> g;
     g.emplace_back(std::vector<torch::Tensor>{p},
