@@ -511,7 +511,7 @@ struct FusedSASRec::Impl {
       if (shared_log_q)
         for (int64_t q = 0; q < K; ++q) row_l[q] -= shared_log_q[q];
       // Accidental hits (shared negatives equal to the target) looked up, not compared column by column:
-      // that loop, with the maximum in it, was 1.5 ms of a 17 ms step at K = 256 (docs/results.md).
+      // that loop, with the maximum in it, was 1.7 ms of a 16.5 ms step at 1M items, K = 256 (docs/results.md).
       for (auto hit = std::lower_bound(shared_sorted.begin(), shared_sorted.end(), std::make_pair(pos[n], int64_t{0}));
            hit != shared_sorted.end() && hit->first == pos[n]; ++hit)
         row_l[hit->second] = kNegInf;
