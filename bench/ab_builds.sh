@@ -36,10 +36,7 @@ for round in $(seq 1 "$ROUNDS"); do
       [ "$build" = after ] && bin=$AFTER
       name="${build}_t${threads}_r$round"
       echo "round $round: $build, $threads thread(s)"
-      "$bin" "$CONFIG" --set data.path="$DATA" --set train.epochs=5 --set eval.every=0 \
-        --set eval.protocols=[sampled] --set eval.max_users=100 --set output.progress=off \
-        --set train.threads="$threads" --set output.metrics="$OUT/$name.jsonl" "$@" > "$OUT/$name.log" 2>&1 ||
-        { echo "bench/ab_builds.sh: $bin failed; its output: $OUT/$name.log" >&2; tail -n 5 "$OUT/$name.log" >&2; exit 1; }
+      five_epochs "$bin" "$DATA" "$CONFIG" "$threads" "$name" "$@"
     done
   done
 done

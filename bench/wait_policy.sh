@@ -32,11 +32,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for v in "${variants[@]}"; do
     IFS='|' read -r name environment threads <<< "$v"
     echo "round $round: $name"
-    # shellcheck disable=SC2086  # the environment is words
-    env $environment "$BIN" "$CONFIG" --set data.path="$DATA" --set train.epochs=5 --set eval.every=0 \
-      --set eval.protocols=[sampled] --set eval.max_users=100 --set output.progress=off \
-      --set train.threads="$threads" --set output.metrics="$OUT/${name}_r$round.jsonl" "$@" \
-      > "$OUT/${name}_r$round.log" 2>&1
+    # shellcheck disable=SC2086,SC2163  # the environment is words: NAME=value pairs to export
+    (export $environment; five_epochs "$BIN" "$DATA" "$CONFIG" "$threads" "${name}_r$round" "$@")
   done
 done
 
