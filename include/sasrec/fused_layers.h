@@ -19,10 +19,17 @@
 // (AVX-512), x86-64-v3 (AVX2 + FMA) and the baseline, the best the CPU has
 // chosen when the program loads: the layers' loops (BLAS picks its own
 // kernels). GCC on x86-64.
+// SASREC_CLONES_256 stops at AVX2, for loops bound by square roots and
+// divisions: 512-bit lanes do them no faster an element on Intel's cores
+// (by their published throughputs) and 2.5x slower on the AMD EPYC of
+// docs/results.md (Adam's pass over 605k elements: 0.52 ms in zmm, 0.20 ms
+// in ymm).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SASREC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define SASREC_CLONES_256 __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define SASREC_CLONES
+#define SASREC_CLONES_256
 #endif
 
 namespace sasrec::fused {

@@ -35,8 +35,9 @@ struct AdamCoefficients {
   void apply_zero(float* w, float* m, float* v, int64_t n) const { apply(w, nullptr, m, v, n); }
 };
 
-// Branch-free: vectorizes (no errno from sqrt); compiled for AVX2 + FMA too (fused_layers.h).
-SASREC_CLONES void adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, int64_t n) {
+// Branch-free: vectorizes (no errno from sqrt); compiled for AVX2 (fused_layers.h: its square
+// root and division an element are the pass's bound, and 512-bit lanes are slower at them on Zen 4).
+SASREC_CLONES_256 void adam_update(const AdamCoefficients& c, float* w, const float* g, float* m, float* v, int64_t n) {
   const float b1 = c.b1, b2 = c.b2, c1 = c.c1, c2 = c.c2, wd = c.wd, eps = c.eps, step_size = c.step_size,
               inv_sqrt_bias2 = c.inv_sqrt_bias2, keep = c.keep;
   if (g) {
