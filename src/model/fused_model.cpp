@@ -55,6 +55,11 @@ using Clock = std::chrono::steady_clock;
 constexpr float kLayerNormEps = 1e-8f;  // model.cpp's
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Rows of the item table this many tokens ahead are fetched (fused::prefetch)
+// while the current one is computed: after Adam's pass over the table and its
+// moments, Beauty's 2.4 MB table is past L2, and a 1M-item one is in memory.
+constexpr int64_t kRowsAhead = 8;
+
 // The threads of one parallel region waiting for each other by spinning
 // (the CPU's pause, then yielding the core to whatever else wants it), never
 // by sleeping: a phase of a small step lasts less than waking a sleeping
@@ -339,6 +344,7 @@ struct FusedSASRec::Impl {
     const float s = static_cast<float>(std::sqrt(static_cast<double>(D)));
     float* x = acts[0].in + r.r0 * D;
     for (int64_t n = r.r0; n < r.r1; ++n) {
+      if (n + kRowsAhead < r.r1) fused::prefetch(row_of(items[n + kRowsAhead]), D);
       const float *e = row_of(items[n]), *p = P + positions[n] * D;
       float* y = (o.embedding_norm ? emb_in : acts[0].in) + n * D;
       if (o.embedding_norm)
@@ -474,6 +480,10 @@ struct FusedSASRec::Impl {
     double sum = 0;
     const int64_t w = 1 + k;
     for (int64_t n = r.r0; n < r.r1; ++n) {
+      if (n + kRowsAhead < r.r1) {
+        fused::prefetch(row_of(pos[n + kRowsAhead]), D);
+        for (int64_t q = 0; q < k; ++q) fused::prefetch(row_of(neg[(n + kRowsAhead) * k + q]), D);
+      }
       const float* h = feat + n * D;
       float* c = coef + n * w;
       float* dh = dfeat + n * D;
@@ -504,6 +514,7 @@ struct FusedSASRec::Impl {
     gemm(false, true, m, K, D, 1.0f, feat + r.r0 * D, D, shared_rows, D, 0.0f, lg, K);  // [m,K]
     double sum = 0;
     for (int64_t n = r.r0; n < r.r1; ++n) {
+      if (n + kRowsAhead < r.r1) fused::prefetch(row_of(pos[n + kRowsAhead]), D);
       float* row_l = logits + n * K;
       const float* tp = row_of(pos[n]);
       float sp = fused::dot(feat + n * D, tp, D);
@@ -831,7 +842,10 @@ FusedSASRec::Result FusedSASRec::forward_backward(const Packing& packing, const 
     std::memcpy(w + 3 * D * D + 2 * D, cf(p.bv), sizeof(float) * D);
   }
   if (s.loss == LossKind::SampledSoftmax)
-    for (int64_t q = 0; q < s.K; ++q) std::memcpy(s.shared_rows + q * D, s.row_of(s.shared[q]), sizeof(float) * D);
+    for (int64_t q = 0; q < s.K; ++q) {
+      if (q + kRowsAhead < s.K) fused::prefetch(s.row_of(s.shared[q + kRowsAhead]), D);
+      std::memcpy(s.shared_rows + q * D, s.row_of(s.shared[q]), sizeof(float) * D);
+    }
   const size_t runs = s.runs.size();
   s.partials.resize(runs - 1);
   for (auto& p : s.partials) p.resize(s.grad_size);
