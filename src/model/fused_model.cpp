@@ -38,6 +38,7 @@
 namespace sasrec {
 
 using fused::gemm;
+using fused::kRowsAhead;
 
 std::string fused_unsupported(const Config& config, torch::Device device) {
   if (!device.is_cpu()) return "the fused step runs on the CPU and this run is on " + device.str();
@@ -54,11 +55,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr float kLayerNormEps = 1e-8f;  // model.cpp's
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// Rows of the item table this many tokens ahead are fetched (fused::prefetch)
-// while the current one is computed: after Adam's pass over the table and its
-// moments, Beauty's 2.4 MB table is past L2, and a 1M-item one is in memory.
-constexpr int64_t kRowsAhead = 8;
 
 // The threads of one parallel region waiting for each other by spinning
 // (the CPU's pause, then yielding the core to whatever else wants it), never

@@ -80,8 +80,6 @@ void parallel_pieces(int64_t n, int64_t grain, const std::function<void(int64_t,
 
 // Elements in a piece.
 constexpr int64_t kGrain = 1 << 14;
-// step_rows: rows this far ahead are fetched while the current one is stepped.
-constexpr int64_t kRowsAhead = 8;
 
 }  // namespace
 
@@ -209,9 +207,9 @@ void FusedAdam::step_rows(const torch::Tensor& param, const torch::Tensor& ids, 
     SASREC_CHECK(id[r] >= 0 && id[r] < rows, "FusedAdam::step_rows: row ", id[r], " outside [0, ", rows, ")");
   parallel_pieces(index.size(0), std::max<int64_t>(1, kGrain / d), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      if (r + kRowsAhead < end) {  // the rows of a large table and its moments are in memory, not cache
-        const int64_t ahead = id[r + kRowsAhead] * d;
-        fused::prefetch(w + ahead, d, true), fused::prefetch(m + ahead, d, true), fused::prefetch(v + ahead, d, true);
+      if (r + fused::kRowsAhead < end) {  // a large table's rows and moments are in memory, not cache
+        const int64_t ahead = id[r + fused::kRowsAhead] * d;
+        fused::prefetch<true>(w + ahead, d), fused::prefetch<true>(m + ahead, d), fused::prefetch<true>(v + ahead, d);
       }
       const int64_t at = id[r] * d;
       adam.apply(w + at, g + r * d, m + at, v + at, d);
