@@ -26,6 +26,7 @@
 #include <unordered_map>
 
 #include "sasrec/config.h"
+#include "sasrec/torch_compat.h"
 
 namespace sasrec {
 
@@ -60,6 +61,8 @@ class FusedAdam : public torch::optim::Adam {
  private:
   double decoupled_decay(const torch::Tensor& p) const;
   std::unordered_map<const c10::TensorImpl*, double> decoupled_;  // parameter -> wd
+  // parameter -> its key in state_ (a function of the address alone: never stale)
+  std::unordered_map<const c10::TensorImpl*, compat::OptimizerStateKey> keys_;
   const torch::optim::AdamOptions& options_for(const torch::Tensor& p) const;
 };
 

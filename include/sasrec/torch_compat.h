@@ -13,6 +13,8 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <utility>
+
 namespace sasrec::compat {
 
 // Whether this libtorch has at::scaled_dot_product_attention.
@@ -44,6 +46,7 @@ inline auto optimizer_state_key(const torch::Tensor& p) {
   return c10::guts::to_string(p.unsafeGetTensorImpl());
 #endif
 }
+using OptimizerStateKey = decltype(optimizer_state_key(std::declval<const torch::Tensor&>()));
 
 // Autocast of `device_type` (CPU or CUDA) to `dtype` while alive, the state
 // before it restored after; a disabled guard changes nothing.

@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -224,7 +225,13 @@ void SASRecImpl::reset_parameters() {
 
 void SASRecImpl::zero_padding() {
   torch::NoGradGuard no_grad;
-  if (options_.item_begin == 0 && item_->weight.size(0) > 0) item_->weight[0].zero_();
+  auto& w = item_->weight;
+  if (options_.item_begin != 0 || w.size(0) == 0) return;
+  if (w.is_cpu() && w.scalar_type() == torch::kFloat32 && w.is_contiguous()) {
+    std::fill_n(w.data_ptr<float>(), w.size(1), 0.0f);  // every step: `w[0].zero_()` took 0.010 ms
+  } else {
+    w[0].zero_();
+  }
 }
 
 void init_item_rows(torch::Tensor& w, int64_t begin, int64_t total_rows, double std, uint64_t seed) {
