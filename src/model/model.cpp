@@ -20,6 +20,11 @@ constexpr double kLayerNormEps = 1e-8;  // as the authors' code and the PyTorch 
 torch::nn::LayerNorm layer_norm(int64_t hidden) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden}).eps(kLayerNormEps));
 }
+
+// A table whose floats loops may write in place through data_ptr.
+bool host_float32(const torch::Tensor& w) {
+  return w.is_cpu() && w.scalar_type() == torch::kFloat32 && w.is_contiguous();
+}
 }  // namespace
 
 SASRecOptions SASRecOptions::from(const ModelConfig& m, int64_t num_items, int64_t num_users) {
@@ -227,7 +232,7 @@ void SASRecImpl::zero_padding() {
   torch::NoGradGuard no_grad;
   auto& w = item_->weight;
   if (options_.item_begin != 0 || w.size(0) == 0) return;
-  if (w.is_cpu() && w.scalar_type() == torch::kFloat32 && w.is_contiguous()) {
+  if (host_float32(w)) {
     std::fill_n(w.data_ptr<float>(), w.size(1), 0.0f);  // every step: `w[0].zero_()` took 0.010 ms
   } else {
     w[0].zero_();
@@ -241,7 +246,7 @@ void init_item_rows(torch::Tensor& w, int64_t begin, int64_t total_rows, double 
   SASREC_CHECK(begin >= 0 && begin + n <= total_rows, "init_item_rows: rows [", begin, ", ", begin + n, ") of ",
                total_rows);
   // Drawn in place on a CPU float32 table; elsewhere on the host, then copied.
-  const bool in_place = w.is_cpu() && w.scalar_type() == torch::kFloat32 && w.is_contiguous();
+  const bool in_place = host_float32(w);
   auto host = in_place ? w : torch::empty({n, d}, torch::kFloat32);
   float* out = host.data_ptr<float>();
   const int64_t first = begin / kBlock, last = (begin + n + kBlock - 1) / kBlock;  // blocks [first, last)
